@@ -1,0 +1,60 @@
+# Context-aware STEM defect classification: simulate -> features -> train -> evaluate.
+# Every target creates .venv and installs what is missing itself. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_CONFIG ?= configs/dataset/demo.yaml
+DEMO_STORE ?= data/demo.zarr
+CLUSTER ?= local
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv simulate features train evaluate test test-fast bench slurm-install slurm-up slurm-down clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU build, so that no dependency pulls a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the project and its dependencies
+
+simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=local|slurm, DEMO_CONFIG=...)
+	$(PY) -m simulate --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
+
+features: $(STAMP) ## Encode the demo store's patches into the 31 features
+	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
+
+train: $(STAMP) ## Train the six models on the demo store (CPU, embedded default)
+	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo
+
+evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
+	$(PY) -m training demo-table --runs runs/demo
+
+slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
+	bash slurm/install-debian-slurm.sh
+
+slurm-up: slurm-install ## Start a single-node Slurm on localhost (idempotent)
+	bash slurm/start-local-slurm.sh
+
+slurm-down: ## Stop the single-node Slurm
+	bash slurm/stop-local-slurm.sh
+
+test: $(STAMP) slurm-install ## Run the whole test suite, real-Slurm tests included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests that need neither Slurm nor long simulations
+	$(PY) -m pytest -m "not slurm and not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Run the benchmarks; results go to bench/results/
+	$(PY) bench/simulate.py
+
+clean: ## Remove generated data and logs (keeps .venv)
+	rm -rf data runs lightning_logs .pytest_cache

@@ -1,0 +1,103 @@
+"""abTEM multislice of one environment at one beam energy: HAADF and MAADF images from a single run.
+
+The scan window is centred on the central column with an odd number of probe positions, so the column sits
+exactly on the centre pixel; its step divides the patch half-width √3·a/2 into whole pixels and is at or below
+the Nyquist step λ/(4α). The window extends ``scan_margin_px`` pixels beyond the patch on each side.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .optics import nyquist_scan_sampling_angstrom
+
+
+@dataclass(frozen=True)
+class ScanWindow:
+    """Probe positions: ``n_px`` x ``n_px`` points spaced ``sampling_angstrom`` centred on the column.
+
+    ``patch_half_px`` pixels on each side of the centre span the patch half-width √3·a/2 exactly.
+    """
+
+    sampling_angstrom: float
+    patch_half_px: int
+    margin_px: int
+
+    @property
+    def n_px(self) -> int:
+        return 2 * (self.patch_half_px + self.margin_px) + 1
+
+    @property
+    def centre_px(self) -> int:
+        return self.patch_half_px + self.margin_px
+
+
+def scan_window(lattice_constant_angstrom: float, beam_energy_kev: float, convergence_semiangle_mrad: float,
+                margin_px: int) -> ScanWindow:
+    """The scan for a patch of side √3·a at Nyquist sampling or finer."""
+    half_width = 3**0.5 * lattice_constant_angstrom / 2
+    nyquist = nyquist_scan_sampling_angstrom(beam_energy_kev, convergence_semiangle_mrad)
+    half_px = math.ceil(half_width / nyquist - 1e-9)
+    return ScanWindow(sampling_angstrom=half_width / half_px, patch_half_px=half_px, margin_px=margin_px)
+
+
+def configure_abtem(device: str, fftw_planning_effort: str) -> None:
+    """Process-wide abTEM settings for a worker: one FFTW thread (Dask gives one core per worker),
+    reproducible FFT plans, no progress bars."""
+    import abtem
+
+    abtem.config.set({
+        "device": device,
+        "fftw.threads": 1,
+        "fftw.planning_effort": fftw_planning_effort,
+        "diagnostics.progress_bar": False,
+    })
+
+
+def simulate_images(atoms, centre_xy_angstrom, *, beam_energy_kev: float, gpts: int,
+                    convergence_semiangle_mrad: float, detectors: dict[str, dict], window: ScanWindow,
+                    slice_thickness_angstrom: float, parametrization: str = "lobato",
+                    frozen_phonons: int = 0, frozen_phonon_sigma_angstrom: float = 0.08,
+                    seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Clean detector images of ``atoms`` scanned around ``centre_xy_angstrom``.
+
+    Returns ``{detector name: (n_px, n_px) float32}`` in fractions of the incident beam, indexed [row, column]
+    = [y, x] (abTEM's scan axes are [x, y]; they are transposed here). One multislice run (``FlexibleAnnularDetector``) serves every detector.
+    Raises ``ValueError`` when the grid cannot reach a detector's outer angle (abTEM would truncate).
+    """
+    import abtem
+    import dask
+
+    if frozen_phonons > 0:
+        source = abtem.FrozenPhonons(atoms, num_configs=frozen_phonons, sigmas=frozen_phonon_sigma_angstrom, seed=seed)
+    else:
+        source = atoms
+    potential = abtem.Potential(source, gpts=(gpts, gpts), slice_thickness=slice_thickness_angstrom,
+                                projection="infinite", parametrization=parametrization, device=device)
+    probe = abtem.Probe(energy=beam_energy_kev * 1e3, semiangle_cutoff=convergence_semiangle_mrad, device=device)
+    probe.grid.match(potential)
+    reach = min(probe.cutoff_angles)
+    for name, det in detectors.items():
+        if det["outer_mrad"] > reach:
+            raise ValueError(f"{name} outer angle {det['outer_mrad']} mrad is beyond the grid's reach "
+                             f"({reach:.0f} mrad at {gpts} gpts, {beam_energy_kev} keV): use a finer grid")
+    half = window.centre_px * window.sampling_angstrom
+    cx, cy = centre_xy_angstrom
+    scan = abtem.GridScan(start=(cx - half, cy - half), end=(cx + half, cy + half),
+                          gpts=(window.n_px, window.n_px), endpoint=True)
+    # The caller is usually a Dask task: run abTEM's own graph here, in this process, not on the cluster.
+    with dask.config.set(scheduler="synchronous"):
+        potential = potential.build(lazy=False)  # prebuilt once, or it is rebuilt per scan chunk
+        measurement = probe.scan(potential, scan=scan, detectors=abtem.FlexibleAnnularDetector()).compute()
+        if frozen_phonons > 0:
+            measurement = measurement.mean(0)
+        images = {}
+        for name, det in detectors.items():
+            image = measurement.integrate_radial(det["inner_mrad"], det["outer_mrad"])
+            images[name] = np.ascontiguousarray(np.asarray(image.array, dtype=np.float32).T)
+    for name, image in images.items():
+        if image.shape != (window.n_px, window.n_px):
+            raise RuntimeError(f"{name}: abTEM returned {image.shape}, expected {(window.n_px,) * 2}")
+    return images

@@ -1,0 +1,106 @@
+"""Detector-noise model and patch extraction. Pure array-in/array-out functions; every random draw comes from
+the ``numpy.random.Generator`` the caller passes in.
+
+Image formation of one noisy patch from a clean scan window (fractions of the incident beam):
+
+1. probe-size blur: Gaussian, σ in Å (finite source size, residual aberrations);
+2. scan distortion: each scan row shifted along the fast axis by its own offset in pixels (row jitter);
+3. shot noise: counts ~ Poisson(dose [e⁻/Å²] × pixel area [Å²] × detected fraction);
+4. read noise: additive Gaussian, σ in counts;
+5. crop + resample: the patch of side √3·a around the column (plus a sub-pixel offset of the centre, in pixels)
+   is sampled bilinearly onto the fixed ``patch_size_px`` grid.
+
+Images are indexed [row, column] = [y, x] here; the fast scan axis is x (columns).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class NoiseDraw:
+    """The noise parameters of one patch (units in the names)."""
+
+    probe_blur_sigma_angstrom: float
+    dose_e_per_angstrom2: float
+    read_noise_counts: float
+    scan_jitter_px: float
+    centre_offset_px: tuple[float, float]  # (dy, dx)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def draw_noise(rng: np.random.Generator, ranges: dict) -> NoiseDraw:
+    """Draw one patch's noise parameters uniformly from the config's ``noise`` ranges."""
+    u = lambda key: float(rng.uniform(*ranges[key]))  # noqa: E731 - fixed draw order keeps runs reproducible
+    blur, dose, read, jitter = (u(k) for k in ("probe_blur_sigma_angstrom", "dose_e_per_angstrom2",
+                                               "read_noise_counts", "scan_jitter_px"))
+    radius, angle = u("centre_offset_px"), float(rng.uniform(0, 2 * np.pi))
+    return NoiseDraw(blur, dose, read, jitter, (radius * np.sin(angle), radius * np.cos(angle)))
+
+
+def probe_blur(image: np.ndarray, sigma_angstrom: float, pixel_size_angstrom: float) -> np.ndarray:
+    """Gaussian blur of a (H, W) image with σ given in Å."""
+    if sigma_angstrom <= 0:
+        return image.astype(np.float64, copy=True)
+    return ndimage.gaussian_filter(image.astype(np.float64), sigma_angstrom / pixel_size_angstrom, mode="nearest")
+
+
+def scan_jitter(image: np.ndarray, row_shifts_px: np.ndarray) -> np.ndarray:
+    """Shift each row of a (H, W) image along x by ``row_shifts_px[row]`` pixels (linear interpolation,
+    edge values held): the probe of row r sat at x + shift[r] while the pixel was recorded at x."""
+    h, w = image.shape
+    if row_shifts_px.shape != (h,):
+        raise ValueError(f"row_shifts_px must have shape ({h},), got {row_shifts_px.shape}")
+    x = np.arange(w, dtype=np.float64)
+    return np.stack([np.interp(x + s, x, row) for row, s in zip(image, row_shifts_px)])
+
+
+def shot_noise(fraction: np.ndarray, dose_e_per_angstrom2: float, pixel_size_angstrom: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Detector counts: Poisson with mean dose × pixel area × detected fraction of the beam."""
+    if dose_e_per_angstrom2 <= 0:
+        raise ValueError(f"dose_e_per_angstrom2 must be > 0, got {dose_e_per_angstrom2}")
+    electrons_per_pixel = dose_e_per_angstrom2 * pixel_size_angstrom**2
+    return rng.poisson(np.clip(fraction, 0, None) * electrons_per_pixel).astype(np.float64)
+
+
+def read_noise(counts: np.ndarray, sigma_counts: float, rng: np.random.Generator) -> np.ndarray:
+    return counts + rng.normal(0.0, sigma_counts, size=counts.shape) if sigma_counts > 0 else counts
+
+
+def extract_patch(image: np.ndarray, centre_px: tuple[float, float], half_width_px: float,
+                  patch_size_px: int) -> np.ndarray:
+    """Sample a (patch_size_px, patch_size_px) patch spanning ``centre ± half_width_px`` (edge pixel centres
+    included) bilinearly from ``image``; the centre lands on the centre pixel. Returns float32."""
+    if patch_size_px % 2 == 0:
+        raise ValueError(f"patch_size_px must be odd, got {patch_size_px}")
+    offsets = np.linspace(-half_width_px, half_width_px, patch_size_px)
+    rows = centre_px[0] + offsets[:, None] + 0 * offsets[None, :]
+    cols = centre_px[1] + 0 * offsets[:, None] + offsets[None, :]
+    lo = min(rows.min(), cols.min())
+    hi_r, hi_c = rows.max(), cols.max()
+    if lo < 0 or hi_r > image.shape[0] - 1 or hi_c > image.shape[1] - 1:
+        raise ValueError("patch reaches beyond the image: increase the scan margin")
+    return ndimage.map_coordinates(image, [rows, cols], order=1).astype(np.float32)
+
+
+def noisy_patch(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float, centre_px: float,
+                half_width_px: float, patch_size_px: int, rng: np.random.Generator) -> np.ndarray:
+    """One noisy (P, P) float32 patch, in counts, from a clean (H, W) window whose column sits on pixel
+    (centre_px, centre_px). Draw order: row jitter, Poisson, read noise."""
+    image = probe_blur(clean, draw.probe_blur_sigma_angstrom, pixel_size_angstrom)
+    image = scan_jitter(image, rng.uniform(-draw.scan_jitter_px, draw.scan_jitter_px, size=image.shape[0]))
+    counts = shot_noise(image, draw.dose_e_per_angstrom2, pixel_size_angstrom, rng)
+    counts = read_noise(counts, draw.read_noise_counts, rng)
+    centre = (centre_px + draw.centre_offset_px[0], centre_px + draw.centre_offset_px[1])
+    return extract_patch(counts, centre, half_width_px, patch_size_px)
+
+
+def clean_patch(clean: np.ndarray, *, centre_px: float, half_width_px: float, patch_size_px: int) -> np.ndarray:
+    """The noiseless patch (fractions of the beam) on the same grid, no blur, no offset."""
+    return extract_patch(clean.astype(np.float64), (centre_px, centre_px), half_width_px, patch_size_px)

@@ -1,0 +1,61 @@
+"""Electron-optical quantities for grid and scan choices. Pure functions; abTEM's own definitions are reused
+where it has them so that a check here agrees with what abTEM does."""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+SUPPORTED_BEAM_ENERGIES_KEV = (60, 80, 100)
+
+
+def wavelength_angstrom(beam_energy_kev: float) -> float:
+    """Relativistic electron wavelength [Å] at ``beam_energy_kev``."""
+    from abtem.core.energy import energy2wavelength
+
+    return float(energy2wavelength(beam_energy_kev * 1e3))
+
+
+def nyquist_scan_sampling_angstrom(beam_energy_kev: float, convergence_semiangle_mrad: float) -> float:
+    """Largest probe step [Å] that samples the image at Nyquist: λ / (4 α) (the probe passes spatial
+    frequencies up to 2α/λ)."""
+    return wavelength_angstrom(beam_energy_kev) / (4 * convergence_semiangle_mrad * 1e-3)
+
+
+@lru_cache(maxsize=None)
+def detector_reach_mrad(extent_angstrom: tuple[float, float], gpts: tuple[int, int], beam_energy_kev: float) -> float:
+    """Largest scattering angle [mrad] that abTEM keeps on this grid (its antialias cutoff), smallest over x, y.
+
+    Asked of abTEM itself (no arrays are built) so that it matches what the detector will see.
+    """
+    import abtem
+
+    probe = abtem.Probe(energy=beam_energy_kev * 1e3, extent=extent_angstrom, gpts=gpts, semiangle_cutoff=1.0)
+    return float(min(probe.cutoff_angles))
+
+
+def is_smooth_235(n: int) -> bool:
+    """True when ``n`` has no prime factor other than 2, 3 and 5 (fast FFT sizes)."""
+    if n < 1:
+        return False
+    for p in (2, 3, 5):
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+def next_smooth_235(n: int) -> int:
+    """Smallest even 2,3,5-smooth integer ≥ ``n``."""
+    m = max(2, math.ceil(n))
+    while not (m % 2 == 0 and is_smooth_235(m)):
+        m += 1
+    return m
+
+
+def gpts_reaching(extent_angstrom: tuple[float, float], beam_energy_kev: float, outer_mrad: float) -> int:
+    """Smallest even 2,3,5-smooth square grid size whose antialias cutoff reaches ``outer_mrad`` on ``extent``."""
+    # λ/(3 dx) is the 2/3 antialias limit; start from it and step up (the taper costs a few percent).
+    start = math.ceil(3 * max(extent_angstrom) * outer_mrad * 1e-3 / wavelength_angstrom(beam_energy_kev))
+    n = next_smooth_235(start)
+    while detector_reach_mrad(tuple(extent_angstrom), (n, n), beam_energy_kev) < outer_mrad:
+        n = next_smooth_235(n + 1)
+    return n

@@ -1,0 +1,100 @@
+"""Orchestration of a simulation run: validate, create or resume the store, fan tasks out over Dask, report
+progress. Everything that can be wrong with the config is raised here before a single job is submitted."""
+from __future__ import annotations
+
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TextIO
+
+from . import config as config_mod
+from .plan import environments_table, make_plan, task_dict
+from .store import StoreError, create_store, done_tasks, open_store
+from .task import run_task
+
+
+def versions() -> dict[str, str]:
+    """Versions of the project and of the libraries that decide the bytes of a store."""
+    out = {}
+    for dist in ("stem-context", "abtem", "ase", "numpy", "scipy", "zarr", "dask", "distributed"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def store_attrs(cfg: dict, cfg_hash: str, plan) -> dict:
+    return {
+        "dataset": cfg["name"],
+        "cases": list(plan.cases),
+        "environments": environments_table(),
+        "detectors": list(plan.detectors),
+        "patch_size_px": plan.patch_size_px,
+        "pixel_size_angstrom": [c["pixel_size_angstrom"] for c in plan.cases],
+        "patches_per_image": plan.patches_per_image,
+        "rows_per_shard": plan.rows_per_shard,
+        "rows_per_task": plan.rows_per_task,
+        "clean_rows_per_task": plan.clean_rows_per_task,
+        "tasks": [task_dict(t) for t in plan.tasks],
+        "config": cfg,
+        "config_hash": cfg_hash,
+        "versions": versions(),
+        "units": {"patches": "detector counts (electrons)", "clean/patches": "fraction of the incident beam"},
+    }
+
+
+def prepare_store(cfg: dict, out: Path, resume: bool):
+    """Create the store, or reopen it for ``resume``; returns (plan, config hash, indices of tasks to run)."""
+    cfg_hash = config_mod.config_hash(cfg)
+    plan = make_plan(cfg)
+    if out.exists():
+        if not resume:
+            raise StoreError(f"{out} exists: pass --resume to finish it, or choose another --out")
+        stored = open_store(out).attrs.get("config_hash")
+        if stored != cfg_hash:
+            raise StoreError(f"{out} was written from a different config (hash {str(stored)[:12]} != "
+                             f"{cfg_hash[:12]}); choose another --out")
+        done = done_tasks(out)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        create_store(out, plan, store_attrs(cfg, cfg_hash, plan))
+        done = [False] * len(plan.tasks)
+    todo = [t for t in plan.tasks if not done[t.index]]
+    return plan, cfg_hash, todo
+
+
+def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local", cluster_config: str | None = None,
+             n_workers: int | None = None, resume: bool = False, stream: TextIO = sys.stderr) -> dict:
+    """Run (or finish) the simulation of ``config_path`` into the zarr store ``out``. Returns a summary."""
+    from cluster import open_client, track
+
+    cfg = config_mod.load(config_path)  # raises ConfigError before anything is created or submitted
+    out = Path(out)
+    plan, cfg_hash, todo = prepare_store(cfg, out, resume)
+    n_images = len(plan.tasks) * len(plan.environment_ids)
+    print(f"simulate: {cfg['name']}: {len(cfg['combos'])} combos x {len(cfg['imaging']['beam_energies_kev'])} energies "
+          f"= {len(plan.tasks)} tasks, {n_images} abTEM runs, {plan.n_rows} patches -> {out}", file=stream)
+    if not todo:
+        print(f"simulate: all {len(plan.tasks)} tasks already done; nothing to do", file=stream)
+        return {"tasks_run": 0, "tasks_total": len(plan.tasks), "seconds": 0.0}
+    if len(todo) < len(plan.tasks):
+        print(f"simulate: resuming: {len(plan.tasks) - len(todo)} of {len(plan.tasks)} tasks already done", file=stream)
+    started = time.perf_counter()
+    workers = n_workers if n_workers is not None else (min(len(todo), _default_local_workers()) if cluster == "local" else None)
+    with open_client(cluster, n_workers=workers, config_path=cluster_config) as client:
+        futures = [client.submit(run_task, t, cfg, cfg_hash, str(out.resolve()), key=t.key, pure=False, retries=2)
+                   for t in todo]
+        task_seconds = [r["seconds"] for r in track(futures, label="simulate", unit="task", stream=stream)]
+    elapsed = time.perf_counter() - started
+    print(f"simulate: done: {len(todo)} tasks in {elapsed:.1f} s ({sum(task_seconds):.1f} task-seconds)", file=stream)
+    return {"tasks_run": len(todo), "tasks_total": len(plan.tasks), "seconds": elapsed,
+            "task_seconds": task_seconds}
+
+
+def _default_local_workers() -> int:
+    from cluster import local_worker_count
+    from cluster.local import machine_cores, machine_memory_bytes
+
+    return local_worker_count(machine_cores(), machine_memory_bytes())

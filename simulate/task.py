@@ -1,0 +1,75 @@
+"""One simulation task, run inside a Dask worker: every environment of one host+dopant combo at one beam
+energy -> clean images (abTEM) -> noisy patches -> whole shards in the store -> done marker."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import multislice, noise, store
+from .environments import ENVIRONMENTS
+from .plan import Plan, Task, image_rng, make_plan, seed_entropy
+from .structures import build_environment
+
+
+def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int):
+    """The rows of one environment of ``task``: returns (shard arrays, clean arrays). Deterministic."""
+    ms, imaging = cfg["multislice"], cfg["imaging"]
+    host = cfg["materials"]["hosts"][task.host]
+    env = ENVIRONMENTS[plan.environment_ids[environment_position]]
+    entropy = seed_entropy(cfg, cfg_hash)
+    atoms = build_environment(host, task.dopant, env, tuple(ms["supercell_repeats"]), ms["vacuum_angstrom"])
+    window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
+                                    imaging["convergence_semiangle_mrad"], ms["scan_margin_px"])
+    phonon_seed = int(np.random.SeedSequence(entropy, spawn_key=(task.index, env.id, 99)).generate_state(1)[0])
+    images = multislice.simulate_images(
+        atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=task.beam_energy_kev,
+        gpts=ms["gpts"][task.beam_energy_kev], convergence_semiangle_mrad=imaging["convergence_semiangle_mrad"],
+        detectors=imaging["detectors"], window=window, slice_thickness_angstrom=ms["slice_thickness_angstrom"],
+        parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
+        frozen_phonon_sigma_angstrom=ms["frozen_phonon_sigma_angstrom"], seed=phonon_seed, device=ms["device"])
+    n, p = plan.patches_per_image, plan.patch_size_px
+    patches, cases, clean = [], [], []
+    for det_index, det in enumerate(plan.detectors):
+        rng = image_rng(entropy, task, env.id, det_index)
+        for _ in range(n):
+            draw = noise.draw_noise(rng, cfg["noise"])
+            patches.append(noise.noisy_patch(images[det], draw, pixel_size_angstrom=window.sampling_angstrom,
+                                             centre_px=window.centre_px, half_width_px=window.patch_half_px,
+                                             patch_size_px=p, rng=rng))
+        cases += [plan.case_index(task, det_index)] * n
+        clean.append(noise.clean_patch(images[det], centre_px=window.centre_px,
+                                       half_width_px=window.patch_half_px, patch_size_px=p))
+    rows = len(patches)
+    shard = {
+        "patches": np.stack(patches),
+        "label": np.full(rows, env.label, np.uint8),
+        "case": np.asarray(cases, np.int32),
+        "environment": np.full(rows, env.id, np.uint8),
+    }
+    n_det = len(plan.detectors)
+    clean_rows = {
+        "patches": np.stack(clean),
+        "label": np.full(n_det, env.label, np.uint8),
+        "case": np.asarray([plan.case_index(task, d) for d in range(n_det)], np.int32),
+        "environment": np.full(n_det, env.id, np.uint8),
+    }
+    return shard, clean_rows
+
+
+def run_task(task: Task, cfg: dict, cfg_hash: str, store_path: str) -> dict:
+    """Simulate ``task`` and write its shards, then its done marker. Safe to rerun: it rewrites the same bytes."""
+    started = time.perf_counter()
+    multislice.configure_abtem(cfg["multislice"]["device"], cfg["multislice"]["fftw_planning_effort"])
+    plan = make_plan(cfg)
+    clean_parts = []
+    for position in range(len(plan.environment_ids)):
+        shard, clean_rows = simulate_task_arrays(task, cfg, cfg_hash, plan, position)
+        store.write_shard(store_path, plan.shard_start(task, position), shard)
+        clean_parts.append(clean_rows)
+    clean = {k: np.concatenate([c[k] for c in clean_parts]) for k in clean_parts[0]}
+    store.write_clean(store_path, task.index * plan.clean_rows_per_task, clean)
+    store.mark_done(store_path, task.index)
+    return {"task": task.index, "key": task.key, "seconds": time.perf_counter() - started,
+            "images": len(plan.environment_ids), "rows": plan.rows_per_task, "store": str(Path(store_path))}

@@ -66,10 +66,11 @@ def prepare_store(cfg: dict, out: Path, resume: bool):
 
 
 def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local", cluster_config: str | None = None,
-             n_workers: int | None = None, resume: bool = False, stream: TextIO = sys.stderr) -> dict:
+             n_workers: int | None = None, resume: bool = False, stream: TextIO | None = None) -> dict:
     """Run (or finish) the simulation of ``config_path`` into the zarr store ``out``. Returns a summary."""
     from cluster import open_client, track
 
+    stream = sys.stderr if stream is None else stream
     cfg = config_mod.load(config_path)  # raises ConfigError before anything is created or submitted
     out = Path(out)
     plan, cfg_hash, todo = prepare_store(cfg, out, resume)

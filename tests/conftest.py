@@ -36,3 +36,5 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+pytest_plugins = ["tests.slurm_fixtures", "tests.store_fixtures"]

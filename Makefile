@@ -53,8 +53,10 @@ test: $(STAMP) slurm-install ## Run the whole test suite, real-Slurm tests inclu
 test-fast: $(STAMP) ## Run the tests that need neither Slurm nor long simulations
 	$(PY) -m pytest -m "not slurm and not slow" $(PYTEST_ARGS)
 
-bench: $(STAMP) ## Run the benchmarks; results go to bench/results/
+bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison); results go to bench/results/
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/simulate.py
+	$(PY) bench/features.py
 
 clean: ## Remove generated data and logs (keeps .venv)
 	rm -rf data runs lightning_logs .pytest_cache

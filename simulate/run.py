@@ -2,6 +2,7 @@
 progress. Everything that can be wrong with the config is raised here before a single job is submitted."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from importlib import metadata
@@ -66,8 +67,12 @@ def prepare_store(cfg: dict, out: Path, resume: bool):
 
 
 def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local", cluster_config: str | None = None,
-             n_workers: int | None = None, resume: bool = False, stream: TextIO | None = None) -> dict:
-    """Run (or finish) the simulation of ``config_path`` into the zarr store ``out``. Returns a summary."""
+             n_workers: int | None = None, resume: bool = False, stream: TextIO | None = None,
+             client=None) -> dict:
+    """Run (or finish) the simulation of ``config_path`` into the zarr store ``out``. Returns a summary.
+
+    ``client``: an already connected ``distributed.Client`` to use instead of starting a cluster
+    (``cluster``, ``cluster_config`` and ``n_workers`` are then ignored)."""
     from cluster import open_client, track
 
     stream = sys.stderr if stream is None else stream
@@ -84,8 +89,9 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
         print(f"simulate: resuming: {len(plan.tasks) - len(todo)} of {len(plan.tasks)} tasks already done", file=stream)
     started = time.perf_counter()
     workers = n_workers if n_workers is not None else (min(len(todo), _default_local_workers()) if cluster == "local" else None)
-    with open_client(cluster, n_workers=workers, config_path=cluster_config) as client:
-        futures = [client.submit(run_task, t, cfg, cfg_hash, str(out.resolve()), key=t.key, pure=False, retries=2)
+    with contextlib.nullcontext(client) if client is not None else \
+            open_client(cluster, n_workers=workers, config_path=cluster_config) as active:
+        futures = [active.submit(run_task, t, cfg, cfg_hash, str(out.resolve()), key=t.key, pure=False, retries=2)
                    for t in todo]
         task_seconds = [r["seconds"] for r in track(futures, label="simulate", unit="task", stream=stream)]
     elapsed = time.perf_counter() - started

@@ -32,7 +32,7 @@ simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=loc
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
 	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
 
-train: $(STAMP) ## Train the six models on the demo store (CPU, embedded default)
+train: $(STAMP) features ## Train the six models on the demo store (CPU, embedded default)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo
 
 evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
@@ -57,6 +57,7 @@ bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison);
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/simulate.py
 	$(PY) bench/features.py
+	$(PY) bench/training.py
 
 clean: ## Remove generated data and logs (keeps .venv)
 	rm -rf data runs lightning_logs .pytest_cache

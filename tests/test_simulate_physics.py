@@ -125,3 +125,23 @@ def test_frozen_phonons_average_and_raise_haadf_metal_contrast():
         ring = np.abs(np.hypot(yy - c, xx - c) * window.sampling_angstrom - host["lattice_constant_angstrom"] / 3**0.5) < 0.3
         ratios[configs] = image[c, c] / image[ring].max()
     assert ratios[4] > ratios[0] + 0.05 and ratios[4] > 1.1, ratios
+
+
+@pytest.mark.gpu
+def test_gpu_multislice_matches_cpu():
+    """The CuPy path (multislice.device: gpu) gives the CPU images to float32 FFT accuracy."""
+    cfg = config.load_yaml("configs/dataset/paper.yaml")
+    host = cfg["materials"]["hosts"]["WSe2"]
+    atoms = build_environment(host, "Cr", _environment("M", ("X2", "VacX", "VacX2")), REPEATS, 2.0)
+    extent = tuple(np.diag(atoms.cell)[:2])
+    window = multislice.scan_window(host["lattice_constant_angstrom"], 80, 31.0, margin_px=2)
+    images = {}
+    for device in ("cpu", "gpu"):
+        multislice.configure_abtem(device, "FFTW_ESTIMATE")
+        images[device] = multislice.simulate_images(
+            atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=80, gpts=gpts_reaching(extent, 80, 280.0),
+            convergence_semiangle_mrad=31.0, detectors=DETECTORS, window=window, slice_thickness_angstrom=1.0,
+            device=device)
+    multislice.configure_abtem("cpu", "FFTW_ESTIMATE")
+    for det in DETECTORS:
+        np.testing.assert_allclose(images["gpu"][det], images["cpu"][det], rtol=1e-3, atol=1e-6)

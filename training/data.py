@@ -1,0 +1,199 @@
+"""Device-resident training data: a LightningDataModule over a feature store.
+
+The features of a rank's shard are read once into memory (on the GPU when training on one). Each epoch
+the shard is permuted on the device with a generator seeded from (seed, rank, epoch) and batches are
+contiguous slices of the permuted copy: no per-sample ``__getitem__``, no host-device copies per batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from .splits import FEATURE_SETS, SPLITS, derive_seed, feature_columns, host_split, random_split, shard
+from .store import read_index, read_rows
+
+
+class DeviceBatches:
+    """Iterable of ``(features, labels)`` batches sliced from tensors already on their device.
+
+    Parameters
+    ----------
+    features : (n, k) float32 tensor
+    labels : (n,) int64 tensor, same device
+    batch_size : int
+        The last batch of an epoch may be shorter.
+    shuffle : bool
+        Permute on the device at each epoch with a generator seeded from ``(seed, rank, epoch)``.
+    epoch_source : callable returning the current epoch, or None to use :attr:`epoch`.
+
+    It is resumable: :meth:`state_dict` records (epoch, batches yielded) and after :meth:`load_state_dict`
+    the next iteration of that epoch continues with the same permutation at the next batch, so a run
+    restarted from a mid-epoch checkpoint takes the same optimizer steps as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        epoch_source: Callable[[], int] | None = None,
+    ):
+        if features.shape[0] != labels.shape[0]:
+            raise ValueError(f"features has {features.shape[0]} rows but labels {labels.shape[0]}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.features, self.labels = features, labels
+        self.batch_size, self.shuffle, self.seed, self.rank = int(batch_size), shuffle, seed, rank
+        self.epoch_source = epoch_source
+        self.epoch = 0
+        self._position = 0
+        self._resume: dict | None = None
+
+    def __len__(self) -> int:
+        return math.ceil(self.features.shape[0] / self.batch_size)
+
+    def __iter__(self):
+        return self._batches()  # a generator: the epoch is read at the first batch, after Lightning's hooks
+
+    def _batches(self):
+        if self.epoch_source is not None:
+            self.epoch = int(self.epoch_source())
+        start = 0
+        if self._resume is not None and self._resume["epoch"] == self.epoch and self._resume["position"] < len(self):
+            start = int(self._resume["position"])
+        self._resume = None
+        self._position = start
+        x, y = self.features, self.labels
+        if self.shuffle:
+            # one gather per epoch, then contiguous slices (views) per batch
+            g = torch.Generator(device=x.device)
+            g.manual_seed(derive_seed(self.seed, self.rank, self.epoch))
+            perm = torch.randperm(x.shape[0], generator=g, device=x.device)
+            x, y = x[perm], y[perm]
+        for b in range(start, len(self)):
+            self._position = b + 1
+            yield x[b * self.batch_size : (b + 1) * self.batch_size], y[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {"epoch": int(self.epoch), "position": int(self._position)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "position": int(state["position"])}
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """Features and labels of a store, split 80/20 (or by host), each DDP rank holding its shard in memory.
+
+    Parameters
+    ----------
+    store : path of the zarr store (with ``features``, ``label``, ``case``).
+    batch_size : training batch size per rank.
+    feature_set : "all" (31 columns) or "zernike" (the 6 Zernike columns, for MLP-NoContext).
+    split : "random" (``test_fraction`` of rows at random, fixed ``seed``) or "by_host" (rows of
+        ``test_hosts`` are the test set: generalisation to unseen materials).
+    test_fraction : fraction of rows in the test set for ``split: random``.
+    test_hosts : host names (as in ``attrs["cases"][i]["host"]``) held out for ``split: by_host``.
+    seed : seeds the split and the per-epoch shuffles.
+    eval_batch_size : batch size for validation/test (default: batch_size).
+    save_shard_indices : write each rank's training row indices to ``<run dir>/shards/`` (provenance).
+    read_block_rows : rows read per zarr request while loading.
+    """
+
+    def __init__(
+        self,
+        store: str = "data/demo.zarr",
+        batch_size: int = 4096,
+        feature_set: str = "all",
+        split: str = "random",
+        test_fraction: float = 0.2,
+        test_hosts: list[str] | None = None,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+        save_shard_indices: bool = False,
+        read_block_rows: int = 1 << 20,
+    ):
+        super().__init__()
+        if feature_set not in FEATURE_SETS:
+            raise ValueError(f"data.feature_set must be one of {FEATURE_SETS}, got {feature_set!r}")
+        if split not in SPLITS:
+            raise ValueError(f"data.split must be one of {SPLITS}, got {split!r}")
+        if split == "by_host" and not test_hosts:
+            raise ValueError("data.split 'by_host' needs data.test_hosts (a list of host names)")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.store, self.batch_size, self.feature_set, self.split = store, batch_size, feature_set, split
+        self.test_fraction, self.test_hosts, self.seed = test_fraction, list(test_hosts or []), seed
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.save_shard_indices, self.read_block_rows = save_shard_indices, read_block_rows
+        self.n_features: int | None = None
+        self._loaded = False
+
+    def split_rows(self):
+        """(index, train rows, test rows) of the whole store, before sharding."""
+        index = read_index(self.store)
+        if self.split == "random":
+            train, test = random_split(index.n_rows, self.test_fraction, self.seed)
+        else:
+            train, test = host_split(index.row_hosts, self.test_hosts)
+        return index, train, test
+
+    def columns(self, feature_names: list[str]) -> list[int]:
+        return feature_columns(feature_names, self.feature_set)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._loaded:
+            return
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        index, train, test = self.split_rows()
+        cols = self.columns(index.feature_names)
+        self.n_features = len(cols)
+        self.feature_names = [index.feature_names[c] for c in cols]
+        self.train_rows, self.test_rows = shard(train, rank, world), shard(test, rank, world)
+
+        def load(rows):
+            x = torch.from_numpy(read_rows(self.store, rows, cols, self.read_block_rows)).to(device)
+            y = torch.from_numpy(index.label[rows].astype(np.int64)).to(device)
+            return x, y
+
+        self.train_x, self.train_y = load(self.train_rows)
+        self.test_x, self.test_y = load(self.test_rows)
+        self.rank = rank
+        if self.save_shard_indices and trainer is not None:
+            out = Path(trainer.default_root_dir) / "shards"
+            out.mkdir(parents=True, exist_ok=True)
+            np.save(out / f"train-rank{rank}-of{world}.npy", self.train_rows)
+            (out / f"train-rank{rank}-of{world}.json").write_text(
+                json.dumps({"rank": rank, "world_size": world, "n_rows": int(len(self.train_rows))})
+            )
+        self._loaded = True
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DeviceBatches:
+        if not hasattr(self, "_train_batches"):
+            self._train_batches = DeviceBatches(
+                self.train_x, self.train_y, self.batch_size, shuffle=True, seed=self.seed, rank=self.rank,
+                epoch_source=self._epoch,
+            )
+        return self._train_batches
+
+    def val_dataloader(self) -> DeviceBatches:
+        return DeviceBatches(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DeviceBatches:
+        return self.val_dataloader()

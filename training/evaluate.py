@@ -1,0 +1,192 @@
+"""``python -m training evaluate --ckpt CKPT --data.store STORE.zarr --out DIR``
+
+Rebuilds the checkpoint's model and data split (same seed, split and feature set; the store may be
+overridden), predicts the test rows (and the training rows for the training accuracy) and writes
+``metrics.json`` and figures: confusion matrix, reliability diagram, UMAP of inputs and of pre-softmax
+outputs, and for attention models the attention maps of each layer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import FeatureDataModule
+from .metrics import CLASS_NAMES, classification_metrics
+from .models import AttentionClassifier
+from .module import DefectClassifier
+from .store import DETECTORS, read_rows
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DefectClassifier, dict]:
+    """(model in eval mode, datamodule hyperparameters) from a Lightning checkpoint, loaded weights_only."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    module = DefectClassifier(**hparams)
+    module.load_state_dict(ckpt["state_dict"])
+    data_hparams = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
+    return module.to(device).eval(), data_hparams
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, features: np.ndarray, batch_size: int, device) -> torch.Tensor:
+    """Pre-softmax outputs (n, 5) for features (n, k), in eval mode, batch by batch."""
+    model.eval()
+    x = torch.from_numpy(features)
+    return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def evaluate(
+    ckpt: str | Path,
+    store: str | None,
+    out: str | Path,
+    batch_size: int = 65536,
+    umap_samples: int = 2000,
+    train_accuracy: bool = True,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict:
+    """Evaluate one checkpoint; returns the metrics written to ``out/metrics.json``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    module, data_hparams = load_checkpoint(ckpt, device)
+    if store is not None:
+        data_hparams["store"] = str(store)
+    dm = FeatureDataModule(**data_hparams)
+    index, train_rows, test_rows = dm.split_rows()
+    cols = dm.columns(index.feature_names)
+    x_test = read_rows(dm.store, test_rows, cols)
+    y_test = torch.from_numpy(index.label[test_rows].astype(np.int64))
+    logits = predict_logits(module.model, x_test, batch_size, device)
+    probs = torch.softmax(logits, dim=1)
+    metrics: dict = {"test": classification_metrics(probs, y_test)}
+    metrics["test"]["by_detector"] = {}
+    for det in DETECTORS:
+        mask = torch.from_numpy(index.row_detectors[test_rows] == det)
+        if mask.any():
+            metrics["test"]["by_detector"][det] = classification_metrics(probs[mask], y_test[mask])
+    if train_accuracy:
+        x_train = read_rows(dm.store, train_rows, cols)
+        pred = predict_logits(module.model, x_train, batch_size, device).argmax(1)
+        accuracy = float((pred.numpy() == index.label[train_rows]).mean())
+        metrics["train"] = {"n": int(len(train_rows)), "accuracy": accuracy}
+    metrics["checkpoint"] = str(ckpt)
+    metrics["model"] = dict(module.hparams)
+    metrics["data"] = data_hparams
+    metrics["class_names"] = list(CLASS_NAMES)
+    metrics["feature_names"] = [index.feature_names[c] for c in cols]
+    metrics["environment"] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(module, metrics, x_test, logits, y_test.numpy(), out, umap_samples, seed)
+    metrics["figures"] = figures
+    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=1))
+    return metrics
+
+
+def write_figures(module, metrics, x_test, logits, labels, out: Path, umap_samples: int, seed: int) -> list[str]:
+    """Confusion matrix, reliability diagram, UMAPs and attention maps as PNG files in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    test = metrics["test"]
+    cm = np.asarray(test["confusion_matrix"], dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    im = ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), vmin=0, vmax=1, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7)
+    ax.set(xticks=range(5), yticks=range(5), xlabel="predicted", ylabel="true",
+           title=f"accuracy {test['accuracy']:.4f}")
+    ax.set_xticklabels(CLASS_NAMES, rotation=30, ha="right", fontsize=7)
+    ax.set_yticklabels(CLASS_NAMES, fontsize=7)
+    fig.colorbar(im, ax=ax, label="fraction of true class")
+    save(fig, "confusion_matrix.png")
+
+    rel = test["reliability"]
+    edges = np.asarray(rel["bin_edges"])
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    filled = np.asarray(rel["count"]) > 0
+    ax.bar(edges[:-1][filled], np.asarray(rel["accuracy"])[filled], width=np.diff(edges)[filled], align="edge",
+           edgecolor="k", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"ECE {test['ece']:.4f}")
+    ax.legend(loc="upper left", fontsize=8)
+    save(fig, "reliability_diagram.png")
+
+    if umap_samples > 0:
+        import umap
+
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(labels), min(umap_samples, len(labels)), replace=False))
+        for name, data in (("umap_inputs.png", x_test[pick]), ("umap_logits.png", logits.numpy()[pick])):
+            emb = umap.UMAP(n_components=2, random_state=seed, n_jobs=1).fit_transform(data)
+            fig, ax = plt.subplots(figsize=(5, 4.5))
+            for c, cname in enumerate(CLASS_NAMES):
+                sel = labels[pick] == c
+                ax.scatter(emb[sel, 0], emb[sel, 1], s=3, label=cname)
+            ax.set(title=("UMAP of inputs" if "inputs" in name else "UMAP of pre-softmax outputs"),
+                   xticks=[], yticks=[])
+            ax.legend(markerscale=4, fontsize=7)
+            save(fig, name)
+
+    if isinstance(module.model, AttentionClassifier):
+        maps = module.model.attention_maps().detach().cpu().numpy()
+        names = metrics["feature_names"]
+        fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 5))
+        for i, (ax, m) in enumerate(zip(np.atleast_1d(axes), maps)):
+            im = ax.imshow(m, cmap="viridis")
+            ax.set(title=f"layer {i + 1} (running attention)", xlabel="key feature", ylabel="query feature")
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
+            ax.set_yticks(range(len(names)), names, fontsize=5)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        save(fig, "attention_maps.png")
+        np.save(out / "attention_maps.npy", maps)
+    return written
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[1])
+    p.add_argument("--ckpt", required=True, help="Lightning checkpoint (.ckpt)")
+    p.add_argument("--data.store", "--store", dest="store", default=None, help="store (default: the checkpoint's)")
+    p.add_argument("--out", required=True, help="output directory for metrics.json and figures")
+    p.add_argument("--batch-size", type=int, default=65536)
+    p.add_argument("--umap-samples", type=int, default=2000, help="test rows in the UMAPs (0: no UMAP)")
+    p.add_argument("--no-train-accuracy", action="store_true", help="skip predicting the training rows")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    m = evaluate(a.ckpt, a.store, a.out, a.batch_size, a.umap_samples, not a.no_train_accuracy, a.device)
+    t = m["test"]
+    print(f"test accuracy {t['accuracy']:.4f}  entropy {t['mean_entropy_nats']:.4f} nats  ECE {t['ece']:.4f}  "
+          f"kappa {t['cohen_kappa']:.4f}  -> {a.out}/metrics.json")

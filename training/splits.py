@@ -1,0 +1,81 @@
+"""Train/test splits, DDP shards and feature-column selection: pure functions on index arrays (no I/O)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+FEATURE_SETS = ("all", "zernike")
+SPLITS = ("random", "by_host")
+N_ZERNIKE = 6
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed derived deterministically from integers (config seed, rank, epoch, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def random_split(n_rows: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows 0..n_rows-1 at random into (train, test) index arrays, each sorted ascending (int64).
+
+    ``round(test_fraction * n_rows)`` rows go to test; the same ``seed`` gives the same split.
+    """
+    if n_rows < 2:
+        raise ValueError(f"need at least 2 rows to split, got n_rows={n_rows}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = min(max(int(round(test_fraction * n_rows)), 1), n_rows - 1)
+    perm = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def host_split(row_hosts: np.ndarray, test_hosts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole host materials: rows whose host is in ``test_hosts`` are test, the rest train.
+
+    ``row_hosts`` is (N,) of host names (e.g. "WSe2"); unknown test hosts are an error listing the known ones.
+    """
+    row_hosts = np.asarray(row_hosts)
+    known = sorted(set(row_hosts.tolist()))
+    if len(test_hosts) == 0:
+        raise ValueError(f"split 'by_host' needs test_hosts (hosts in this store: {known})")
+    unknown = [h for h in test_hosts if h not in known]
+    if unknown:
+        raise ValueError(f"test_hosts {unknown} are not in the store (hosts in this store: {known})")
+    is_test = np.isin(row_hosts, list(test_hosts))
+    if is_test.all():
+        raise ValueError(f"test_hosts {list(test_hosts)} are all hosts of the store: nothing left to train on")
+    return np.flatnonzero(~is_test).astype(np.int64), np.flatnonzero(is_test).astype(np.int64)
+
+
+def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s share of ``indices``: every world_size-th row, truncated to equal length on all ranks.
+
+    Equal lengths keep the number of optimizer steps identical on every DDP rank (the ``len % world_size``
+    rows left over are dropped, as :class:`torch.utils.data.DistributedSampler` with drop_last).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    n_per_rank = len(indices) // world_size
+    if n_per_rank == 0:
+        raise ValueError(f"{len(indices)} rows cannot be shared by {world_size} ranks")
+    return np.asarray(indices)[rank::world_size][:n_per_rank]
+
+
+def zernike_columns(feature_names: Sequence[str]) -> list[int]:
+    """Indices of the 6 Zernike contrast columns: the names containing "zernike" (case-insensitive)."""
+    cols = [i for i, name in enumerate(feature_names) if "zernike" in str(name).lower()]
+    if len(cols) != N_ZERNIKE:
+        raise ValueError(
+            f"expected {N_ZERNIKE} feature names containing 'zernike' in features.attrs['feature_names'], "
+            f"found {len(cols)}: {list(feature_names)}"
+        )
+    return cols
+
+
+def feature_columns(feature_names: Sequence[str], feature_set: str) -> list[int]:
+    """Columns a model reads: all of them, or only the Zernike ones (MLP-NoContext)."""
+    if feature_set == "all":
+        return list(range(len(feature_names)))
+    if feature_set == "zernike":
+        return zernike_columns(feature_names)
+    raise ValueError(f"feature_set must be one of {FEATURE_SETS}, got {feature_set!r}")

@@ -91,6 +91,7 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     workers = n_workers if n_workers is not None else (min(len(todo), _default_local_workers()) if cluster == "local" else None)
     with contextlib.nullcontext(client) if client is not None else \
             open_client(cluster, n_workers=workers, config_path=cluster_config) as active:
+        print(f"simulate: {len(active.scheduler_info(n_workers=-1)['workers'])} Dask workers", file=stream)
         futures = [active.submit(run_task, t, cfg, cfg_hash, str(out.resolve()), key=t.key, pure=False, retries=2)
                    for t in todo]
         task_seconds = [r["seconds"] for r in track(futures, label="simulate", unit="task", stream=stream)]

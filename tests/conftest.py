@@ -38,3 +38,14 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 pytest_plugins = ["tests.slurm_fixtures", "tests.store_fixtures"]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids waiting on busy cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

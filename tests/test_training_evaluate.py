@@ -15,13 +15,7 @@ from training.metrics import classification_metrics, defect_f1, posterior_entrop
 from training.synthetic import write_synthetic_store
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids waiting on busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

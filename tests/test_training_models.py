@@ -17,13 +17,7 @@ from training.module import DefectClassifier
 CONFIGS = ["attn-4k", "attn-200k", "attn-400k", "mlp-nocontext", "mlp-simple", "mlp-deep"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids waiting on busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def linear_params(n_in: int, n_out: int) -> int:

@@ -9,6 +9,8 @@ DEMO_CONFIG ?= configs/dataset/demo.yaml
 DEMO_STORE ?= data/demo.zarr
 CLUSTER ?= local
 PYTEST_ARGS ?=
+# e.g. TRAIN_ARGS='--max-epochs 100' (~10 min): the paper's epochs undertrain on the small demo store
+TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv simulate features train evaluate test test-fast bench slurm-install slurm-up slurm-down clean
@@ -32,8 +34,8 @@ simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=loc
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
 	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
 
-train: $(STAMP) features ## Train the six models on the demo store (CPU, embedded default)
-	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo
+train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_ARGS='--max-epochs 100' to converge)
+	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)
 
 evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
 	$(PY) -m training demo-table --runs runs/demo

@@ -103,6 +103,7 @@ def test_scan_window_is_centred_and_at_nyquist_or_finer():
             assert abs(w.patch_half_px * w.sampling_angstrom - 3**0.5 * a / 2) < 1e-9
 
 
+@pytest.mark.slow
 def test_frozen_phonons_average_and_raise_haadf_metal_contrast():
     """Thermal diffuse scattering (frozen phonons) adds high-angle intensity on heavy columns: the HAADF
     W/Se2 ratio must rise above the static one (measured 1.03 -> 1.23 with 6 configurations at 60 keV)."""

@@ -79,6 +79,7 @@ def test_layout_and_attributes(tiny_store):
     assert patches[metal_rows, centre, centre].mean() > 0
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_store(tiny_store, tiny_config, tmp_path):
     out = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "simulate", "--config", str(tiny_config), "--out", str(out), "--workers", "1"]

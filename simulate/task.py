@@ -12,6 +12,8 @@ from .environments import ENVIRONMENTS
 from .plan import Plan, Task, image_rng, make_plan, seed_entropy
 from .structures import build_environment
 
+PHONON_STREAM = 1000  # spawn-key slot of the frozen-phonon seed; detector streams use 0..n_detectors-1
+
 
 def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int):
     """The rows of one environment of ``task``: returns (shard arrays, clean arrays). Deterministic."""
@@ -22,7 +24,8 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
     atoms = build_environment(host, task.dopant, env, tuple(ms["supercell_repeats"]), ms["vacuum_angstrom"])
     window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
                                     imaging["convergence_semiangle_mrad"], ms["scan_margin_px"])
-    phonon_seed = int(np.random.SeedSequence(entropy, spawn_key=(task.index, env.id, 99)).generate_state(1)[0])
+    # frozen-phonon displacements: their own stream, apart from the per-detector noise streams (0, 1, ...)
+    phonon_seed = int(np.random.SeedSequence(entropy, spawn_key=(task.index, env.id, PHONON_STREAM)).generate_state(1)[0])
     images = multislice.simulate_images(
         atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=task.beam_energy_kev,
         gpts=ms["gpts"][task.beam_energy_kev], convergence_semiangle_mrad=imaging["convergence_semiangle_mrad"],

@@ -4,6 +4,7 @@
                        [--cluster-config configs/cluster/slurm.yaml] [--workers N] [--resume]
     python -m simulate structures --config CONFIG --out DIR     # one CIF per (combo, environment)
     python -m simulate check --config CONFIG                    # validate and summarise, submit nothing
+    python -m simulate fullfield --host WSe2 --dopant Cr --energy-kev 60 --detector MAADF --out DIR
 """
 from __future__ import annotations
 
@@ -39,6 +40,35 @@ def main(argv: list[str] | None = None) -> int:
 
             paths = write_environment_cifs(load(args.config), args.out)
             print(f"wrote {len(paths)} CIF files under {args.out}")
+            return 0
+        if argv and argv[0] == "fullfield":
+            p = argparse.ArgumentParser(prog="python -m simulate fullfield",
+                                        description="A full field of view with random defects and its ground truth.")
+            p.add_argument("--host", required=True, help="host from the catalog, e.g. WSe2")
+            p.add_argument("--dopant", required=True, help="dopant element, e.g. Cr")
+            p.add_argument("--energy-kev", type=float, required=True, help="beam energy, e.g. 60")
+            p.add_argument("--detector", required=True, help="HAADF or MAADF")
+            p.add_argument("--fractions", default="D=0.05,VacX=0.05,VacX2=0.02",
+                           help="D of metal columns, VacX/VacX2 of chalcogen columns")
+            p.add_argument("--size-angstrom", type=float, default=25.0, help="side of the square field")
+            p.add_argument("--rotation-deg", type=float, default=17.0, help="lattice rotation")
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--catalog", default=None, help="dataset YAML with the host catalog (default paper.yaml)")
+            p.add_argument("--out", required=True, help="output directory")
+            args = p.parse_args(argv[1:])
+            from .fullfield import parse_fractions, run_fullfield
+
+            try:
+                fractions = parse_fractions(args.fractions)
+                if args.size_angstrom <= 0:
+                    raise ValueError(f"--size-angstrom must be > 0, got {args.size_angstrom}")
+                out = run_fullfield(host=args.host, dopant=args.dopant, beam_energy_kev=args.energy_kev,
+                                    detector=args.detector, fractions=fractions, size_angstrom=args.size_angstrom,
+                                    rotation_deg=args.rotation_deg, seed=args.seed, out_dir=args.out,
+                                    config_path=args.catalog)
+            except ValueError as err:  # bad host, detector, fractions, grid: say which
+                raise ConfigError(str(err)) from None
+            print(f"wrote {out}/image.npy, image.json, truth.csv, truth.json")
             return 0
         if argv and argv[0] == "check":
             p = argparse.ArgumentParser(prog="python -m simulate check")

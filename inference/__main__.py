@@ -1,0 +1,65 @@
+"""Command line of the inference stage.
+
+    python -m inference classify IMAGE --model CKPT --host WSe2 --dopant Cr [--energy-kev 80] [--detector HAADF]
+                                 [--pixel-size-angstrom S] [--patch-size-px P] [--metal-sublattice auto] --out DIR
+    python -m inference score --pred DIR --truth DIR [--tolerance-fraction 0.3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .io import InputError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m inference")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="classify every column of a micrograph")
+    c.add_argument("image", help=".npy (metadata from IMAGE.json beside it), .tif, .dm3, .dm4 or .emd")
+    c.add_argument("--model", required=True, help="Lightning checkpoint (e.g. runs/.../last.ckpt)")
+    c.add_argument("--host", default=None, help="host from the catalog, e.g. WSe2")
+    c.add_argument("--dopant", default=None, help="dopant element, e.g. Cr")
+    c.add_argument("--energy-kev", type=float, default=None, help="beam energy: 60, 80 or 100")
+    c.add_argument("--detector", default=None, help="HAADF or MAADF")
+    c.add_argument("--pixel-size-angstrom", type=float, default=None,
+                   help="overrides the file; without either it is inferred from the catalog lattice constant")
+    c.add_argument("--patch-size-px", type=int, default=None,
+                   help="the model's patch size (default: read from the store it was trained on)")
+    c.add_argument("--metal-sublattice", choices=("auto", "brighter", "dimmer"), default="auto")
+    c.add_argument("--out", required=True, help="output directory")
+    s = sub.add_parser("score", help="score a classification against simulated ground truth")
+    s.add_argument("--pred", required=True, help="output directory of classify")
+    s.add_argument("--truth", required=True, help="output directory of simulate fullfield")
+    s.add_argument("--tolerance-fraction", type=float, default=0.3,
+                   help="match distance as a fraction of the nearest-column distance a/√3")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "classify":
+            from .classify import run_classify
+
+            summary = run_classify(args.image, args.model, args.out, host=args.host, dopant=args.dopant,
+                                   beam_energy_kev=args.energy_kev, detector=args.detector,
+                                   pixel_size_angstrom=args.pixel_size_angstrom, patch_size_px=args.patch_size_px,
+                                   metal_sublattice=args.metal_sublattice)
+            for note in summary["notes"]:
+                print(f"note: {note}")
+            print(f"{summary['n_sites']} sites ({summary['n_border']} on the border, not counted); counts "
+                  f"{summary['counts']}; defects per nm² {json.dumps(summary['defect_density_per_nm2'])}; "
+                  f"wrote {args.out}")
+        else:
+            from .score import run_score
+
+            out = run_score(args.pred, args.truth, args.tolerance_fraction)
+            print(json.dumps({k: out[k] for k in ("recall", "position_error_pm_mean", "cohen_kappa", "f1_defect")
+                              if k in out}))
+        return 0
+    except (InputError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

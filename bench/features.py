@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import socket
 import sys
 import time
@@ -230,24 +229,12 @@ def normalisation_study(seed_train: int = 1, seed_test: int = 2) -> dict:
 
 
 def machine() -> dict:
-    import importlib.metadata as md
+    """bench/_report.py's machine record, plus the package versions and BLAS thread settings that matter here."""
+    from _report import machine as base_machine, versions
 
-    versions = {}
-    for pkg in ("numpy", "scipy", "zarr", "dask", "motif-learn", "cupy-cuda12x", "cupy-cuda13x"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"host": socket.gethostname(), "cpu": cpu, "cores_available": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "platform": platform.platform(), "versions": versions,
+    return {**base_machine(),
+            "versions": {k: v for k, v in versions("numpy", "scipy", "zarr", "dask", "motif-learn", "cupy-cuda12x",
+                                                   "cupy-cuda13x").items() if v is not None},
             "blas_threads_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
@@ -296,7 +283,7 @@ def main(argv=None) -> int:
                                             if "motif-learn" in rates else None)
         record["cpu"] = cpu
         print(f"CPU, {cpu['n_patches']} patches of {P}x{P} float32, batch {cpu['batch']}, "
-              f"{record['machine']['cores_available']} cores ({record['machine']['cpu']}), BLAS threads "
+              f"{record['machine']['cores']} cores ({record['machine']['cpu']}), BLAS threads "
               f"{[b['num_threads'] for b in blas]}, load average {os.getloadavg()[0]:.1f}")
         print(f"{'encoder':28s} {'patches/s (best)':>17s} {'(median)':>12s} {'x motif-learn':>14s}")
         for k, v in rates.items():

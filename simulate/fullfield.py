@@ -1,8 +1,8 @@
 """Full-field evaluation images: a doped 1H-MX2 field of view with random dopants and vacancies, rotated to
 an arbitrary angle, simulated with abTEM over the whole cell and passed through the patch noise model.
 
-``build_field`` (atoms + ground-truth columns, pure given a Generator) and ``noisy_image`` (noise model of
-``simulate.noise`` applied to a whole clean image) are separate from ``simulate_field`` (abTEM) and
+``build_field`` (atoms + ground-truth columns, pure given a Generator) and ``noisy_image`` (``simulate.noise``'s
+model on a whole clean image) are separate from ``simulate_field`` (``multislice.scan_images`` on the cell) and
 ``write_field`` (files), so each can be tested on its own.
 
 Ground truth: one row per column inside the field, including the empty sites of double vacancies, with
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .environments import CLASS_NAMES
-from .noise import probe_blur, read_noise, scan_jitter, shot_noise
+from .noise import NoiseDraw, noisy_counts
 
 CLASS_IDS = {name: i for i, name in enumerate(CLASS_NAMES)}
 DEFECT_CLASSES = ("VacX", "VacX2", "D")
@@ -106,40 +106,26 @@ def simulate_field(atoms, *, beam_energy_kev: float, detector: dict, convergence
                    scan_sampling_angstrom: float, slice_thickness_angstrom: float = 1.0,
                    parametrization: str = "lobato", device: str = "cpu") -> np.ndarray:
     """Clean (n, n) float32 detector image (fraction of the beam) of the whole square cell, [row, col] = [y, x];
-    pixel i was scanned at i x ``scan_sampling_angstrom``. One multislice run, ``FlexibleAnnularDetector``."""
-    import abtem
-    import dask
-
+    pixel i was scanned at i x ``scan_sampling_angstrom`` (``multislice.scan_images`` on the whole cell)."""
+    from .multislice import scan_images
     from .optics import gpts_reaching
 
     size = float(atoms.cell[0, 0])
-    gpts = gpts_reaching((size, size), beam_energy_kev, detector["outer_mrad"])
     n = int(round(size / scan_sampling_angstrom))
-    potential = abtem.Potential(atoms, gpts=(gpts, gpts), slice_thickness=slice_thickness_angstrom,
-                                projection="infinite", parametrization=parametrization, device=device)
-    probe = abtem.Probe(energy=beam_energy_kev * 1e3, semiangle_cutoff=convergence_semiangle_mrad, device=device)
-    probe.grid.match(potential)
-    step = size / n
-    scan = abtem.GridScan(start=(0, 0), end=(size, size), gpts=(n, n), endpoint=False)
-    with dask.config.set(scheduler="synchronous"):
-        potential = potential.build(lazy=False)
-        measurement = probe.scan(potential, scan=scan, detectors=abtem.FlexibleAnnularDetector()).compute()
-        image = measurement.integrate_radial(detector["inner_mrad"], detector["outer_mrad"])
-        out = np.ascontiguousarray(np.asarray(image.array, dtype=np.float32).T)
-    if out.shape != (n, n):
-        raise RuntimeError(f"abTEM returned {out.shape}, expected {(n, n)} (step {step:.4f} Å)")
-    return out
+    return scan_images(atoms, start=(0.0, 0.0), end=(size, size), n_px=n, endpoint=False,
+                       beam_energy_kev=beam_energy_kev, gpts=gpts_reaching((size, size), beam_energy_kev,
+                                                                           detector["outer_mrad"]),
+                       convergence_semiangle_mrad=convergence_semiangle_mrad, detectors={"image": detector},
+                       slice_thickness_angstrom=slice_thickness_angstrom, parametrization=parametrization,
+                       device=device)["image"]
 
 
 def noisy_image(clean: np.ndarray, *, pixel_size_angstrom: float, probe_blur_sigma_angstrom: float,
                 scan_jitter_px: float, dose_e_per_angstrom2: float, read_noise_counts: float,
                 rng: np.random.Generator) -> np.ndarray:
-    """The patch noise model (``simulate.noise``) on a whole (H, W) image: blur, row jitter, Poisson, read
-    noise. Returns float32 counts."""
-    image = probe_blur(clean, probe_blur_sigma_angstrom, pixel_size_angstrom)
-    image = scan_jitter(image, rng.uniform(-scan_jitter_px, scan_jitter_px, size=image.shape[0]))
-    counts = shot_noise(image, dose_e_per_angstrom2, pixel_size_angstrom, rng)
-    return read_noise(counts, read_noise_counts, rng).astype(np.float32)
+    """The patch noise model (``simulate.noise.noisy_counts``) on a whole (H, W) image. Returns float32 counts."""
+    draw = NoiseDraw(probe_blur_sigma_angstrom, dose_e_per_angstrom2, read_noise_counts, scan_jitter_px, (0.0, 0.0))
+    return noisy_counts(clean, draw, pixel_size_angstrom=pixel_size_angstrom, rng=rng).astype(np.float32)
 
 
 def write_field(out_dir, image: np.ndarray, pixel_size_angstrom: float, truth: dict, meta: dict) -> Path:

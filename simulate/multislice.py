@@ -79,24 +79,20 @@ def configure_abtem(device: str, fftw_planning_effort: str) -> None:
     })
 
 
-def simulate_images(atoms, centre_xy_angstrom, *, beam_energy_kev: float, gpts: int,
-                    convergence_semiangle_mrad: float, detectors: dict[str, dict], window: ScanWindow,
-                    slice_thickness_angstrom: float, parametrization: str = "lobato",
-                    frozen_phonons: int = 0, frozen_phonon_sigma_angstrom: float = 0.08,
-                    seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Clean detector images of ``atoms`` scanned around ``centre_xy_angstrom``.
+def scan_images(source, *, start: tuple[float, float], end: tuple[float, float], n_px: int, endpoint: bool,
+                beam_energy_kev: float, gpts: int, convergence_semiangle_mrad: float, detectors: dict[str, dict],
+                slice_thickness_angstrom: float, parametrization: str = "lobato",
+                device: str = "cpu") -> dict[str, np.ndarray]:
+    """The one abTEM call of the project: ``source`` (ase Atoms or ``abtem.FrozenPhonons``) scanned on an
+    ``n_px`` x ``n_px`` grid from ``start`` to ``end`` [Å], every detector from a single multislice run.
 
     Returns ``{detector name: (n_px, n_px) float32}`` in fractions of the incident beam, indexed [row, column]
-    = [y, x] (abTEM's scan axes are [x, y]; they are transposed here). One multislice run (``FlexibleAnnularDetector``) serves every detector.
+    = [y, x] (abTEM's scan axes are [x, y]; they are transposed here), averaged over frozen phonons.
     Raises ``ValueError`` when the grid cannot reach a detector's outer angle (abTEM would truncate).
     """
     import abtem
     import dask
 
-    if frozen_phonons > 0:
-        source = abtem.FrozenPhonons(atoms, num_configs=frozen_phonons, sigmas=frozen_phonon_sigma_angstrom, seed=seed)
-    else:
-        source = atoms
     potential = abtem.Potential(source, gpts=(gpts, gpts), slice_thickness=slice_thickness_angstrom,
                                 projection="infinite", parametrization=parametrization, device=device)
     probe = abtem.Probe(energy=beam_energy_kev * 1e3, semiangle_cutoff=convergence_semiangle_mrad, device=device)
@@ -106,10 +102,7 @@ def simulate_images(atoms, centre_xy_angstrom, *, beam_energy_kev: float, gpts: 
         if det["outer_mrad"] > reach:
             raise ValueError(f"{name} outer angle {det['outer_mrad']} mrad is beyond the grid's reach "
                              f"({reach:.0f} mrad at {gpts} gpts, {beam_energy_kev} keV): use a finer grid")
-    half = window.centre_px * window.sampling_angstrom
-    cx, cy = centre_xy_angstrom
-    scan = abtem.GridScan(start=(cx - half, cy - half), end=(cx + half, cy + half),
-                          gpts=(window.n_px, window.n_px), endpoint=True)
+    scan = abtem.GridScan(start=start, end=end, gpts=(n_px, n_px), endpoint=endpoint)
     # The caller is usually a Dask task: run abTEM's own graph here, in this process, not on the cluster.
     with dask.config.set(scheduler="synchronous"):
         potential = potential.build(lazy=False)  # prebuilt once, or it is rebuilt per scan chunk
@@ -120,6 +113,29 @@ def simulate_images(atoms, centre_xy_angstrom, *, beam_energy_kev: float, gpts: 
             image = measurement.integrate_radial(det["inner_mrad"], det["outer_mrad"])
             images[name] = np.ascontiguousarray(np.asarray(image.array, dtype=np.float32).T)
     for name, image in images.items():
-        if image.shape != (window.n_px, window.n_px):
-            raise RuntimeError(f"{name}: abTEM returned {image.shape}, expected {(window.n_px,) * 2}")
+        if image.shape != (n_px, n_px):
+            raise RuntimeError(f"{name}: abTEM returned {image.shape}, expected {(n_px, n_px)}")
     return images
+
+
+def simulate_images(atoms, centre_xy_angstrom, *, beam_energy_kev: float, gpts: int,
+                    convergence_semiangle_mrad: float, detectors: dict[str, dict], window: ScanWindow,
+                    slice_thickness_angstrom: float, parametrization: str = "lobato",
+                    frozen_phonons: int = 0, frozen_phonon_sigma_angstrom: float = 0.08,
+                    seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Clean detector images of ``atoms`` on ``window`` around ``centre_xy_angstrom`` (see ``scan_images``);
+    ``frozen_phonons`` > 0 averages that many configurations with rms displacement
+    ``frozen_phonon_sigma_angstrom``, drawn from ``seed``."""
+    import abtem
+
+    if frozen_phonons > 0:
+        source = abtem.FrozenPhonons(atoms, num_configs=frozen_phonons, sigmas=frozen_phonon_sigma_angstrom, seed=seed)
+    else:
+        source = atoms
+    half = window.centre_px * window.sampling_angstrom
+    cx, cy = centre_xy_angstrom
+    return scan_images(source, start=(cx - half, cy - half), end=(cx + half, cy + half), n_px=window.n_px,
+                       endpoint=True, beam_energy_kev=beam_energy_kev, gpts=gpts,
+                       convergence_semiangle_mrad=convergence_semiangle_mrad, detectors=detectors,
+                       slice_thickness_angstrom=slice_thickness_angstrom, parametrization=parametrization,
+                       device=device)

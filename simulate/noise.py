@@ -89,14 +89,21 @@ def extract_patch(image: np.ndarray, centre_px: tuple[float, float], half_width_
     return ndimage.map_coordinates(image, [rows, cols], order=1).astype(np.float32)
 
 
-def noisy_patch(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float, centre_px: float,
-                half_width_px: float, patch_size_px: int, rng: np.random.Generator) -> np.ndarray:
-    """One noisy (P, P) float32 patch, in counts, from a clean (H, W) window whose column sits on pixel
-    (centre_px, centre_px). Draw order: row jitter, Poisson, read noise."""
+def noisy_counts(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Steps 1-4 on a clean (H, W) image (fractions of the beam): float64 counts. Draw order: row jitter,
+    Poisson, read noise (``draw.centre_offset_px`` is not used here)."""
     image = probe_blur(clean, draw.probe_blur_sigma_angstrom, pixel_size_angstrom)
     image = scan_jitter(image, rng.uniform(-draw.scan_jitter_px, draw.scan_jitter_px, size=image.shape[0]))
     counts = shot_noise(image, draw.dose_e_per_angstrom2, pixel_size_angstrom, rng)
-    counts = read_noise(counts, draw.read_noise_counts, rng)
+    return read_noise(counts, draw.read_noise_counts, rng)
+
+
+def noisy_patch(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float, centre_px: float,
+                half_width_px: float, patch_size_px: int, rng: np.random.Generator) -> np.ndarray:
+    """One noisy (P, P) float32 patch, in counts, from a clean (H, W) window whose column sits on pixel
+    (centre_px, centre_px): ``noisy_counts``, then step 5."""
+    counts = noisy_counts(clean, draw, pixel_size_angstrom=pixel_size_angstrom, rng=rng)
     centre = (centre_px + draw.centre_offset_px[0], centre_px + draw.centre_offset_px[1])
     return extract_patch(counts, centre, half_width_px, patch_size_px)
 

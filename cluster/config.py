@@ -34,8 +34,8 @@ def _canonical(key: str) -> str:
 
 def slurm_schema_keys() -> set[str]:
     """The keys dask-jobqueue accepts under ``jobqueue.slurm`` (from its bundled jobqueue.yaml)."""
-    import dask_jobqueue  # noqa: F401  (importing it registers its defaults in dask.config)
     import dask.config
+    import dask_jobqueue  # noqa: F401  (importing it registers its defaults in dask.config)
 
     return {_canonical(k) for k in dask.config.get("jobqueue.slurm")}
 

@@ -1,9 +1,13 @@
 """Exceptions raised by the cluster layer."""
 from __future__ import annotations
 
+from contract.errors import EXIT_CLUSTER, StemError
 
-class ClusterError(RuntimeError):
+
+class ClusterError(StemError, RuntimeError):
     """A cluster could not be configured, submitted or started (bad config, Slurm refused, timeout)."""
+
+    exit_code = EXIT_CLUSTER
 
 
 class TaskError(RuntimeError):

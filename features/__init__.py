@@ -7,8 +7,13 @@ with Dask; ``python -m features``), ``synthetic`` (toy MX2 patches for tests and
 from .context import context_vector, feature_names
 from .normalise import standardise_patches, standardised_contrast_features
 from .site_symmetry import central_intensity, site_symmetry
-from .zernike import (contrast_features, magnitude_indices, zernike_indices, zernike_magnitudes,
-                      zernike_moments)
+from .zernike import (
+                      contrast_features,
+                      magnitude_indices,
+                      zernike_indices,
+                      zernike_magnitudes,
+                      zernike_moments,
+)
 
 __all__ = [
     "central_intensity",

@@ -1,21 +1,41 @@
-"""``python -m features --store STORE.zarr [--cluster local|slurm] [--device cpu|gpu] [--cluster-config PATH]``."""
+"""Command line of the feature stage (``python -m features --help`` lists the subcommands).
+
+    python -m features encode --store STORE.zarr [--cluster local|slurm] [--device cpu|gpu] [--cluster-config PATH]
+
+``python -m features --store ...`` (no subcommand) is ``encode``. Failures: one line on stderr and the exit codes
+of ``contract.errors`` (``--debug`` for the traceback).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
 
+from contract.cli import DEBUG_HELP, run_command, with_default_subcommand
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m features", description=__doc__.split("``")[0] +
-                                     "Encode a store's patches into the 31 features (resumable).")
-    parser.add_argument("--store", required=True, help="zarr store written by `python -m simulate`")
-    parser.add_argument("--cluster", default="local", choices=("local", "slurm"), help="Dask cluster kind")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu: NumPy; gpu: CuPy workers")
-    parser.add_argument("--cluster-config", default=None, help="YAML for the cluster layer (cluster.open_client)")
-    parser.add_argument("--n-workers", type=int, default=None, help="number of Dask workers (default: the config's)")
-    args = parser.parse_args(argv)
+PROG = "python -m features"
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Features of simulated patches and of images.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    enc = sub.add_parser("encode", help="encode a store's patches into the 31 features (resumable; the default)")
+    enc.add_argument("--store", required=True, help="zarr store written by `python -m simulate`")
+    enc.add_argument("--cluster", default="local", choices=("local", "slurm"), help="Dask cluster kind")
+    enc.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu: NumPy; gpu: CuPy workers")
+    enc.add_argument("--cluster-config", default=None, help="YAML for the cluster layer (cluster.open_client)")
+    enc.add_argument("--n-workers", type=int, default=None, help="number of Dask workers (default: the config's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return run_command(_dispatch, argv, prog=PROG)
+
+
+def _dispatch(argv: list[str]) -> int:
+    args = build_parser().parse_args(with_default_subcommand(argv, "encode"))
     from cluster import open_client
 
     from .encode import encode_store, store_plan

@@ -1,4 +1,5 @@
-"""The 23-value context vector (paper section 3, Fig. 3a) and the names of all 31 feature columns.
+"""The 23-value context vector (paper section 3, Fig. 3a). The axes (shells, detectors, beam energies) and
+the column names are defined in ``contract.context`` and ``contract.features``.
 
 Layout (stored order):
 
@@ -20,11 +21,15 @@ import functools
 
 import numpy as np
 
-SHELLS = ("K", "L", "M", "N", "O", "P")
-DETECTORS = ("HAADF", "MAADF")
-BEAM_ENERGIES_KEV = (60, 80, 100)
-CONTEXT_SIZE = 3 * len(SHELLS) + len(DETECTORS) + len(BEAM_ENERGIES_KEV)  # 23
-ROLES = ("metal", "chalcogen", "dopant")
+from contract.context import (
+    BEAM_ENERGIES_KEV,
+    DETECTOR_NAMES,
+    SHELLS,
+    Case,
+    check_beam_energy,
+    check_detector,
+)
+from contract.features import FEATURE_NAMES
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,26 +58,16 @@ def shell_fractions(symbol: str) -> tuple[float, ...]:
 
 
 def detector_one_hot(detector: str) -> np.ndarray:
-    """(2,) float32: HAADF -> [1, 0], MAADF -> [0, 1] (case-insensitive)."""
-    key = str(detector).upper()
-    if key not in DETECTORS:
-        raise ValueError(f"unsupported detector {detector!r}; supported detectors: {', '.join(DETECTORS)}")
-    out = np.zeros(len(DETECTORS), dtype=np.float32)
-    out[DETECTORS.index(key)] = 1
+    """(2,) float32 one-hot in ``contract.context.DETECTOR_NAMES`` order (case-insensitive name)."""
+    out = np.zeros(len(DETECTOR_NAMES), dtype=np.float32)
+    out[DETECTOR_NAMES.index(check_detector(detector))] = 1
     return out
 
 
 def beam_energy_one_hot(beam_energy_kev) -> np.ndarray:
-    """(3,) float32 one-hot over 60, 80, 100 keV."""
-    try:
-        e = float(beam_energy_kev)
-    except (TypeError, ValueError):
-        e = None
-    if e is None or e not in BEAM_ENERGIES_KEV:
-        raise ValueError(f"unsupported beam_energy_kev {beam_energy_kev!r}; supported values (keV): "
-                         f"{', '.join(str(v) for v in BEAM_ENERGIES_KEV)}")
+    """(3,) float32 one-hot in ``contract.context.BEAM_ENERGIES_KEV`` order."""
     out = np.zeros(len(BEAM_ENERGIES_KEV), dtype=np.float32)
-    out[BEAM_ENERGIES_KEV.index(int(e))] = 1
+    out[BEAM_ENERGIES_KEV.index(check_beam_energy(beam_energy_kev))] = 1
     return out
 
 
@@ -85,23 +80,12 @@ def context_vector(metal: str, chalcogen: str, dopant: str, detector: str, beam_
     return np.concatenate(shells + [det, energy]).astype(np.float32)
 
 
-def case_context(case: dict) -> np.ndarray:
-    """Context vector of one row of a store's ``attrs["cases"]`` (keys metal, chalcogen, dopant, detector,
-    beam_energy_kev)."""
-    missing = [k for k in ("metal", "chalcogen", "dopant", "detector", "beam_energy_kev") if k not in case]
-    if missing:
-        raise ValueError(f"case is missing field(s) {missing}: {case}")
-    return context_vector(case["metal"], case["chalcogen"], case["dopant"], case["detector"],
-                          case["beam_energy_kev"])
+def case_context(case: dict | Case) -> np.ndarray:
+    """Context vector of a ``Case`` or of one row of a store's ``attrs["cases"]``."""
+    c = case if isinstance(case, Case) else Case.from_dict(case)
+    return context_vector(c.metal, c.chalcogen, c.dopant, c.detector, c.beam_energy_kev)
 
 
 def feature_names() -> list[str]:
-    """Names of the 31 stored feature columns, in order (context 23, Zernike 6, site symmetry 2)."""
-    from .zernike import CONTRAST_ORDERS
-
-    names = [f"{role}_shell_{s}_per_z" for role in ROLES for s in SHELLS]
-    names += [f"detector_{d.lower()}" for d in DETECTORS]
-    names += [f"beam_energy_{e}kev" for e in BEAM_ENERGIES_KEV]
-    names += [f"zernike_n{n}_m0" for n in CONTRAST_ORDERS]
-    names += ["site_brighter_sublattice", "site_dimmer_sublattice"]
-    return names
+    """Names of the 31 stored feature columns (``contract.features.FEATURE_NAMES``)."""
+    return list(FEATURE_NAMES)

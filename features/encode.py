@@ -22,100 +22,88 @@ second time; the clean/ images would be cheaper but exist only for simulations.
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from .context import CONTEXT_SIZE, case_context, feature_names
-from .normalise import standardised_contrast_features
-from .site_symmetry import SUBLATTICE_IDS, central_intensity, flags_from_sums
-from .zernike import CONTRAST_ORDERS
+from contract import store as schema
+from contract.classes import SUBLATTICE_IDS
+from contract.features import FEATURE_NAMES, N_FEATURES, assemble_features
+from contract.store import StoreError, StoreMeta
 
-N_FEATURES = CONTEXT_SIZE + len(CONTRAST_ORDERS) + 2  # 31
+from .context import case_context
+from .normalise import standardised_contrast_features
+from .site_symmetry import central_intensity, flags_from_sums
+
 DEVICES = ("cpu", "gpu")
+UNKNOWN_SUBLATTICE = 255
 
 
 # ----------------------------------------------------------------------------------------------- plan
-def store_plan(store_path) -> dict:
-    """Read and check what encoding needs from a store; raises ValueError naming the field before any job.
+@dataclass(frozen=True)
+class EncodePlan:
+    """What encoding a store needs: its metadata, the (n_cases, 23) context table and, per environment id,
+    the sublattice id (0 metal, 1 chalcogen; 255 for ids the store does not hold)."""
 
-    Returns a dict: n_rows, patch_size, rows_per_shard, n_shards, shard_rows [(start, stop)], context (n_cases,
-    23) float32, sublattice_of_environment (n_env,) uint8, patch_chunk_rows.
-    """
-    import zarr
+    meta: StoreMeta
+    context: np.ndarray
+    sublattice_of_environment: np.ndarray
 
-    path = Path(store_path)
-    if not path.exists():
-        raise FileNotFoundError(f"store {str(path)!r} does not exist")
-    g = zarr.open_group(str(path), mode="r")
-    for name in ("patches", "case", "environment"):
-        if name not in g:
-            raise ValueError(f"store {str(path)!r} has no array {name!r} (is the simulation finished?)")
-    attrs = dict(g.attrs)
-    for key in ("rows_per_shard", "cases", "environments"):
-        if key not in attrs:
-            raise ValueError(f"store {str(path)!r} lacks group attribute {key!r}")
-    patches = g["patches"]
-    n_rows = int(patches.shape[0])
-    if patches.ndim != 3 or patches.shape[1] != patches.shape[2] or patches.shape[1] % 2 == 0:
-        raise ValueError(f"patches must be (N, P, P) with P odd, got shape {patches.shape}")
-    rows_per_shard = int(attrs["rows_per_shard"])
-    if rows_per_shard <= 0:
-        raise ValueError(f"rows_per_shard must be positive, got {rows_per_shard}")
-    for name in ("case", "environment"):
-        if g[name].shape != (n_rows,):
-            raise ValueError(f"{name} must have shape ({n_rows},), got {g[name].shape}")
-    context = np.stack([case_context(c) for c in attrs["cases"]]).astype(np.float32)
+    @property
+    def shard_rows(self) -> list[tuple[int, int]]:
+        return [self.meta.shard_rows(k) for k in range(self.meta.n_shards)]
+
+
+def store_plan(store_path) -> EncodePlan:
+    """Read and check what encoding needs from a store; raises ``StoreError`` naming the array or attribute
+    before any job is submitted."""
+    meta = schema.read_meta(store_path, require=(schema.PATCHES, schema.CASE, schema.ENVIRONMENT))
+    name = meta.path
+    if not meta.environments:
+        raise StoreError(f"store {name!r} lacks group attribute {schema.ATTR_ENVIRONMENTS!r}")
+    try:
+        context = np.stack([case_context(c) for c in meta.cases]).astype(np.float32)
+    except ValueError as err:
+        raise StoreError(f"store {name!r}: attrs[{schema.ATTR_CASES!r}]: {err}") from None
     # the environment array holds each environment's "id" (= its row in the full 34-row table)
-    envs = attrs["environments"]
-    ids = [int(env.get("id", i)) for i, env in enumerate(envs)]
-    sublattice = np.full(max(ids) + 1, 255, dtype=np.uint8)
-    for i, (env_id, env) in enumerate(zip(ids, envs)):
+    ids = [int(env.get("id", i)) for i, env in enumerate(meta.environments)]
+    sublattice = np.full(max(ids) + 1, UNKNOWN_SUBLATTICE, dtype=np.uint8)
+    for i, (env_id, env) in enumerate(zip(ids, meta.environments)):
         s = env.get("sublattice")
         if s not in SUBLATTICE_IDS:
-            raise ValueError(f"environments[{i}]['sublattice'] must be one of {sorted(SUBLATTICE_IDS)}, got {s!r}")
+            raise StoreError(f"store {name!r}: environments[{i}]['sublattice'] must be one of "
+                             f"{sorted(SUBLATTICE_IDS)}, got {s!r}")
         sublattice[env_id] = SUBLATTICE_IDS[s]
-    if "task_done" in g:
-        done = np.asarray(g["task_done"][:])
+    if schema.TASK_DONE in meta.arrays:
+        done = np.asarray(schema.open_group(name)[schema.TASK_DONE][:])
         if not done.all():
             missing = np.flatnonzero(done == 0)
-            raise ValueError(f"store {str(path)!r}: simulation incomplete, {len(missing)} of {len(done)} tasks not "
-                             f"done (first: {missing[:5].tolist()}); finish it with `python -m simulate ... --resume`")
-    n_shards = math.ceil(n_rows / rows_per_shard)
-    return {
-        "n_rows": n_rows,
-        "patch_size": int(patches.shape[1]),
-        "rows_per_shard": rows_per_shard,
-        "patch_chunk_rows": int(patches.chunks[0]),
-        "n_shards": n_shards,
-        "shard_rows": [(k * rows_per_shard, min(n_rows, (k + 1) * rows_per_shard)) for k in range(n_shards)],
-        "context": context,
-        "sublattice_of_environment": sublattice,
-    }
+            raise StoreError(f"store {name!r}: simulation incomplete, {len(missing)} of {len(done)} tasks not done "
+                             f"(first: {missing[:5].tolist()}); finish it with `python -m simulate run ... --resume`")
+    return EncodePlan(meta, context, sublattice)
 
 
-def prepare_outputs(store_path, plan: dict) -> np.ndarray:
+def prepare_outputs(store_path, plan: EncodePlan) -> np.ndarray:
     """Create ``features`` and ``features_done`` if absent (or incompatible); return the done markers."""
-    import zarr
-
-    g = zarr.open_group(str(store_path), mode="r+")
-    names = feature_names()
-    shape = (plan["n_rows"], N_FEATURES)
-    shards = (plan["rows_per_shard"], N_FEATURES)
-    chunks = (min(plan["patch_chunk_rows"], plan["rows_per_shard"]), N_FEATURES)
-    ok = ("features" in g and "features_done" in g and g["features"].shape == shape
-          and g["features"].dtype == np.float32 and tuple(g["features"].shards or ()) == shards
-          and g["features_done"].shape == (plan["n_shards"],)
-          and list(g["features"].attrs.get("feature_names", [])) == names)
+    g = schema.open_group(store_path, mode="r+")
+    meta = plan.meta
+    shape = (meta.n_rows, N_FEATURES)
+    shards = (meta.rows_per_shard, N_FEATURES)
+    chunks = (min(int(g[schema.PATCHES].chunks[0]), meta.rows_per_shard), N_FEATURES)
+    ok = (schema.FEATURES in g and schema.FEATURES_DONE in g and g[schema.FEATURES].shape == shape
+          and g[schema.FEATURES].dtype == np.dtype(schema.FEATURE_DTYPE)
+          and tuple(g[schema.FEATURES].shards or ()) == shards
+          and g[schema.FEATURES_DONE].shape == (meta.n_shards,)
+          and tuple(g[schema.FEATURES].attrs.get(schema.ATTR_FEATURE_NAMES, [])) == FEATURE_NAMES)
     if not ok:
-        g.create_array("features", shape=shape, dtype="float32", chunks=chunks, shards=shards,
+        g.create_array(schema.FEATURES, shape=shape, dtype=schema.FEATURE_DTYPE, chunks=chunks, shards=shards,
                        fill_value=np.nan, overwrite=True,
-                       attributes={"feature_names": names, "normalisation": "per-patch standardisation on the unit "
-                                   "disk (features.normalise)", "versions": _versions()})
-        g.create_array("features_done", shape=(plan["n_shards"],), dtype="uint8", chunks=(1,),
+                       attributes={schema.ATTR_FEATURE_NAMES: list(FEATURE_NAMES),
+                                   "normalisation": "per-patch standardisation on the unit disk (features.normalise)",
+                                   schema.ATTR_VERSIONS: _versions()})
+        g.create_array(schema.FEATURES_DONE, shape=(meta.n_shards,), dtype=schema.MARKER_DTYPE, chunks=(1,),
                        fill_value=0, overwrite=True)
-    return np.asarray(g["features_done"][:])
+    return np.asarray(g[schema.FEATURES_DONE][:])
 
 
 def _versions() -> dict:
@@ -128,15 +116,13 @@ def _versions() -> dict:
 def shard_site_sums(store_path: str, start: int, stop: int, sublattice_of_environment: np.ndarray,
                     n_cases: int) -> tuple[np.ndarray, np.ndarray]:
     """Task of the first pass: per-(case, sublattice) sum and count of central intensities in rows [start, stop)."""
-    import zarr
-
-    g = zarr.open_group(store_path, mode="r")
-    centre = central_intensity(np.asarray(g["patches"][start:stop]))
+    g = schema.open_group(store_path)
+    centre = central_intensity(np.asarray(g[schema.PATCHES][start:stop]))
     bad = ~np.isfinite(centre)
     if bad.any():
         raise ValueError(f"patch {start + int(np.flatnonzero(bad)[0])} has NaN or infinite centre pixels")
-    case = np.asarray(g["case"][start:stop], dtype=np.int64)
-    subl = _sublattice(sublattice_of_environment, g["environment"][start:stop], start)
+    case = np.asarray(g[schema.CASE][start:stop], dtype=np.int64)
+    subl = _sublattice(sublattice_of_environment, g[schema.ENVIRONMENT][start:stop], start)
     sums = np.zeros((n_cases, 2))
     counts = np.zeros((n_cases, 2))
     np.add.at(sums, (case, subl), centre)
@@ -159,30 +145,28 @@ def encode_rows(patches, case, environment, context, site_table, sublattice_of_e
     else:
         zern = standardised_contrast_features(np.asarray(patches))
     site = site_table[case, _sublattice(sublattice_of_environment, environment, 0)]
-    return np.concatenate([context[case], zern, site], axis=1).astype(np.float32)
+    return assemble_features(context[case], zern, site)
 
 
 def encode_shard(store_path: str, shard: int, start: int, stop: int, context: np.ndarray,
                  site_table: np.ndarray, sublattice_of_environment: np.ndarray, device: str) -> int:
     """Task of the second pass: encode rows [start, stop) (= one shard), write them, then mark the shard done."""
-    import zarr
-
-    g = zarr.open_group(store_path, mode="r+")
+    g = schema.open_group(store_path, mode="r+")
     try:
-        rows = encode_rows(g["patches"][start:stop], g["case"][start:stop], g["environment"][start:stop],
+        rows = encode_rows(g[schema.PATCHES][start:stop], g[schema.CASE][start:stop], g[schema.ENVIRONMENT][start:stop],
                            context, site_table, sublattice_of_environment, device)
     except ValueError as exc:  # name the store row, not only the index inside the shard
         raise ValueError(f"shard {shard} (store rows {start}-{stop - 1}, patch index within the shard): "
                          f"{exc}") from exc
-    g["features"][start:stop] = rows
-    g["features_done"][shard] = 1  # after the rows: a marker never points at unwritten data
+    g[schema.FEATURES][start:stop] = rows
+    g[schema.FEATURES_DONE][shard] = 1  # after the rows: a marker never points at unwritten data
     return stop - start
 
 
 def _sublattice(sublattice_of_environment: np.ndarray, environment, first_row: int) -> np.ndarray:
     env = np.asarray(environment, dtype=np.int64)
     known = (env < len(sublattice_of_environment))
-    known[known] = sublattice_of_environment[env[known]] != 255
+    known[known] = sublattice_of_environment[env[known]] != UNKNOWN_SUBLATTICE
     if not known.all():
         i = int(np.flatnonzero(~known)[0])
         raise ValueError(f"row {first_row + i}: environment id {int(env[i])} is not in attrs['environments']")
@@ -190,20 +174,18 @@ def _sublattice(sublattice_of_environment: np.ndarray, environment, first_row: i
 
 
 # --------------------------------------------------------------------------------------------- driver
-def site_symmetry_table(store_path, plan: dict, client) -> np.ndarray:
+def site_symmetry_table(store_path, plan: EncodePlan, client) -> np.ndarray:
     """(n_cases, 2, 2) float32 flag table; computed once by a first pass and kept in ``features.attrs``."""
-    import zarr
-
     from cluster import track
 
-    g = zarr.open_group(str(store_path), mode="r+")
-    stored = g["features"].attrs.get("site_symmetry")
+    g = schema.open_group(store_path, mode="r+")
+    stored = g[schema.FEATURES].attrs.get(schema.ATTR_SITE_SYMMETRY)
     if stored is not None:
         return np.asarray(stored["table"], dtype=np.float32)
-    n_cases = len(plan["context"])
-    futures = [client.submit(shard_site_sums, str(store_path), a, b, plan["sublattice_of_environment"], n_cases,
+    n_cases = len(plan.context)
+    futures = [client.submit(shard_site_sums, str(store_path), a, b, plan.sublattice_of_environment, n_cases,
                              key=f"features-site-sums-{k}", pure=False)
-               for k, (a, b) in enumerate(plan["shard_rows"])]
+               for k, (a, b) in enumerate(plan.shard_rows)]
     for _ in track(futures, label="features: site brightness", unit="shard"):
         pass  # progress only; the sums are added below in shard order
     sums = np.zeros((n_cases, 2))
@@ -216,7 +198,7 @@ def site_symmetry_table(store_path, plan: dict, client) -> np.ndarray:
     table = np.zeros((n_cases, 2, 2), dtype=np.float32)
     table[present] = flags_from_sums(sums[present], counts[present], np.flatnonzero(present))
     mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    g["features"].attrs["site_symmetry"] = {
+    g[schema.FEATURES].attrs[schema.ATTR_SITE_SYMMETRY] = {
         "rule": "per case, the sublattice with the brighter mean central intensity (3x3 centre pixels of the "
                 "stored patches) gets [1, 0], the other [0, 1]",
         "mean_central_intensity_metal": [None if np.isnan(v) else float(v) for v in mean[:, 0]],
@@ -237,16 +219,17 @@ def encode_store(store_path, client, device: str = "cpu") -> dict:
         client.submit(_check_gpu, pure=False).result()
     done = prepare_outputs(store_path, plan)
     site_table = site_symmetry_table(store_path, plan, client)
-    todo = [k for k in range(plan["n_shards"]) if not done[k]]
-    futures = [client.submit(encode_shard, str(store_path), k, *plan["shard_rows"][k], plan["context"], site_table,
-                             plan["sublattice_of_environment"], device, key=f"features-shard-{k}", pure=False)
+    n_shards = plan.meta.n_shards
+    todo = [k for k in range(n_shards) if not done[k]]
+    futures = [client.submit(encode_shard, str(store_path), k, *plan.meta.shard_rows(k), plan.context, site_table,
+                             plan.sublattice_of_environment, device, key=f"features-shard-{k}", pure=False)
                for k in todo]
     try:
         rows = sum(track(futures, label="features", unit="shard"))
     except BaseException:
         client.cancel(futures)  # do not leave tasks queued behind a failure
         raise
-    return {"n_shards": plan["n_shards"], "skipped_shards": plan["n_shards"] - len(todo),
+    return {"n_shards": n_shards, "skipped_shards": n_shards - len(todo),
             "encoded_shards": len(todo), "encoded_rows": int(rows)}
 
 

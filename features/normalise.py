@@ -41,12 +41,18 @@ pixelisation.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from .zernike import (CONTRAST_ORDERS, _check_patch_size, array_module, contrast_columns, contrast_features,
-                      disk_grid, zernike_basis_host)
+from .zernike import (
+    CONTRAST_ORDERS,
+    array_module,
+    check_patches,
+    contrast_columns,
+    contrast_features,
+    device_constant,
+    disk_grid,
+    zernike_basis_host,
+)
 
 
 def check_finite(patches) -> None:
@@ -75,7 +81,7 @@ def standardise_patches(patches, dtype=np.float32):
     constant on the disk (``std <= 1e-6 |mean|``: float32 cannot resolve less contrast than that).
     """
     xp = array_module(patches)
-    _check_patches(patches)
+    check_patches(patches)
     check_finite(patches)
     n, p, _ = patches.shape
     # float64 inside: the mean must be removed before rounding to float32, or a large dark level leaks in
@@ -98,7 +104,7 @@ def standardised_contrast_features(patches, dtype=np.float32):
     in float64 to 1e-5 (tested with gains 1-1000 and offsets up to 5000).
     """
     xp = array_module(patches)
-    _check_patches(patches)
+    check_patches(patches)
     n, p, _ = patches.shape
     flat = xp.ascontiguousarray(patches.reshape(n, p * p), dtype=dtype)
     aug, basis_sums = _augmented_basis(p, xp, flat.dtype)
@@ -171,62 +177,26 @@ def _std_from_squares(sq, mean, k: float):
     return std
 
 
-@functools.lru_cache(maxsize=16)
 def _host_disk_mask(patch_size: int) -> np.ndarray:
-    mask = disk_grid(patch_size)[2].ravel().astype(np.float64)
-    mask.setflags(write=False)
-    return mask
-
-
-_DEVICE_CACHE: dict = {}
-
-
-def _on_device(key, host: np.ndarray, xp, dtype):
-    """Host constant -> cached array of ``dtype`` on the current device (NumPy: plain cast)."""
-    if xp is np:
-        return host.astype(dtype)
-    dev = int(xp.cuda.runtime.getDevice())
-    full_key = (key, dev, np.dtype(dtype).name)
-    arr = _DEVICE_CACHE.get(full_key)
-    if arr is None:
-        arr = _DEVICE_CACHE[full_key] = xp.asarray(host, dtype=dtype)
-    return arr
-
-
-@functools.lru_cache(maxsize=16)
-def _host_mask_cast(patch_size: int, dtype_name: str) -> np.ndarray:
-    m = _host_disk_mask(patch_size).astype(dtype_name)
-    m.setflags(write=False)
-    return m
+    return disk_grid(patch_size)[2].ravel().astype(np.float64)
 
 
 def _disk_mask(patch_size: int, xp, dtype):
-    if xp is np:
-        return _host_mask_cast(patch_size, np.dtype(dtype).name)
-    return _on_device(("mask", patch_size), _host_disk_mask(patch_size), xp, dtype)
+    like = None if xp is np else xp.empty(0)
+    return device_constant(("disk_mask", patch_size), lambda: _host_disk_mask(patch_size), like, dtype)
 
 
-@functools.lru_cache(maxsize=16)
-def _host_augmented(patch_size: int, dtype_name: str) -> tuple[np.ndarray, np.ndarray]:
+def _host_augmented(patch_size: int) -> np.ndarray:
+    """The six m = 0 basis columns, a disk-mean column and an all-ones column, (P*P, 8) float64."""
     basis = zernike_basis_host(patch_size, CONTRAST_ORDERS[-1])[:, contrast_columns(CONTRAST_ORDERS[-1])]
     mask = _host_disk_mask(patch_size)
-    aug = np.concatenate([basis, (mask / mask.sum())[:, None], np.ones((len(mask), 1))], axis=1)
-    aug = np.ascontiguousarray(aug.astype(dtype_name))
-    sums = basis.sum(axis=0)  # float64: sum over the disk of (dA/pi) Z_n0
-    aug.setflags(write=False)
-    sums.setflags(write=False)
-    return aug, sums
+    return np.concatenate([basis, (mask / mask.sum())[:, None], np.ones((len(mask), 1))], axis=1)
 
 
 def _augmented_basis(patch_size: int, xp, dtype):
-    aug, sums = _host_augmented(patch_size, np.dtype(dtype).name)
-    if xp is np:
-        return aug, sums
-    return (_on_device(("aug", patch_size), aug, xp, dtype),
-            _on_device(("aug_sums", patch_size), sums, xp, np.float64))
-
-
-def _check_patches(patches) -> None:
-    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
-        raise ValueError(f"patches must be (N, P, P), got shape {tuple(patches.shape)}")
-    _check_patch_size(patches.shape[1])
+    """(augmented basis in ``dtype``, float64 sums over the disk of the six basis columns) on ``xp``'s device."""
+    like = None if xp is np else xp.empty(0)
+    aug = device_constant(("augmented_basis", patch_size), lambda: _host_augmented(patch_size), like, dtype)
+    sums = device_constant(("augmented_basis_sums", patch_size),
+                           lambda: _host_augmented(patch_size)[:, :len(CONTRAST_ORDERS)].sum(axis=0), like, np.float64)
+    return aug, sums

@@ -34,7 +34,6 @@ and the hot path is one ``(N, P*P) @ (P*P, n_moments)`` matrix product per batch
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -44,8 +43,10 @@ try:  # CuPy is optional: GPU workers have it, the CPU install does not
 except Exception:  # pragma: no cover - depends on the machine
     _cupy = None
 
-CONTRAST_ORDERS = (0, 2, 4, 6, 8, 10)
-"""Radial orders n of the six m = 0 contrast features, in stored order."""
+from contract.features import (
+    ZERNIKE_ORDERS as CONTRAST_ORDERS,  # radial orders of the six m = 0 features
+)
+from contract.patches import check_patch_size
 
 DEFAULT_N_MAX = 10
 
@@ -77,7 +78,7 @@ def radial_polynomial(n: int, m: int, rho: np.ndarray) -> np.ndarray:
 
 def disk_grid(patch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rho, theta, inside) on the ``P x P`` pixel-centre grid, y down, float64/bool, each (P, P)."""
-    _check_patch_size(patch_size)
+    check_patch_size(patch_size)
     c = np.linspace(-1.0, 1.0, patch_size)
     y, x = np.meshgrid(c, c, indexing="ij")  # row index -> y (down), column index -> x
     rho = np.hypot(x, y)
@@ -97,17 +98,26 @@ def zernike_basis_host(patch_size: int, n_max: int = DEFAULT_N_MAX) -> np.ndarra
     return np.stack(cols, axis=1)
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_basis(patch_size: int, n_max: int, dtype_name: str, device_id: int, contrast_only: bool):
-    host = zernike_basis_host(patch_size, n_max)
-    if contrast_only:  # the six m = 0 columns only: 11x fewer flops on the encoder's hot path
-        host = host[:, contrast_columns(n_max)]
-    host = np.ascontiguousarray(host.astype(dtype_name))
-    if device_id < 0:
-        host.setflags(write=False)  # shared between calls: nobody may change it
-        return host
-    with _cupy.cuda.Device(device_id):
-        return _cupy.asarray(host)
+_DEVICE_CONSTANTS: dict = {}
+
+
+def device_constant(key: tuple, build, like=None, dtype=np.float64):
+    """A constant array built once by ``build()`` (a host float64 array) and cached per (key, dtype, device):
+    a read-only NumPy array when ``like`` is None or a NumPy array, a CuPy array on the current device when
+    ``like`` is a CuPy array. The one cache of the feature kernels (bases, masks)."""
+    xp = np if like is None else array_module(like)
+    device_id = -1 if xp is np else int(_cupy.cuda.runtime.getDevice())
+    full_key = (key, np.dtype(dtype).name, device_id)
+    arr = _DEVICE_CONSTANTS.get(full_key)
+    if arr is None:
+        host = np.ascontiguousarray(np.asarray(build()).astype(dtype))
+        if xp is np:
+            host.setflags(write=False)  # shared between calls: nobody may change it
+            arr = host
+        else:
+            arr = xp.asarray(host)
+        _DEVICE_CONSTANTS[full_key] = arr
+    return arr
 
 
 def zernike_basis(patch_size: int, n_max: int = DEFAULT_N_MAX, dtype=np.float32, like=None,
@@ -116,10 +126,14 @@ def zernike_basis(patch_size: int, n_max: int = DEFAULT_N_MAX, dtype=np.float32,
 
     With ``contrast_only`` only the columns of ``contrast_columns(n_max)`` are kept: ``(P*P, 6)``.
     """
-    _check_patch_size(patch_size)
-    xp = np if like is None else array_module(like)
-    device_id = -1 if xp is np else int(_cupy.cuda.runtime.getDevice())
-    return _cached_basis(int(patch_size), int(n_max), np.dtype(dtype).name, device_id, bool(contrast_only))
+    check_patch_size(patch_size)
+
+    def build():
+        host = zernike_basis_host(patch_size, n_max)
+        # the six m = 0 columns only: 11x fewer flops on the encoder's hot path
+        return host[:, contrast_columns(n_max)] if contrast_only else host
+
+    return device_constant(("zernike_basis", int(patch_size), int(n_max), bool(contrast_only)), build, like, dtype)
 
 
 def zernike_moments(patches, n_max: int = DEFAULT_N_MAX, dtype=np.float32):
@@ -135,7 +149,7 @@ def zernike_moments(patches, n_max: int = DEFAULT_N_MAX, dtype=np.float32):
     (N, n_moments) array of ``dtype`` on the same device; columns follow ``zernike_indices(n_max)``.
     """
     xp = array_module(patches)
-    patches = _check_patches(patches, xp)
+    patches = check_patches(patches)
     n, p, _ = patches.shape
     basis = zernike_basis(p, n_max, dtype=dtype, like=patches)
     flat = xp.ascontiguousarray(patches.reshape(n, p * p), dtype=basis.dtype)
@@ -156,7 +170,7 @@ def contrast_features(patches, dtype=np.float32):
     Only the six m = 0 basis columns are projected (the same numbers as those ``zernike_moments`` columns).
     """
     xp = array_module(patches)
-    patches = _check_patches(patches, xp)
+    patches = check_patches(patches)
     n, p, _ = patches.shape
     basis = zernike_basis(p, CONTRAST_ORDERS[-1], dtype=dtype, like=patches, contrast_only=True)
     flat = xp.ascontiguousarray(patches.reshape(n, p * p), dtype=basis.dtype)
@@ -192,14 +206,9 @@ def _magnitude_pairs(n_max: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, neg
 
 
-def _check_patch_size(patch_size) -> None:
-    if int(patch_size) != patch_size or patch_size < 3 or patch_size % 2 == 0:
-        raise ValueError(f"patch_size must be an odd integer >= 3 (the atom sits on the centre pixel), "
-                         f"got {patch_size!r}")
-
-
-def _check_patches(patches, xp):
+def check_patches(patches):
+    """``patches`` if it is an (N, P, P) batch with P odd >= 3, else ``ValueError``."""
     if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
         raise ValueError(f"patches must be (N, P, P), got shape {tuple(patches.shape)}")
-    _check_patch_size(patches.shape[1])
+    check_patch_size(patches.shape[1])
     return patches

@@ -10,13 +10,20 @@ import argparse
 import json
 import sys
 
-from .io import InputError
+from contract.cli import DEBUG_HELP, run_command
+
+PROG = "python -m inference"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m inference")
-    sub = p.add_subparsers(dest="command", required=True)
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return run_command(_dispatch, argv, prog=PROG)
+
+
+def _dispatch(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog=PROG, description="Classify the columns of micrographs and score them.")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     c = sub.add_parser("classify", help="classify every column of a micrograph")
     c.add_argument("image", help=".npy (metadata from IMAGE.json beside it), .tif, .dm3, .dm4 or .emd")
     c.add_argument("--model", required=True, help="Lightning checkpoint (e.g. runs/.../last.ckpt)")
@@ -36,29 +43,25 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--tolerance-fraction", type=float, default=0.3,
                    help="match distance as a fraction of the nearest-column distance a/√3")
     args = p.parse_args(argv)
-    try:
-        if args.command == "classify":
-            from .classify import run_classify
+    if args.command == "classify":
+        from .classify import run_classify
 
-            summary = run_classify(args.image, args.model, args.out, host=args.host, dopant=args.dopant,
-                                   beam_energy_kev=args.energy_kev, detector=args.detector,
-                                   pixel_size_angstrom=args.pixel_size_angstrom, patch_size_px=args.patch_size_px,
-                                   metal_sublattice=args.metal_sublattice)
-            for note in summary["notes"]:
-                print(f"note: {note}")
-            print(f"{summary['n_sites']} sites ({summary['n_border']} on the border, not counted); counts "
-                  f"{summary['counts']}; defects per nm² {json.dumps(summary['defect_density_per_nm2'])}; "
-                  f"wrote {args.out}")
-        else:
-            from .score import run_score
+        summary = run_classify(args.image, args.model, args.out, host=args.host, dopant=args.dopant,
+                               beam_energy_kev=args.energy_kev, detector=args.detector,
+                               pixel_size_angstrom=args.pixel_size_angstrom, patch_size_px=args.patch_size_px,
+                               metal_sublattice=args.metal_sublattice)
+        for note in summary["notes"]:
+            print(f"note: {note}")
+        print(f"{summary['n_sites']} sites ({summary['n_border']} on the border, not counted); counts "
+              f"{summary['counts']}; defects per nm² {json.dumps(summary['defect_density_per_nm2'])}; "
+              f"wrote {args.out}")
+    else:
+        from .score import run_score
 
-            out = run_score(args.pred, args.truth, args.tolerance_fraction)
-            print(json.dumps({k: out[k] for k in ("recall", "position_error_pm_mean", "cohen_kappa", "f1_defect")
-                              if k in out}))
-        return 0
-    except (InputError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        out = run_score(args.pred, args.truth, args.tolerance_fraction)
+        print(json.dumps({k: out[k] for k in ("recall", "position_error_pm_mean", "cohen_kappa", "f1_defect")
+                          if k in out}))
+    return 0
 
 
 if __name__ == "__main__":

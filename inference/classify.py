@@ -20,16 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
-from simulate.environments import CLASS_NAMES
+from contract.classes import (
+    CHALCOGEN_SITE_CLASSES,
+    CLASS_COLOURS,
+    CLASS_NAMES,
+    DEFECT_CLASS_IDS,
+    METAL,
+    METAL_SITE_CLASSES,
+    SUBLATTICES,
+)
 
-from .lattice import (border_flags, check_image, find_peaks, fit_lattice, lattice_constant_px, lattice_sites,
-                      snap_to_peaks)
+from .lattice import (
+    border_flags,
+    check_image,
+    find_peaks,
+    fit_lattice,
+    lattice_constant_px,
+    lattice_sites,
+    snap_to_peaks,
+)
 from .patches import cut_patches, patch_half_width_px, site_features
 
 SQRT3 = 3 ** 0.5
-METAL_CLASSES, CHALCOGEN_CLASSES = (3, 4), (0, 1, 2)
-DEFECT_CLASS_IDS = (1, 2, 4)
-COLOURS = ("#1f77b4", "#ff7f0e", "#d62728", "#7f7f7f", "#2ca02c")  # X2, VacX, VacX2, M, D
 
 
 @dataclass
@@ -78,8 +90,8 @@ def predict_probabilities(model, features: np.ndarray, batch_size: int = 65536) 
 def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) -> int:
     """The fitted sublattice index (0/1) that is the metal one: higher mean log-probability of
     sublattice-consistent classes."""
-    p_metal = probs[:, list(METAL_CLASSES)].sum(axis=1).clip(1e-12, 1)
-    p_chal = probs[:, list(CHALCOGEN_CLASSES)].sum(axis=1).clip(1e-12, 1)
+    p_metal = probs[:, list(METAL_SITE_CLASSES)].sum(axis=1).clip(1e-12, 1)
+    p_chal = probs[:, list(CHALCOGEN_SITE_CLASSES)].sum(axis=1).clip(1e-12, 1)
     score = [np.where(fitted_sublattice == m, np.log(p_metal), np.log(p_chal)).mean() for m in (0, 1)]
     return int(np.argmax(score))
 
@@ -109,7 +121,7 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
         centre = central_intensity(patches)
         bright = int(np.argmax([centre[sites.fitted_sublattice == s].mean() for s in (0, 1)]))
         metal = bright if metal_sublattice == "brighter" else 1 - bright
-    sublattice = np.where(sites.fitted_sublattice == metal, 0, 1)
+    sublattice = np.where(sites.fitted_sublattice == metal, METAL, 1 - METAL)
     entropy = -(probs * np.log(probs.clip(1e-30))).sum(axis=1)
     return {"sublattice": sublattice, "probs": probs, "label": probs.argmax(axis=1), "entropy": entropy,
             "features": feats, "timings_s": {"patches": t1 - t0, "features": t2 - t1, "model": t3 - t2}}
@@ -141,7 +153,7 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
                     *[f"p_{n}" for n in CLASS_NAMES], "entropy_nats", "has_peak", "on_border"])
         for i, (r, c) in enumerate(sites.positions):
             w.writerow([f"{c:.3f}", f"{r:.3f}", f"{c * px:.4f}", f"{r * px:.4f}",
-                        "metal" if result["sublattice"][i] == 0 else "chalcogen", int(result["label"][i]),
+                        SUBLATTICES[int(result["sublattice"][i])], int(result["label"][i]),
                         CLASS_NAMES[int(result["label"][i])], *[f"{p:.6f}" for p in result["probs"][i]],
                         f"{result['entropy'][i]:.6f}", int(sites.has_peak[i]), int(sites.on_border[i])])
     import matplotlib
@@ -155,8 +167,8 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
         sel = result["label"] == c
         inner, border = sel & ~sites.on_border, sel & sites.on_border
         ax.scatter(sites.positions[inner, 1], sites.positions[inner, 0], s=18, facecolors="none",
-                   edgecolors=COLOURS[c], linewidths=1.2, label=f"{name} ({int(inner.sum())})")
-        ax.scatter(sites.positions[border, 1], sites.positions[border, 0], s=18, marker="x", c=COLOURS[c],
+                   edgecolors=CLASS_COLOURS[c], linewidths=1.2, label=f"{name} ({int(inner.sum())})")
+        ax.scatter(sites.positions[border, 1], sites.positions[border, 0], s=18, marker="x", c=CLASS_COLOURS[c],
                    linewidths=0.6, alpha=0.5)
     ax.set_title("columns by class (x: border, not counted)")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
@@ -175,29 +187,31 @@ def model_patch_size(data_hparams: dict, override: int | None) -> int:
         return int(override)
     store = data_hparams.get("store")
     if store:
-        try:
-            import zarr
+        from contract.store import read_meta
 
-            return int(zarr.open_group(str(store), mode="r").attrs["patch_size_px"])
-        except Exception:
-            pass
+        try:
+            size = read_meta(store, require=()).patch_size_px
+        except InputError:
+            size = None
+        if size is not None:
+            return int(size)
     raise InputError(f"cannot read the model's patch size from its training store {store!r}: "
                      "give --patch-size-px (the store's patch_size_px, e.g. 33)")
 
 
 def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_energy_kev=None, detector=None,
                  pixel_size_angstrom=None, patch_size_px=None, metal_sublattice="auto", catalog=None) -> dict:
-    """Load, check, locate, classify, write. Returns the summary dict (also in ``summary.json``)."""
-    from simulate.config import load_yaml
+    """Load, check, locate, classify, write. Returns the summary dict (also in ``summary.json``).
+    ``catalog``: a catalog YAML (default: the shipped ``contract/catalog.yaml``)."""
+    from contract.catalog import load_catalog
 
     from .io import InputError, load_image, resolve_context
 
     t_start = time.perf_counter()
     image, file_meta = load_image(image_path)
-    cfg = load_yaml(catalog or Path(__file__).resolve().parents[1] / "configs" / "dataset" / "paper.yaml")
     ctx = resolve_context(file_meta, {"host": host, "dopant": dopant, "beam_energy_kev": beam_energy_kev,
                                       "detector": detector, "pixel_size_angstrom": pixel_size_angstrom},
-                          cfg["materials"]["hosts"])
+                          load_catalog(catalog))
     if not Path(ckpt).is_file():
         raise InputError(f"--model {ckpt}: checkpoint file not found")
     from training.evaluate import load_checkpoint

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.context import BEAM_ENERGIES_KEV, DETECTOR_NAMES, check_detector
+from contract.errors import InputError
+
 from .lattice import check_image
 
 _UNIT_TO_ANGSTROM = {"nm": 10.0, "nanometer": 10.0, "nanometre": 10.0, "Å": 1.0, "A": 1.0, "angstrom": 1.0,
@@ -19,8 +22,7 @@ _UNIT_TO_ANGSTROM = {"nm": 10.0, "nanometer": 10.0, "nanometre": 10.0, "Å": 1.0
 CONTEXT_KEYS = ("host", "dopant", "beam_energy_kev", "detector")
 
 
-class InputError(ValueError):
-    """A bad image or a missing/invalid value; the message says what is wrong and what is needed."""
+__all__ = ["InputError", "load_image", "resolve_context"]
 
 
 def load_image(path) -> tuple[np.ndarray, dict]:
@@ -96,16 +98,16 @@ def _read_rsciio(path: Path, suffix: str) -> tuple[np.ndarray, dict]:
     if energy:
         meta["beam_energy_kev"] = float(energy)
     title = str(md.get("General", {}).get("title", "")).upper()
-    for det in ("HAADF", "MAADF"):
+    for det in DETECTOR_NAMES:
         if det in title:
             meta["detector"] = det
     return np.asarray(sig["data"]), meta
 
 
-def resolve_context(file_meta: dict, overrides: dict, hosts: dict) -> dict:
+def resolve_context(file_meta: dict, overrides: dict, catalog) -> dict:
     """Merge file metadata with command-line ``overrides`` (non-None values win) and check every value.
 
-    Returns host, metal, chalcogen, dopant, beam_energy_kev, detector, catalog lattice constant and
+    ``catalog``: a ``contract.catalog.Catalog``. Returns host, metal, chalcogen, dopant, beam_energy_kev, detector, catalog lattice constant and
     ``pixel_size_angstrom`` (None when neither source gives it: then it is inferred from the lattice).
     Raises ``InputError`` listing every missing value with the option that provides it.
     """
@@ -115,26 +117,26 @@ def resolve_context(file_meta: dict, overrides: dict, hosts: dict) -> dict:
     missing = [options[k] for k in CONTEXT_KEYS if ctx.get(k) in (None, "")]
     if missing:
         raise InputError("missing required value(s), not in the file's metadata: " + ", ".join(missing))
-    if ctx["host"] not in hosts:
-        raise InputError(f"--host {ctx['host']!r} is not in the catalog; known hosts: {', '.join(sorted(hosts))}")
-    host = hosts[ctx["host"]]
+    if ctx["host"] not in catalog.hosts:
+        raise InputError(f"--host {ctx['host']!r} is not in the catalog; known hosts: "
+                         f"{', '.join(sorted(catalog.hosts))}")
+    host = catalog.hosts[ctx["host"]]
     try:
         energy = float(ctx["beam_energy_kev"])
     except (TypeError, ValueError):
         raise InputError(f"--energy-kev must be a number, got {ctx['beam_energy_kev']!r}") from None
-    from features.context import BEAM_ENERGIES_KEV, DETECTORS
-
     if int(round(energy)) not in BEAM_ENERGIES_KEV or abs(energy - round(energy)) > 1e-6:
         raise InputError(f"--energy-kev {energy:g}: the model knows {', '.join(map(str, BEAM_ENERGIES_KEV))} keV")
-    detector = str(ctx["detector"]).upper()
-    if detector not in DETECTORS:
-        raise InputError(f"--detector {ctx['detector']!r}: the model knows {', '.join(DETECTORS)}")
+    try:
+        detector = check_detector(ctx["detector"])
+    except ValueError:
+        raise InputError(f"--detector {ctx['detector']!r}: the model knows {', '.join(DETECTOR_NAMES)}") from None
     pixel = ctx.get("pixel_size_angstrom")
     if pixel is not None:
         pixel = float(pixel)
         if not np.isfinite(pixel) or pixel <= 0:
             raise InputError(f"--pixel-size-angstrom must be > 0, got {pixel}")
-    return {"host": ctx["host"], "metal": host["metal"], "chalcogen": host["chalcogen"],
+    return {"host": ctx["host"], "metal": host.metal, "chalcogen": host.chalcogen,
             "dopant": str(ctx["dopant"]), "beam_energy_kev": int(round(energy)), "detector": detector,
-            "catalog_lattice_constant_angstrom": float(host["lattice_constant_angstrom"]),
+            "catalog_lattice_constant_angstrom": host.lattice_constant_angstrom,
             "pixel_size_angstrom": pixel}

@@ -12,14 +12,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
+from contract.catalog import (
+    catalog_from_mapping,
+    is_excluded,
+    load_catalog,
+    read_yaml_mapping,
+)
+from contract.context import BEAM_ENERGIES_KEV, DETECTORS
+from contract.errors import ConfigError
 
-from . import elements
 from .environments import ENVIRONMENTS
-from .optics import SUPPORTED_BEAM_ENERGIES_KEV, detector_reach_mrad, gpts_reaching, is_smooth_235
+from .optics import detector_reach_mrad, gpts_reaching, is_smooth_235
 
-SUPPORTED_DETECTORS = ("HAADF", "MAADF")
-CHALCOGENS = ("S", "Se", "Te")
+__all__ = ["ConfigError", "config_hash", "is_excluded", "load", "load_yaml", "resolve"]
+
 NOISE_KEYS = (
     "probe_blur_sigma_angstrom",
     "dose_e_per_angstrom2",
@@ -27,10 +33,6 @@ NOISE_KEYS = (
     "scan_jitter_px",
     "centre_offset_px",
 )
-
-
-class ConfigError(ValueError):
-    """A dataset config that cannot be simulated; the message names the field."""
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -43,17 +45,31 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a dataset YAML; a ``base: other.yaml`` key (relative to this file) is loaded first and overridden."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config: no such file {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config: {path} must hold a mapping")
+def _load_with_bases(path: Path) -> dict:
+    raw = read_yaml_mapping(path, "config")
     base = raw.pop("base", None)
-    if base is not None:
-        raw = _deep_merge(load_yaml(path.parent / base), raw)
+    if base is None:
+        return raw
+    merged = _deep_merge(_load_with_bases(path.parent / base), raw)
+    if isinstance(raw.get("materials"), dict) and "catalog" in raw["materials"]:
+        merged["materials"] = {"catalog": str((path.parent / raw["materials"]["catalog"]).resolve())}
+    return merged
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a dataset YAML; a ``base: other.yaml`` key (relative to this file) is loaded first and overridden.
+
+    ``materials``: the catalog (``contract/catalog.yaml``, or ``catalog: FILE`` relative to the config) with the
+    block's own ``hosts`` (merged per host) and ``dopants`` (replacing the list) on top.
+    """
+    path = Path(path)
+    raw = _load_with_bases(path)
+    materials = raw.get("materials") or {}
+    if not isinstance(materials, dict):
+        raise ConfigError("materials: must be a mapping ({catalog: FILE}, hosts, dopants)")
+    catalog_file = materials.get("catalog")
+    catalog = load_catalog(None if catalog_file is None else path.parent / str(catalog_file)).raw
+    raw["materials"] = _deep_merge(catalog, {k: v for k, v in materials.items() if k != "catalog"})
     return raw
 
 
@@ -81,40 +97,7 @@ def _positive_int(value: Any, field: str) -> int:
 
 
 def _validate_materials(cfg: dict) -> None:
-    hosts = _require(cfg, "materials.hosts")
-    if not isinstance(hosts, dict) or not hosts:
-        raise ConfigError("materials.hosts: must be a non-empty mapping of host name -> properties")
-    for name, host in hosts.items():
-        field = f"materials.hosts.{name}"
-        for key in ("metal", "chalcogen", "lattice_constant_angstrom", "thickness_angstrom"):
-            if key not in host:
-                raise ConfigError(f"{field}.{key}: missing")
-        for key in ("metal", "chalcogen"):
-            try:
-                elements.atomic_number(host[key])
-            except ValueError as err:
-                raise ConfigError(f"{field}.{key}: {err}") from None
-        if not elements.is_transition_metal(host["metal"]):
-            raise ConfigError(f"{field}.metal: {host['metal']} is not a transition metal")
-        if host["chalcogen"] not in CHALCOGENS:
-            raise ConfigError(f"{field}.chalcogen: must be one of {CHALCOGENS}, got {host['chalcogen']!r}")
-        _positive_number(host["lattice_constant_angstrom"], f"{field}.lattice_constant_angstrom")
-        _positive_number(host["thickness_angstrom"], f"{field}.thickness_angstrom")
-    dopants = _require(cfg, "materials.dopants")
-    if not isinstance(dopants, list) or not dopants:
-        raise ConfigError("materials.dopants: must be a non-empty list of element symbols")
-    for i, dopant in enumerate(dopants):
-        try:
-            elements.atomic_number(dopant)
-        except ValueError as err:
-            raise ConfigError(f"materials.dopants[{i}]: {err}") from None
-        if not elements.is_transition_metal(dopant):
-            raise ConfigError(f"materials.dopants[{i}]: {dopant} is not a transition metal")
-
-
-def is_excluded(metal: str, dopant: str) -> bool:
-    """A dopant in the same periodic-table row as the host metal is excluded (too little Z contrast)."""
-    return elements.period(metal) == elements.period(dopant)
+    catalog_from_mapping(_require(cfg, "materials"), field="materials")
 
 
 def _resolve_combos(cfg: dict) -> list[list[str]]:
@@ -183,21 +166,29 @@ def _validate_imaging(cfg: dict) -> None:
     if not isinstance(energies, list) or not energies:
         raise ConfigError("imaging.beam_energies_kev: must be a non-empty list")
     for i, energy in enumerate(energies):
-        if energy not in SUPPORTED_BEAM_ENERGIES_KEV:
+        if energy not in BEAM_ENERGIES_KEV:
             raise ConfigError(
-                f"imaging.beam_energies_kev[{i}]: {energy!r} is not supported; supported: {SUPPORTED_BEAM_ENERGIES_KEV} "
+                f"imaging.beam_energies_kev[{i}]: {energy!r} is not supported; supported: {BEAM_ENERGIES_KEV} "
                 "(the context vector one-hot encodes exactly these)"
             )
     if len(set(energies)) != len(energies):
         raise ConfigError("imaging.beam_energies_kev: lists an energy twice")
     _positive_number(_require(cfg, "imaging.convergence_semiangle_mrad"), "imaging.convergence_semiangle_mrad")
     detectors = _require(cfg, "imaging.detectors")
+    if isinstance(detectors, list):  # names only: the paper's angles (contract.context.DETECTORS)
+        for i, name in enumerate(detectors):
+            if name not in DETECTORS:
+                raise ConfigError(f"imaging.detectors[{i}]: unsupported detector {name!r}; supported: "
+                                  f"{tuple(DETECTORS)}")
+        if len(set(detectors)) != len(detectors):
+            raise ConfigError("imaging.detectors: lists a detector twice")
+        detectors = cfg["imaging"]["detectors"] = {name: DETECTORS[name].as_config() for name in detectors}
     if not isinstance(detectors, dict) or not detectors:
-        raise ConfigError("imaging.detectors: must map detector name -> {inner_mrad, outer_mrad}")
+        raise ConfigError("imaging.detectors: must list detector names or map name -> {inner_mrad, outer_mrad}")
     for name, det in detectors.items():
         field = f"imaging.detectors.{name}"
-        if name not in SUPPORTED_DETECTORS:
-            raise ConfigError(f"{field}: unsupported detector; supported: {SUPPORTED_DETECTORS}")
+        if name not in DETECTORS:
+            raise ConfigError(f"{field}: unsupported detector; supported: {tuple(DETECTORS)}")
         inner = _positive_number(det.get("inner_mrad", -1), f"{field}.inner_mrad", allow_zero=True)
         outer = _positive_number(det.get("outer_mrad", -1), f"{field}.outer_mrad")
         if outer <= inner:

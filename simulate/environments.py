@@ -18,11 +18,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-CLASS_NAMES = ("X2", "VacX", "VacX2", "M", "D")
-"""Class label -> name of the central column: 0 X2, 1 single X vacancy, 2 double X vacancy, 3 metal, 4 dopant."""
-
-METAL_SYMBOLS = ("M", "D")
-CHALCOGEN_SYMBOLS = ("X2", "VacX", "VacX2")
+from contract.classes import (
+    CHALCOGEN_SYMBOLS,
+    CLASS_NAMES,
+    METAL_SYMBOLS,
+    SUBLATTICES,
+    sublattice_of_class,
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Environment:
     @property
     def sublattice(self) -> str:
         """``"metal"`` or ``"chalcogen"``: the sublattice the central column sits on."""
-        return "metal" if self.centre in METAL_SYMBOLS else "chalcogen"
+        return SUBLATTICES[sublattice_of_class(self.label)]
 
     @property
     def class_name(self) -> str:

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .environments import CLASS_NAMES
+from contract.classes import CLASS_IDS, CLASS_NAMES, DEFECT_CLASS_IDS, SUBLATTICES
+
 from .noise import NoiseDraw, noisy_counts
 
-CLASS_IDS = {name: i for i, name in enumerate(CLASS_NAMES)}
-DEFECT_CLASSES = ("VacX", "VacX2", "D")
+DEFECT_CLASSES = tuple(CLASS_NAMES[c] for c in DEFECT_CLASS_IDS)
+DEFAULT_CONFIG = Path("configs/dataset/paper.yaml")
+"""Noise ranges and multislice settings of a full field (relative to the working directory: the repository)."""
 
 
 def parse_fractions(text: str) -> dict[str, float]:
@@ -98,7 +100,7 @@ def build_field(host: dict, dopant: str, size_angstrom: float, rotation_deg: flo
     atoms = Atoms(symbols=list(new_symbols[keep]), positions=np.c_[xy[keep], z[keep]],
                   cell=[size_angstrom, size_angstrom, layer.cell[2, 2]], pbc=True)
     truth = {"x_angstrom": col_xy[:, 0], "y_angstrom": col_xy[:, 1],
-             "sublattice": np.where(is_metal_col, "metal", "chalcogen"), "label": label.astype(int)}
+             "sublattice": np.where(is_metal_col, *SUBLATTICES), "label": label.astype(int)}
     return atoms, truth
 
 
@@ -155,15 +157,20 @@ def write_field(out_dir, image: np.ndarray, pixel_size_angstrom: float, truth: d
 def run_fullfield(*, host: str, dopant: str, beam_energy_kev: float, detector: str, fractions: dict,
                   size_angstrom: float, rotation_deg: float, seed: int, out_dir,
                   config_path=None, scan_sampling_angstrom: float | None = None) -> Path:
-    """Catalog lookup (``configs/dataset/paper.yaml``), structure, abTEM, noise (one draw from the config's
-    noise ranges for the whole image), files. Every draw comes from ``SeedSequence(seed)``."""
-    from .config import load_yaml
+    """Catalog lookup, structure, abTEM, noise (one draw from the dataset config's noise ranges for the whole
+    image), files. ``config_path``: the dataset config giving the catalog, noise ranges and multislice settings
+    (default ``configs/dataset/paper.yaml``). Every draw comes from ``SeedSequence(seed)``."""
+    from .config import ConfigError, load, load_yaml
     from .multislice import configure_abtem
     from .noise import draw_noise
     from .optics import nyquist_scan_sampling_angstrom
 
-    cfg = load_yaml(config_path or Path(__file__).resolve().parents[1] / "configs" / "dataset" / "paper.yaml")
-    hosts = cfg["materials"]["hosts"]
+    config_path = Path(config_path or DEFAULT_CONFIG)
+    if not config_path.is_file():
+        raise ConfigError(f"--config: no dataset config at {config_path} (run from the repository root or pass "
+                          "--config configs/dataset/paper.yaml)")
+    cfg = load(config_path)  # validated; the catalog is the config's (default: contract/catalog.yaml)
+    hosts = load_yaml(config_path)["materials"]["hosts"]  # every catalog host, not only the selected ones
     if host not in hosts:
         raise ValueError(f"--host {host!r} is not in the catalog; known hosts: {', '.join(sorted(hosts))}")
     dets = cfg["imaging"]["detectors"]

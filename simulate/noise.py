@@ -8,7 +8,7 @@ Image formation of one noisy patch from a clean scan window (fractions of the in
 3. shot noise: counts ~ Poisson(dose [e⁻/Å²] × pixel area [Å²] × detected fraction);
 4. read noise: additive Gaussian, σ in counts;
 5. crop + resample: the patch of side √3·a around the column (plus a sub-pixel offset of the centre, in pixels)
-   is sampled bilinearly onto the fixed ``patch_size_px`` grid.
+   is sampled bilinearly onto the fixed ``patch_size_px`` grid (``contract.patches.extract_patch``).
 
 Images are indexed [row, column] = [y, x] here; the fast scan axis is x (columns).
 """
@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from contract.patches import extract_patch
 
 
 @dataclass(frozen=True)
@@ -71,22 +73,6 @@ def shot_noise(fraction: np.ndarray, dose_e_per_angstrom2: float, pixel_size_ang
 
 def read_noise(counts: np.ndarray, sigma_counts: float, rng: np.random.Generator) -> np.ndarray:
     return counts + rng.normal(0.0, sigma_counts, size=counts.shape) if sigma_counts > 0 else counts
-
-
-def extract_patch(image: np.ndarray, centre_px: tuple[float, float], half_width_px: float,
-                  patch_size_px: int) -> np.ndarray:
-    """Sample a (patch_size_px, patch_size_px) patch spanning ``centre ± half_width_px`` (edge pixel centres
-    included) bilinearly from ``image``; the centre lands on the centre pixel. Returns float32."""
-    if patch_size_px % 2 == 0:
-        raise ValueError(f"patch_size_px must be odd, got {patch_size_px}")
-    offsets = np.linspace(-half_width_px, half_width_px, patch_size_px)
-    rows = centre_px[0] + offsets[:, None] + 0 * offsets[None, :]
-    cols = centre_px[1] + 0 * offsets[:, None] + offsets[None, :]
-    lo = min(rows.min(), cols.min())
-    hi_r, hi_c = rows.max(), cols.max()
-    if lo < 0 or hi_r > image.shape[0] - 1 or hi_c > image.shape[1] - 1:
-        raise ValueError("patch reaches beyond the image: increase the scan margin")
-    return ndimage.map_coordinates(image, [rows, cols], order=1).astype(np.float32)
 
 
 def noisy_counts(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float,

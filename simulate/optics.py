@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-SUPPORTED_BEAM_ENERGIES_KEV = (60, 80, 100)
-
 
 def wavelength_angstrom(beam_energy_kev: float) -> float:
     """Relativistic electron wavelength [Å] at ``beam_energy_kev``."""

@@ -9,9 +9,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
+from contract import store as schema
+
 from . import config as config_mod
 from .plan import environments_table, make_plan, task_dict
-from .store import StoreError, create_store, done_tasks, open_store
+from .store import StoreError, create_store, done_tasks
 from .task import run_task
 
 
@@ -29,20 +31,20 @@ def versions() -> dict[str, str]:
 def store_attrs(cfg: dict, cfg_hash: str, plan) -> dict:
     return {
         "dataset": cfg["name"],
-        "cases": list(plan.cases),
-        "environments": environments_table(),
-        "detectors": list(plan.detectors),
-        "patch_size_px": plan.patch_size_px,
+        schema.ATTR_CASES: list(plan.cases),
+        schema.ATTR_ENVIRONMENTS: environments_table(),
+        schema.ATTR_DETECTORS: list(plan.detectors),
+        schema.ATTR_PATCH_SIZE: plan.patch_size_px,
         "pixel_size_angstrom": [c["pixel_size_angstrom"] for c in plan.cases],
         "patches_per_image": plan.patches_per_image,
-        "rows_per_shard": plan.rows_per_shard,
-        "rows_per_task": plan.rows_per_task,
-        "clean_rows_per_task": plan.clean_rows_per_task,
-        "tasks": [task_dict(t) for t in plan.tasks],
-        "config": cfg,
-        "config_hash": cfg_hash,
-        "versions": versions(),
-        "units": {"patches": "detector counts (electrons)", "clean/patches": "fraction of the incident beam"},
+        schema.ATTR_ROWS_PER_SHARD: plan.rows_per_shard,
+        schema.ATTR_ROWS_PER_TASK: plan.rows_per_task,
+        schema.ATTR_CLEAN_ROWS_PER_TASK: plan.clean_rows_per_task,
+        schema.ATTR_TASKS: [task_dict(t) for t in plan.tasks],
+        schema.ATTR_CONFIG: cfg,
+        schema.ATTR_CONFIG_HASH: cfg_hash,
+        schema.ATTR_VERSIONS: versions(),
+        "units": {schema.PATCHES: "detector counts (electrons)", f"{schema.CLEAN}/{schema.PATCHES}": "fraction of the incident beam"},
     }
 
 
@@ -53,7 +55,7 @@ def prepare_store(cfg: dict, out: Path, resume: bool):
     if out.exists():
         if not resume:
             raise StoreError(f"{out} exists: pass --resume to finish it, or choose another --out")
-        stored = open_store(out).attrs.get("config_hash")
+        stored = schema.read_meta(out, require=()).config_hash
         if stored != cfg_hash:
             raise StoreError(f"{out} was written from a different config (hash {str(stored)[:12]} != "
                              f"{cfg_hash[:12]}); choose another --out")

@@ -12,13 +12,20 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from contract.store import (
+    CLEAN,
+    MARKER_DTYPE,
+    PATCH_DTYPE,
+    PATCHES,
+    ROW_ARRAYS,
+    TASK_DONE,
+    StoreError,
+    open_group,
+)
+
 from .plan import Plan
 
-ROW_ARRAYS = {"label": "uint8", "case": "int32", "environment": "uint8"}
-
-
-class StoreError(RuntimeError):
-    """The output store cannot be used as asked (exists without --resume, or made from another config)."""
+__all__ = ["StoreError", "create_store", "done_tasks", "mark_done", "write_clean", "write_shard"]
 
 
 def _row_chunks(plan: Plan) -> int:
@@ -29,46 +36,40 @@ def create_store(path: str | Path, plan: Plan, attrs: dict) -> zarr.Group:
     """Create an empty store for ``plan``; fails if ``path`` exists."""
     p = plan.patch_size_px
     root = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    root.create_array("patches", shape=(plan.n_rows, p, p), dtype="float32", chunks=(_row_chunks(plan), p, p),
+    root.create_array(PATCHES, shape=(plan.n_rows, p, p), dtype=PATCH_DTYPE, chunks=(_row_chunks(plan), p, p),
                       shards=(plan.rows_per_shard, p, p), fill_value=np.nan)
     for name, dtype in ROW_ARRAYS.items():
         root.create_array(name, shape=(plan.n_rows,), dtype=dtype, chunks=(_row_chunks(plan),),
                           shards=(plan.rows_per_shard,), fill_value=0)
-    clean = root.create_group("clean")
+    clean = root.create_group(CLEAN)
     n_clean = len(plan.tasks) * plan.clean_rows_per_task
-    clean.create_array("patches", shape=(n_clean, p, p), dtype="float32", chunks=(plan.clean_rows_per_task, p, p),
+    clean.create_array(PATCHES, shape=(n_clean, p, p), dtype=PATCH_DTYPE, chunks=(plan.clean_rows_per_task, p, p),
                        fill_value=np.nan)
     for name, dtype in ROW_ARRAYS.items():
         clean.create_array(name, shape=(n_clean,), dtype=dtype, chunks=(plan.clean_rows_per_task,), fill_value=0)
-    root.create_array("task_done", shape=(len(plan.tasks),), dtype="uint8", chunks=(1,), fill_value=0)
+    root.create_array(TASK_DONE, shape=(len(plan.tasks),), dtype=MARKER_DTYPE, chunks=(1,), fill_value=0)
     root.attrs.update(attrs)
     return root
 
 
-def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
-    if not Path(path).exists():
-        raise StoreError(f"no store at {path}")
-    return zarr.open_group(str(path), mode=mode, zarr_format=3)
-
-
 def done_tasks(path: str | Path) -> np.ndarray:
     """(n_tasks,) bool: which tasks have written all their rows."""
-    return open_store(path)["task_done"][:].astype(bool)
+    return open_group(path)[TASK_DONE][:].astype(bool)
 
 
 def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray]) -> None:
     """Write whole-shard blocks of the row arrays starting at row ``start``."""
-    root = open_store(path, mode="r+")
+    root = open_group(path, mode="r+")
     for name, data in arrays.items():
         root[name][start:start + len(data)] = data
 
 
 def write_clean(path: str | Path, start: int, arrays: dict[str, np.ndarray]) -> None:
-    root = open_store(path, mode="r+")
+    root = open_group(path, mode="r+")
     for name, data in arrays.items():
-        root["clean"][name][start:start + len(data)] = data
+        root[CLEAN][name][start:start + len(data)] = data
 
 
 def mark_done(path: str | Path, task_index: int) -> None:
     """Set a task's marker, after all its shards are on disk."""
-    open_store(path, mode="r+")["task_done"][task_index] = 1
+    open_group(path, mode="r+")[TASK_DONE][task_index] = 1

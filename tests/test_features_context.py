@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.context import (BEAM_ENERGIES_KEV, CONTEXT_SIZE, DETECTORS, beam_energy_one_hot, context_vector,
-                              detector_one_hot, feature_names, shell_fractions)
+from contract.context import BEAM_ENERGIES_KEV, CONTEXT_SIZE
+from contract.context import DETECTOR_NAMES as DETECTORS
+from features.context import (
+    beam_energy_one_hot,
+    context_vector,
+    detector_one_hot,
+    feature_names,
+    shell_fractions,
+)
 from features.site_symmetry import central_intensity, flags_from_sums, site_symmetry
 
 

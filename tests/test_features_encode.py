@@ -12,6 +12,7 @@ import pytest
 import zarr
 
 from cluster import open_client
+from contract.store import StoreError
 from features.context import context_vector, feature_names
 from features.encode import encode_store, store_plan
 from features.normalise import standardise_patches, standardised_contrast_features
@@ -59,7 +60,7 @@ def check_encoded(store: Path) -> None:
     assert feats.shards == (g.attrs["rows_per_shard"], 31)  # sharded like patches
     assert feats.chunks[0] == g["patches"].chunks[0]
     assert list(feats.attrs["feature_names"]) == feature_names()
-    assert g["features_done"][:].tolist() == [1] * store_plan(store)["n_shards"]
+    assert g["features_done"][:].tolist() == [1] * store_plan(store).meta.n_shards
     expected, fused = expected_features(store)
     got = feats[:]
     np.testing.assert_array_equal(got[:, :23], expected[:, :23])  # context
@@ -86,7 +87,7 @@ def store(tiny_store, tmp_path) -> Path:
 def test_cli_encodes_tiny_store_end_to_end(store):
     proc = run_cli(store, "--cluster", "local")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    n_shards = store_plan(store)["n_shards"]
+    n_shards = store_plan(store).meta.n_shards
     assert f"features: {n_shards}/{n_shards} shards" in proc.stderr  # progress from cluster.track
     check_encoded(store)
     # a rerun on a finished store encodes nothing and leaves the bytes alone
@@ -141,7 +142,7 @@ def test_encoding_on_slurm_matches_local(store, tmp_path, local_slurm):
 
 
 def test_bad_store_fails_before_any_job(store, tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(StoreError, match="does not exist"):
         store_plan(tmp_path / "missing.zarr")
     g = zarr.open_group(str(store), mode="r+")
     cases = g.attrs["cases"]

@@ -9,8 +9,16 @@ from scipy.special import eval_jacobi
 
 from features.normalise import standardise_patches, standardised_contrast_features
 from features.synthetic import render_patch
-from features.zernike import (CONTRAST_ORDERS, contrast_columns, contrast_features, magnitude_indices,
-                              zernike_basis_host, zernike_indices, zernike_magnitudes, zernike_moments)
+from features.zernike import (
+    CONTRAST_ORDERS,
+    contrast_columns,
+    contrast_features,
+    magnitude_indices,
+    zernike_basis_host,
+    zernike_indices,
+    zernike_magnitudes,
+    zernike_moments,
+)
 
 
 def _cupy_or_none():
@@ -87,7 +95,7 @@ def test_bad_shapes_raise(xp, shape):
 
 
 def test_even_patch_size_message():
-    with pytest.raises(ValueError, match="patch_size must be an odd integer"):
+    with pytest.raises(ValueError, match="patch size must be an odd integer"):
         contrast_features(np.ones((1, 32, 32), dtype=np.float32))
 
 

@@ -8,9 +8,18 @@ import json
 import numpy as np
 import pytest
 
+from contract.catalog import load_catalog
 from inference.io import InputError, load_image, resolve_context
-from inference.lattice import (border_flags, check_image, find_peaks, fit_lattice, lattice_constant_px,
-                               lattice_sites, radial_autocorrelation, snap_to_peaks)
+from inference.lattice import (
+    border_flags,
+    check_image,
+    find_peaks,
+    fit_lattice,
+    lattice_constant_px,
+    lattice_sites,
+    radial_autocorrelation,
+    snap_to_peaks,
+)
 from inference.patches import cut_patches, patch_half_width_px, site_features
 from inference.score import match_sites, score_sites
 
@@ -195,7 +204,7 @@ def test_load_image_npy_tif_and_metadata(tmp_path):
 
 
 def test_resolve_context_lists_every_missing_value_and_checks_values():
-    hosts = {"WSe2": {"metal": "W", "chalcogen": "Se", "lattice_constant_angstrom": 3.282}}
+    hosts = load_catalog()  # the shipped catalog (contract/catalog.yaml)
     with pytest.raises(InputError) as err:
         resolve_context({}, {"host": "WSe2"}, hosts)
     msg = str(err.value)

@@ -28,7 +28,8 @@ def store(tmp_path_factory):
 
 def fit_args(repo_root: Path, config: str, store: str, run_dir: Path, *extra: str) -> list[str]:
     return [
-        "fit", "--config", str(repo_root / "configs" / "train" / f"{config}.yaml"),
+        "fit", "--config", str(repo_root / "configs" / "train" / "base.yaml"),
+        "--config", str(repo_root / "configs" / "train" / f"{config}.yaml"),
         "--data.store", store, "--run_dir", str(run_dir),
         "--trainer.accelerator", "cpu", "--trainer.strategy", "auto", "--trainer.devices", "1",
         "--data.batch_size", "128", *extra,

@@ -6,11 +6,17 @@ import pytest
 import torch
 import zarr
 
+from contract.store import StoreError
 from training.data import DeviceBatches, FeatureDataModule
-from training.splits import derive_seed, feature_columns, host_split, random_split, shard, zernike_columns
+from training.splits import (
+    derive_seed,
+    feature_columns,
+    host_split,
+    random_split,
+    shard,
+)
 from training.store import read_index, read_rows
 from training.synthetic import FEATURE_NAMES, write_synthetic_store
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,14 +66,23 @@ def test_shards_are_disjoint_and_equal_length():
         shard(idx, 4, 4)
 
 
-def test_zernike_columns_found_by_name():
-    cols = zernike_columns(FEATURE_NAMES)
-    assert cols == list(range(23, 29))
-    assert feature_columns(FEATURE_NAMES, "all") == list(range(31))
-    with pytest.raises(ValueError, match="zernike"):
-        zernike_columns([n for n in FEATURE_NAMES if "n10" not in n])
+def test_feature_sets_follow_the_contract_layout():
+    cols = feature_columns("zernike")
+    assert cols == list(range(23, 29)) and all(FEATURE_NAMES[c].startswith("zernike_") for c in cols)
+    assert feature_columns("all") == list(range(31))
     with pytest.raises(ValueError, match="feature_set"):
-        feature_columns(FEATURE_NAMES, "context")
+        feature_columns("context")
+
+
+def test_store_of_another_feature_layout_is_refused(store, tmp_path):
+    import shutil
+
+    other = tmp_path / "other.zarr"
+    shutil.copytree(store, other)
+    g = zarr.open_group(str(other), mode="r+")
+    g["features"].attrs["feature_names"] = [f"column_{i}" for i in range(31)]
+    with pytest.raises(StoreError, match="feature layout differs"):
+        read_index(other)
 
 
 def test_derive_seed_is_deterministic_and_distinct():
@@ -100,7 +115,7 @@ def test_store_without_features_is_a_clear_error(tmp_path):
     g.create_array("case", shape=(4,), dtype="int32")
     with pytest.raises(ValueError, match="python -m features"):
         read_index(tmp_path / "nofeat.zarr")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(StoreError, match="does not exist"):
         read_index(tmp_path / "missing.zarr")
 
 

@@ -11,9 +11,13 @@ import torch
 
 from training.cli import run_cli
 from training.evaluate import evaluate, load_checkpoint
-from training.metrics import classification_metrics, defect_f1, posterior_entropy, reliability_bins
+from training.metrics import (
+    classification_metrics,
+    defect_f1,
+    posterior_entropy,
+    reliability_bins,
+)
 from training.synthetic import write_synthetic_store
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,7 +96,8 @@ def test_evaluate_attention_checkpoint_end_to_end(repo_root, tmp_path):
     store = write_synthetic_store(tmp_path / "s.zarr", n_rows=2500)
     run_dir = tmp_path / "run"
     run_cli([
-        "fit", "--config", str(repo_root / "configs" / "train" / "attn-4k.yaml"), "--data.store", store,
+        "fit", "--config", str(repo_root / "configs" / "train" / "base.yaml"),
+        "--config", str(repo_root / "configs" / "train" / "attn-4k.yaml"), "--data.store", store,
         "--run_dir", str(run_dir), "--trainer.accelerator", "cpu", "--trainer.strategy", "auto",
         "--trainer.max_epochs", "4", "--data.batch_size", "128",
     ])

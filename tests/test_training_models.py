@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
 
 from training.models import (
     MLP_DEEP_HIDDEN,
@@ -13,6 +12,7 @@ from training.models import (
     build_model,
 )
 from training.module import DefectClassifier
+from training.submit import merged_config
 
 CONFIGS = ["attn-4k", "attn-200k", "attn-400k", "mlp-nocontext", "mlp-simple", "mlp-deep"]
 
@@ -43,7 +43,7 @@ def n_params(model: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_six_models_shapes_and_parameter_counts(repo_root, name):
-    cfg = yaml.safe_load((repo_root / "configs" / "train" / f"{name}.yaml").read_text())
+    cfg = merged_config([repo_root / "configs" / "train" / "base.yaml", repo_root / "configs" / "train" / f"{name}.yaml"])
     module = DefectClassifier(**cfg["model"])
     d = cfg["model"]["in_features"]
     expected = {
@@ -63,7 +63,8 @@ def test_paper_settings_in_configs(repo_root):
     """Section 5 / 8.4: batch sizes, epochs, Adam 1e-3, input 6 for MLP-NoContext, 31 otherwise."""
     batch = {"attn-4k": 4096, "attn-200k": 204800, "attn-400k": 409600}
     for name in CONFIGS:
-        cfg = yaml.safe_load((repo_root / "configs" / "train" / f"{name}.yaml").read_text())
+        cfg = merged_config([repo_root / "configs" / "train" / "base.yaml",
+                             repo_root / "configs" / "train" / f"{name}.yaml"])
         assert cfg["model"]["lr"] == 1e-3 and cfg["model"]["dropout"] == 0.1
         assert cfg["data"]["batch_size"] == batch.get(name, 4096)
         assert cfg["trainer"]["max_epochs"] == (10 if name.startswith("attn") else 20)

@@ -51,7 +51,7 @@ def wait_gone(job_id: str, timeout: float = 60) -> None:
 
 def test_two_task_ddp_job_through_submitit_writes_checkpoint_and_metrics(repo_root, store, slurm_env, tmp_path):
     run_dir = tmp_path / "run"
-    job = submit(repo_root / "configs" / "train" / "mlp-simple.yaml", store, two_tasks(slurm_env), run_dir,
+    job = submit([repo_root / "configs" / "train" / "base.yaml", repo_root / "configs" / "train" / "mlp-simple.yaml"], store, two_tasks(slurm_env), run_dir,
                  extra_fit_args=["--trainer.max_epochs", "2", "--data.batch_size", "256",
                                  "--data.save_shard_indices", "true"], umap_samples=0)
     results = job.results()  # one per task; rank 0 evaluated
@@ -68,7 +68,7 @@ def test_two_task_ddp_job_through_submitit_writes_checkpoint_and_metrics(repo_ro
 def test_cancelled_job_resubmitted_resumes_from_last_checkpoint(repo_root, store, slurm_env, tmp_path):
     run_dir = tmp_path / "run"
     epochs, steps_per_epoch = 30, 32
-    args = (repo_root / "configs" / "train" / "mlp-simple.yaml", store, two_tasks(slurm_env), run_dir)
+    args = ([repo_root / "configs" / "train" / "base.yaml", repo_root / "configs" / "train" / "mlp-simple.yaml"], store, two_tasks(slurm_env), run_dir)
     kwargs = dict(extra_fit_args=["--trainer.max_epochs", str(epochs), "--data.batch_size", "256",
                                   "--checkpoint_every_n_steps", "16"], umap_samples=0)
     last = run_dir / "checkpoints" / "last.ckpt"

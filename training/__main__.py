@@ -1,46 +1,79 @@
-"""``python -m training SUBCOMMAND ...``
+"""Command line of the training stage (``python -m training --help`` lists the subcommands).
 
-fit|validate|test        LightningCLI (``--config configs/train/NAME.yaml --data.store STORE.zarr``)
-evaluate                 metrics.json + figures for one checkpoint
-demo                     train and evaluate the six models on a store (CPU)
-demo-table               the paper's Table 1 layout from a demo run directory
-submit                   a training run as a Slurm job through submitit
+    fit|validate|test|predict  LightningCLI: --config configs/train/base.yaml --config configs/train/NAME.yaml
+                               --data.store STORE.zarr [--trainer.* / --model.* / --data.* overrides]
+    evaluate                   metrics.json + figures for one checkpoint
+    demo                       train and evaluate the six models on a store (CPU)
+    demo-table                 the paper's Table 1 layout from a demo run directory
+    submit                     a training run as a Slurm job through submitit
+
+Failures: one line on stderr and the exit codes of ``contract.errors`` (``--debug`` for the traceback).
 """
 from __future__ import annotations
 
 import sys
 
+from contract.cli import run_command
+
+PROG = "python -m training"
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = {
+    "fit": "train a model (LightningCLI; resumes from run_dir/checkpoints/last.ckpt)",
+    "validate": "validate a checkpoint (LightningCLI)",
+    "test": "test a checkpoint (LightningCLI)",
+    "predict": "predict with a checkpoint (LightningCLI)",
+    "evaluate": "metrics.json and figures for one checkpoint",
+    "demo": "train and evaluate the six models on a store, then print Table 1",
+    "demo-table": "Table 1 from a demo run directory",
+    "submit": "submit a training run to Slurm through submitit",
+}
 
 
-def main(argv: list[str] | None = None) -> None:
-    from_command_line = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+def usage() -> str:
+    lines = [f"usage: {PROG} SUBCOMMAND [options]   ({PROG} SUBCOMMAND --help for its options)", "",
+             "Train and evaluate the defect classifiers.", "", "subcommands:"]
+    lines += [f"  {name:<11} {text}" for name, text in SUBCOMMANDS.items()]
+    lines += ["", "  --debug     print the traceback of a failure (otherwise one line on stderr)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return run_command(_dispatch, argv, prog=PROG)
+
+
+def _dispatch(argv: list[str]) -> int:
     command = argv[0] if argv else "--help"
-    if command in LIGHTNING_SUBCOMMANDS or command in ("-h", "--help", "--print_config"):
+    rest = argv[1:]
+    if command in ("-h", "--help"):
+        print(usage())
+    elif command in LIGHTNING_SUBCOMMANDS:
         from .cli import run_cli
 
-        run_cli(None if from_command_line else argv)
+        run_cli(argv)
     elif command == "evaluate":
         from .evaluate import main as evaluate_main
 
-        evaluate_main(argv[1:])
+        evaluate_main(rest)
     elif command == "demo":
         from .demo import main as demo_main
 
-        demo_main(argv[1:])
+        demo_main(rest)
     elif command == "demo-table":
         from .demo import table_main
 
-        table_main(argv[1:])
+        table_main(rest)
     elif command == "submit":
         from .submit import main as submit_main
 
-        submit_main(argv[1:])
+        submit_main(rest)
     else:
-        known = LIGHTNING_SUBCOMMANDS + ("evaluate", "demo", "demo-table", "submit")
-        sys.exit(f"unknown subcommand {command!r}; use one of {known}")
+        print(usage(), file=sys.stderr)
+        from contract.errors import InputError
+
+        raise InputError(f"unknown subcommand {command!r}; use one of {', '.join(SUBCOMMANDS)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,7 +15,15 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from .splits import FEATURE_SETS, SPLITS, derive_seed, feature_columns, host_split, random_split, shard
+from .splits import (
+    FEATURE_SETS,
+    SPLITS,
+    derive_seed,
+    feature_columns,
+    host_split,
+    random_split,
+    shard,
+)
 from .store import read_index, read_rows
 
 
@@ -123,7 +131,7 @@ class FeatureDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         if feature_set not in FEATURE_SETS:
-            raise ValueError(f"data.feature_set must be one of {FEATURE_SETS}, got {feature_set!r}")
+            raise ValueError(f"data.feature_set must be one of {tuple(FEATURE_SETS)}, got {feature_set!r}")
         if split not in SPLITS:
             raise ValueError(f"data.split must be one of {SPLITS}, got {split!r}")
         if split == "by_host" and not test_hosts:
@@ -149,8 +157,9 @@ class FeatureDataModule(pl.LightningDataModule):
             train, test = host_split(index.row_hosts, self.test_hosts)
         return index, train, test
 
-    def columns(self, feature_names: list[str]) -> list[int]:
-        return feature_columns(feature_names, self.feature_set)
+    def columns(self) -> list[int]:
+        """Stored feature columns this data module feeds the model (``contract.features.FEATURE_SETS``)."""
+        return feature_columns(self.feature_set)
 
     def setup(self, stage: str | None = None) -> None:
         if self._loaded:
@@ -159,7 +168,7 @@ class FeatureDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         index, train, test = self.split_rows()
-        cols = self.columns(index.feature_names)
+        cols = self.columns()
         self.n_features = len(cols)
         self.feature_names = [index.feature_names[c] for c in cols]
         self.train_rows, self.test_rows = shard(train, rank, world), shard(test, rank, world)

@@ -10,10 +10,14 @@ import json
 import math
 from pathlib import Path
 
+from contract.classes import DEFECT_CLASSES
+from contract.context import DETECTOR_NAMES
+
 from .cli import run_cli
 from .evaluate import evaluate
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = Path("configs/train")
+"""base.yaml and the six model files (relative to the working directory: the repository root)."""
 MODELS = {  # Table 1 row name -> config
     "MLP-NoContext": "mlp-nocontext",
     "MLP-Simple": "mlp-simple",
@@ -34,8 +38,21 @@ PAPER = {
 PAPER_CONTEXT_ENTROPY = 0.0375
 
 
+def model_config_args(name: str, config_dir: str | Path = CONFIG_DIR) -> list[str]:
+    """``--config base.yaml --config NAME.yaml`` for one of the six models."""
+    config_dir = Path(config_dir)
+    paths = [config_dir / "base.yaml", config_dir / f"{name}.yaml"]
+    for path in paths:
+        if not path.is_file():
+            from contract.errors import InputError
+
+            raise InputError(f"training config {path} not found (run from the repository root or pass --configs DIR)")
+    return [a for path in paths for a in ("--config", str(path))]
+
+
 def run_demo(store: str, out: str | Path, max_epochs: int | None = None, models: list[str] | None = None,
-             umap_samples: int = 2000, accelerator: str = "cpu", batch_size: int | None = None) -> Path:
+             umap_samples: int = 2000, accelerator: str = "cpu", batch_size: int | None = None,
+             config_dir: str | Path = CONFIG_DIR) -> Path:
     """Fit each model (resuming a finished or interrupted run in ``out/<config>``) and evaluate it."""
     out = Path(out)
     for row, config in MODELS.items():
@@ -43,7 +60,7 @@ def run_demo(store: str, out: str | Path, max_epochs: int | None = None, models:
             continue
         run_dir = out / config
         args = [
-            "fit", "--config", str(REPO_ROOT / "configs" / "train" / f"{config}.yaml"),
+            "fit", *model_config_args(config, config_dir),
             "--data.store", str(store), "--run_dir", str(run_dir),
             "--trainer.accelerator", accelerator, "--trainer.strategy", "auto", "--trainer.devices", "1",
         ]
@@ -85,17 +102,16 @@ def table(runs: str | Path) -> tuple[str, dict]:
 
         cells = [
             _fmt(m.get("train", {}).get("accuracy"), 100, 1), _fmt(t["accuracy"], 100, 1),
-            _fmt(by("HAADF", "cohen_kappa"), digits=3, strip_zero=True),
-            _fmt(by("MAADF", "cohen_kappa"), digits=3, strip_zero=True),
+            *[_fmt(by(d, "cohen_kappa"), digits=3, strip_zero=True) for d in DETECTOR_NAMES],
         ]
-        for cls in ("single_vacancy", "double_vacancy", "dopant"):
-            cells += [_fmt(by(d, "f1_defect", cls), digits=3, strip_zero=True) for d in ("HAADF", "MAADF")]
+        for cls in DEFECT_CLASSES:
+            cells += [_fmt(by(d, "f1_defect", cls), digits=3, strip_zero=True) for d in DETECTOR_NAMES]
         cells += [_fmt(t["mean_entropy_nats"], digits=4), _fmt(t["ece"], digits=4)]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
         rows[row] = {"train_accuracy": m.get("train", {}).get("accuracy"), "test": t["accuracy"],
                      "entropy_nats": t["mean_entropy_nats"], "ece": t["ece"],
-                     "kappa": {d: by(d, "cohen_kappa") for d in ("HAADF", "MAADF")},
-                     "f1_defect": {d: by(d, "f1_defect") for d in ("HAADF", "MAADF")},
+                     "kappa": {d: by(d, "cohen_kappa") for d in DETECTOR_NAMES},
+                     "f1_defect": {d: by(d, "f1_defect") for d in DETECTOR_NAMES},
                      "n_test": t["n"], "store": m["data"].get("store")}
     if not rows:
         raise FileNotFoundError(f"no */eval/metrics.json under {runs}: run `python -m training demo` first")
@@ -120,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--umap-samples", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=None, help="override the configs' batch sizes (demo)")
     p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--configs", default=str(CONFIG_DIR), help="directory of base.yaml and the model configs")
     a = p.parse_args(argv)
-    run_demo(a.store, a.out, a.max_epochs, a.models, a.umap_samples, a.accelerator, a.batch_size)
+    run_demo(a.store, a.out, a.max_epochs, a.models, a.umap_samples, a.accelerator, a.batch_size, a.configs)
     table_main(["--runs", a.out])
 
 

@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contract.classes import CLASS_DESCRIPTIONS as CLASS_NAMES
+from contract.context import DETECTOR_NAMES
+
 from .data import FeatureDataModule
-from .metrics import CLASS_NAMES, classification_metrics
+from .metrics import classification_metrics
 from .models import AttentionClassifier
 from .module import DefectClassifier
-from .store import DETECTORS, read_rows
+from .store import read_rows
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DefectClassifier, dict]:
@@ -60,14 +63,14 @@ def evaluate(
         data_hparams["store"] = str(store)
     dm = FeatureDataModule(**data_hparams)
     index, train_rows, test_rows = dm.split_rows()
-    cols = dm.columns(index.feature_names)
+    cols = dm.columns()
     x_test = read_rows(dm.store, test_rows, cols)
     y_test = torch.from_numpy(index.label[test_rows].astype(np.int64))
     logits = predict_logits(module.model, x_test, batch_size, device)
     probs = torch.softmax(logits, dim=1)
     metrics: dict = {"test": classification_metrics(probs, y_test)}
     metrics["test"]["by_detector"] = {}
-    for det in DETECTORS:
+    for det in DETECTOR_NAMES:
         mask = torch.from_numpy(index.row_detectors[test_rows] == det)
         if mask.any():
             metrics["test"]["by_detector"][det] = classification_metrics(probs[mask], y_test[mask])

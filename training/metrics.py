@@ -1,6 +1,6 @@
 """The paper's evaluation metrics on predicted probabilities: pure tensor-in / dict-out (torchmetrics).
 
-Classes: 0 X2, 1 single X vacancy, 2 double X vacancy, 3 metal M, 4 dopant D. Defects are 1, 2, 4.
+Classes and defect groupings: ``contract.classes``.
 """
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
 )
 
-CLASS_NAMES = ("X2", "single vacancy", "double vacancy", "metal", "dopant")
-DEFECT_CLASSES = {"single_vacancy": 1, "double_vacancy": 2, "dopant": 4}
-NON_DEFECT_CLASSES = (0, 3)
+from contract.classes import DEFECT_CLASSES, NON_DEFECT_CLASSES
 
 
 def posterior_entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-N_CLASSES = 5
+from contract.classes import N_CLASSES
+
 MLP_SIMPLE_HIDDEN = (64, 32, 16, 8)
 # 12 blocks, narrowing like MLP-Simple; our choice (the paper gives only the block count).
 MLP_DEEP_HIDDEN = (128, 128, 128, 64, 64, 64, 32, 32, 32, 16, 16, 8)

@@ -5,9 +5,10 @@ from typing import Sequence
 
 import numpy as np
 
-FEATURE_SETS = ("all", "zernike")
+from contract.features import FEATURE_SETS, feature_columns
+
 SPLITS = ("random", "by_host")
-N_ZERNIKE = 6
+__all__ = ["FEATURE_SETS", "SPLITS", "derive_seed", "feature_columns", "host_split", "random_split", "shard"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -59,23 +60,3 @@ def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     if n_per_rank == 0:
         raise ValueError(f"{len(indices)} rows cannot be shared by {world_size} ranks")
     return np.asarray(indices)[rank::world_size][:n_per_rank]
-
-
-def zernike_columns(feature_names: Sequence[str]) -> list[int]:
-    """Indices of the 6 Zernike contrast columns: the names containing "zernike" (case-insensitive)."""
-    cols = [i for i, name in enumerate(feature_names) if "zernike" in str(name).lower()]
-    if len(cols) != N_ZERNIKE:
-        raise ValueError(
-            f"expected {N_ZERNIKE} feature names containing 'zernike' in features.attrs['feature_names'], "
-            f"found {len(cols)}: {list(feature_names)}"
-        )
-    return cols
-
-
-def feature_columns(feature_names: Sequence[str], feature_set: str) -> list[int]:
-    """Columns a model reads: all of them, or only the Zernike ones (MLP-NoContext)."""
-    if feature_set == "all":
-        return list(range(len(feature_names)))
-    if feature_set == "zernike":
-        return zernike_columns(feature_names)
-    raise ValueError(f"feature_set must be one of {FEATURE_SETS}, got {feature_set!r}")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import submitit
 import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -54,16 +53,31 @@ class TrainJob(submitit.helpers.Checkpointable):
         return str(out / "metrics.json")
 
 
-def check_inputs(config: str | Path, store: str | Path) -> dict:
-    """Validate the config and the store before anything is submitted; returns the parsed config."""
+def merged_config(configs: Sequence[str | Path]) -> dict:
+    """The configs merged left to right (later files override, as LightningCLI's repeated ``--config``)."""
+    from contract.errors import InputError
+
+    merged: dict = {}
+    for config in configs:
+        config = Path(config)
+        if not config.is_file():
+            raise InputError(f"--config {str(config)!r} does not exist (see configs/train/)")
+        cfg = yaml.safe_load(config.read_text()) or {}
+        for key, value in cfg.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def check_inputs(configs: Sequence[str | Path], store: str | Path) -> dict:
+    """Validate the configs and the store before anything is submitted; returns the merged config."""
     from .data import FeatureDataModule
     from .module import DefectClassifier
     from .store import read_index
 
-    config = Path(config)
-    if not config.is_file():
-        raise FileNotFoundError(f"--config {str(config)!r} does not exist (see configs/train/)")
-    cfg = yaml.safe_load(config.read_text()) or {}
+    cfg = merged_config(configs)
     DefectClassifier(**cfg.get("model", {}))  # raises naming the bad model.* field
     FeatureDataModule(**{**cfg.get("data", {}), "store": str(store)})
     read_index(store)  # raises if the store or its features are missing
@@ -71,7 +85,7 @@ def check_inputs(config: str | Path, store: str | Path) -> dict:
 
 
 def submit(
-    config: str | Path,
+    configs: Sequence[str | Path],
     store: str | Path,
     resources: SlurmResources,
     run_dir: str | Path | None = None,
@@ -80,11 +94,14 @@ def submit(
     umap_samples: int = 2000,
     setup: list[str] | None = None,
 ) -> submitit.Job:
-    """Submit one training run; returns the submitit job (``job.result()`` is rank 0's metrics.json path)."""
-    cfg = check_inputs(config, store)
-    run_dir = Path(run_dir or cfg.get("run_dir") or f"runs/{Path(config).stem}").resolve()
+    """Submit one training run (``configs``: e.g. base.yaml and a model file, merged in order); returns the
+    submitit job (``job.result()`` is rank 0's metrics.json path)."""
+    configs = [configs] if isinstance(configs, (str, Path)) else list(configs)
+    cfg = check_inputs(configs, store)
+    run_dir = Path(run_dir or cfg.get("run_dir") or f"runs/{Path(configs[-1]).stem}").resolve()
+    workdir = Path.cwd().resolve()  # the job runs where it was submitted from (the repository)
     fit_args = [
-        "--config", str(Path(config).resolve()), "--data.store", str(Path(store).resolve()),
+        *[a for c in configs for a in ("--config", str(Path(c).resolve()))], "--data.store", str(Path(store).resolve()),
         "--run_dir", str(run_dir),
         "--trainer.devices", str(resources.tasks_per_node), "--trainer.num_nodes", str(resources.nodes),
         "--trainer.strategy", "ddp" if resources.tasks_per_node * resources.nodes > 1 else "auto",
@@ -100,7 +117,7 @@ def submit(
         cpus_per_task=resources.cpus_per_task,
         timeout_min=resources.timeout_min,
         name=resources.job_name,
-        slurm_setup=[f"cd {REPO_ROOT}", f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}",
+        slurm_setup=[f"cd {workdir}", f"export PYTHONPATH={workdir}${{PYTHONPATH:+:$PYTHONPATH}}",
                      # one intra-op thread per allocated core, not per core of the node
                      "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}", *(setup or [])],
     )
@@ -114,7 +131,8 @@ def submit(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training submit", description=__doc__.split("\n\n")[1])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, action="append",
+                   help="repeat to merge, e.g. --config configs/train/base.yaml --config configs/train/attn-4k.yaml")
     p.add_argument("--data.store", "--store", dest="store", required=True)
     p.add_argument("--run_dir", default=None, help="default: the config's run_dir")
     p.add_argument("--partition", default=None)

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-CONTEXT_NAMES = (
-    [f"context_{el}_shell_{s}" for el in ("M", "X", "D") for s in "KLMNOP"]
-    + ["context_detector_HAADF", "context_detector_MAADF"]
-    + [f"context_energy_{e}keV" for e in (60, 80, 100)]
-)
-ZERNIKE_NAMES = [f"zernike_n{n}_m0" for n in (0, 2, 4, 6, 8, 10)]
-SYMMETRY_NAMES = ["site_symmetry_bright", "site_symmetry_dim"]
-FEATURE_NAMES = CONTEXT_NAMES + ZERNIKE_NAMES + SYMMETRY_NAMES
+from contract import store as schema
+from contract.classes import METAL_SITE_CLASSES, N_CLASSES
+from contract.context import BEAM_ENERGIES_KEV, CONTEXT_SIZE, DETECTOR_NAMES
+from contract.features import FEATURE_NAMES, N_FEATURES, N_ZERNIKE, assemble_features
 
 
 def synthetic_features(
@@ -28,24 +24,26 @@ def synthetic_features(
     rng = np.random.default_rng(seed)
     cases = [
         {"host": h, "metal": h[:-2], "chalcogen": h[-2:-1], "dopant": "V", "beam_energy_kev": e, "detector": d}
-        for h in hosts for e in (60, 80) for d in ("HAADF", "MAADF")
+        for h in hosts for e in BEAM_ENERGIES_KEV[:2] for d in DETECTOR_NAMES
     ]
     n_cases = len(cases)
-    case_context = rng.random((n_cases, 23)).astype(np.float32)
+    n_det = len(DETECTOR_NAMES)
+    one_hot_start = CONTEXT_SIZE - n_det - len(BEAM_ENERGIES_KEV)
+    case_context = rng.random((n_cases, CONTEXT_SIZE)).astype(np.float32)
     for k, c in enumerate(cases):  # real one-hot layout in the last 5 context columns
-        case_context[k, 18:] = 0
-        case_context[k, 18 + ("HAADF", "MAADF").index(c["detector"])] = 1
-        case_context[k, 20 + (60, 80, 100).index(c["beam_energy_kev"])] = 1
-    class_mean = rng.normal(0, 1.0, (5, 6)).astype(np.float32)
-    mixing = rng.normal(0, 1.0, (23, 6)).astype(np.float32)
+        case_context[k, one_hot_start:] = 0
+        case_context[k, one_hot_start + DETECTOR_NAMES.index(c["detector"])] = 1
+        case_context[k, one_hot_start + n_det + BEAM_ENERGIES_KEV.index(c["beam_energy_kev"])] = 1
+    class_mean = rng.normal(0, 1.0, (N_CLASSES, N_ZERNIKE)).astype(np.float32)
+    mixing = rng.normal(0, 1.0, (CONTEXT_SIZE, N_ZERNIKE)).astype(np.float32)
     shift = case_context @ mixing
     shift = 2.0 * (shift - shift.mean(0)) / shift.std(0)  # case shifts larger than the class spread
     case = rng.integers(0, n_cases, n_rows).astype(np.int32)
-    label = rng.choice(5, n_rows, p=[0.4, 0.1, 0.1, 0.3, 0.1]).astype(np.uint8)
-    zernike = class_mean[label] + shift[case] + noise * rng.normal(size=(n_rows, 6)).astype(np.float32)
-    metal_site = (label >= 3).astype(np.float32)
+    label = rng.choice(N_CLASSES, n_rows, p=[0.4, 0.1, 0.1, 0.3, 0.1]).astype(np.uint8)
+    zernike = class_mean[label] + shift[case] + noise * rng.normal(size=(n_rows, N_ZERNIKE)).astype(np.float32)
+    metal_site = np.isin(label, METAL_SITE_CLASSES).astype(np.float32)
     symmetry = np.stack([metal_site, 1 - metal_site], axis=1)
-    features = np.concatenate([case_context[case], zernike, symmetry], axis=1).astype(np.float32)
+    features = assemble_features(case_context[case], zernike, symmetry)
     return features, label, case, cases
 
 
@@ -57,10 +55,11 @@ def write_synthetic_store(
 
     features, label, case, cases = synthetic_features(n_rows, hosts, seed)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({"cases": cases, "rows_per_shard": rows_per_shard, "synthetic": True})
-    arr = group.create_array("features", shape=features.shape, dtype="float32", chunks=(rows_per_shard, 31))
+    group.attrs.update({schema.ATTR_CASES: cases, schema.ATTR_ROWS_PER_SHARD: rows_per_shard, "synthetic": True})
+    arr = group.create_array(schema.FEATURES, shape=features.shape, dtype=schema.FEATURE_DTYPE,
+                             chunks=(rows_per_shard, N_FEATURES))
     arr[:] = features
-    arr.attrs["feature_names"] = FEATURE_NAMES
-    group.create_array("label", shape=label.shape, dtype="uint8", chunks=(rows_per_shard,))[:] = label
-    group.create_array("case", shape=case.shape, dtype="int32", chunks=(rows_per_shard,))[:] = case
+    arr.attrs[schema.ATTR_FEATURE_NAMES] = list(FEATURE_NAMES)
+    for name, data in ((schema.LABEL, label), (schema.CASE, case)):
+        group.create_array(name, shape=data.shape, dtype=schema.ROW_ARRAYS[name], chunks=(rows_per_shard,))[:] = data
     return str(path)

@@ -1,0 +1,23 @@
+"""The data contract between the stages: every fact that more than one stage needs, defined once.
+
+Ground floor: every stage (``simulate``, ``features``, ``training``, ``inference`` and the newer ones) may import
+this package; it imports none of them.
+
+=================  ==========================================================================================
+module             what it defines
+=================  ==========================================================================================
+``classes``        the 5 classes of the central column, their names, groupings (sublattice, defect) and colours
+``context``        the context axes: detectors with their collection angles, beam energies, electron shells,
+                   and the ``Case`` (host, dopant, beam energy, detector) a patch or an image was recorded in
+``features``       the 31-column feature layout (names, column groups, feature sets) and ``assemble_features``,
+                   the one function that builds a feature row
+``store``          the zarr store schema (array names, dtypes, attributes), ``open_group`` and ``read_meta``,
+                   the one typed reader of a store's metadata
+``catalog``        the host/dopant catalog (``catalog.yaml``, shipped as package data) and its validated loader
+``patches``        the patch geometry shared by simulation and micrographs: √3·a window, odd size, bilinear
+                   resampling
+``elements``       periodic-table facts (row, transition metal) used to validate the catalog
+``errors``         the error kinds every command reports in one line and their exit codes
+``cli``            ``run_command`` (one line on stderr, exit code, ``--debug``) and the default-subcommand rule
+=================  ==========================================================================================
+"""

@@ -1,0 +1,164 @@
+"""The zarr v3 store of a simulated dataset: array names, dtypes, attributes, and the one typed reader.
+
+Arrays (every array along N is sharded with ``rows_per_shard`` rows: one environment of one simulation task):
+
+======================  ==============  ===================================================================
+name                    shape, dtype    meaning
+======================  ==============  ===================================================================
+``patches``             (N, P, P) f32   noisy patches in detector counts; P odd, the column on the centre
+``label``               (N,) u8         class of the central column (``contract.classes``)
+``case``                (N,) i32        row of ``attrs["cases"]`` (host, dopant, beam energy, detector)
+``environment``         (N,) u8         id of the local environment (``attrs["environments"]``)
+``task_done``           (n_tasks,) u8   1 once a simulation task wrote all its shards (resume marker)
+``clean/<row arrays>``  (M, ...)        the noiseless image per (task, environment, detector), same grid
+``features``            (N, 31) f32     written by the feature stage (``contract.features`` layout)
+``features_done``       (n_shards,) u8  1 once a shard's features are written (resume marker)
+======================  ==============  ===================================================================
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .context import Case
+from .errors import InputError
+
+PATCHES = "patches"
+LABEL = "label"
+CASE = "case"
+ENVIRONMENT = "environment"
+TASK_DONE = "task_done"
+CLEAN = "clean"
+FEATURES = "features"
+FEATURES_DONE = "features_done"
+
+PATCH_DTYPE = "float32"
+FEATURE_DTYPE = "float32"
+MARKER_DTYPE = "uint8"
+ROW_ARRAYS = {LABEL: "uint8", CASE: "int32", ENVIRONMENT: "uint8"}
+"""Per-row arrays besides ``patches`` (and their dtypes), in the main group and in ``clean/``."""
+
+# group attributes (``root.attrs``)
+ATTR_CASES = "cases"
+ATTR_ENVIRONMENTS = "environments"
+ATTR_DETECTORS = "detectors"
+ATTR_PATCH_SIZE = "patch_size_px"
+ATTR_ROWS_PER_SHARD = "rows_per_shard"
+ATTR_ROWS_PER_TASK = "rows_per_task"
+ATTR_CLEAN_ROWS_PER_TASK = "clean_rows_per_task"
+ATTR_TASKS = "tasks"
+ATTR_CONFIG = "config"
+ATTR_CONFIG_HASH = "config_hash"
+ATTR_VERSIONS = "versions"
+# ``features.attrs``
+ATTR_FEATURE_NAMES = "feature_names"
+ATTR_SITE_SYMMETRY = "site_symmetry"
+
+
+class StoreError(InputError):
+    """A store that cannot be used as asked: missing, not a store, of another layout or unfinished."""
+
+
+def open_group(path: str | Path, mode: str = "r"):
+    """Open an existing store (``zarr.Group``); ``StoreError`` naming the path when there is none."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"store {str(path)!r} does not exist")
+    try:
+        return zarr.open_group(str(path), mode=mode, zarr_format=3)
+    except Exception as err:  # not a zarr v3 group, unreadable metadata
+        raise StoreError(f"{path} is not a readable zarr v3 store: {type(err).__name__}: {err}") from None
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What a store says about itself (read from its group attributes and array shapes; no row data).
+
+    ``cases`` are the full dicts of ``attrs["cases"]``; ``case_contexts`` their ``Case`` views.
+    ``feature_names`` is None until the feature stage has run.
+    """
+
+    path: str
+    n_rows: int
+    patch_size_px: int | None
+    rows_per_shard: int
+    cases: tuple[dict, ...]
+    environments: tuple[dict, ...]
+    detectors: tuple[str, ...]
+    n_tasks: int | None
+    config_hash: str | None
+    config: dict | None
+    feature_names: tuple[str, ...] | None
+    arrays: tuple[str, ...] = field(default=())
+    attrs: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n_rows / self.rows_per_shard)
+
+    def shard_rows(self, shard: int) -> tuple[int, int]:
+        """(start, stop) rows of shard ``shard``."""
+        if not 0 <= shard < self.n_shards:
+            raise IndexError(f"shard {shard} outside 0..{self.n_shards - 1}")
+        return shard * self.rows_per_shard, min(self.n_rows, (shard + 1) * self.rows_per_shard)
+
+    @property
+    def case_contexts(self) -> tuple[Case, ...]:
+        return tuple(Case.from_dict(c) for c in self.cases)
+
+    @property
+    def has_features(self) -> bool:
+        return self.feature_names is not None
+
+
+def read_meta(path: str | Path, require: tuple[str, ...] = (LABEL, CASE)) -> StoreMeta:
+    """The metadata of the store at ``path``; ``StoreError`` naming the array or attribute that is missing or
+    inconsistent. ``require``: arrays that must exist (e.g. ``(PATCHES, CASE, ENVIRONMENT)`` for encoding,
+    ``(FEATURES, LABEL, CASE)`` for training)."""
+    group = open_group(path)
+    name = str(path)
+    arrays = tuple(sorted(k for k in group.array_keys()))
+    for a in require:
+        if a not in arrays:
+            hint = {FEATURES: f": run `python -m features encode --store {name}` first",
+                    PATCHES: ": is the simulation finished?"}.get(a, "")
+            raise StoreError(f"store {name!r} has no array {a!r}{hint}")
+    attrs = dict(group.attrs)
+    if ATTR_CASES not in attrs or not attrs[ATTR_CASES]:
+        raise StoreError(f"store {name!r} has no attrs[{ATTR_CASES!r}] (host, dopant, energy, detector per case)")
+    rows_from = next((a for a in (LABEL, PATCHES, FEATURES, CASE) if a in arrays), None)
+    if rows_from is None:
+        raise StoreError(f"store {name!r} has none of the row arrays {LABEL!r}, {PATCHES!r}, {FEATURES!r}")
+    n_rows = int(group[rows_from].shape[0])
+    for a in (LABEL, CASE, ENVIRONMENT, PATCHES, FEATURES):
+        if a in arrays and group[a].shape[0] != n_rows:
+            raise StoreError(f"store {name!r}: {a!r} has {group[a].shape[0]} rows, {rows_from!r} has {n_rows}")
+    rows_per_shard = attrs.get(ATTR_ROWS_PER_SHARD)
+    if not isinstance(rows_per_shard, int) or rows_per_shard < 1:
+        raise StoreError(f"store {name!r}: attrs[{ATTR_ROWS_PER_SHARD!r}] must be a positive integer, "
+                         f"got {rows_per_shard!r}")
+    patch_size = attrs.get(ATTR_PATCH_SIZE)
+    if PATCHES in arrays:
+        shape = group[PATCHES].shape
+        if len(shape) != 3 or shape[1] != shape[2] or shape[1] % 2 == 0:
+            raise StoreError(f"store {name!r}: {PATCHES!r} must be (N, P, P) with P odd, got {shape}")
+        patch_size = int(shape[1])
+    feature_names = None
+    if FEATURES in arrays:
+        names = group[FEATURES].attrs.get(ATTR_FEATURE_NAMES)
+        if names is None or len(names) != group[FEATURES].shape[1]:
+            raise StoreError(f"store {name!r}: features.attrs[{ATTR_FEATURE_NAMES!r}] must list "
+                             f"{group[FEATURES].shape[1]} names, got {names!r}")
+        feature_names = tuple(str(n) for n in names)
+    cases = tuple(dict(c) for c in attrs[ATTR_CASES])
+    detectors = attrs.get(ATTR_DETECTORS) or sorted({str(c.get("detector")) for c in cases})
+    tasks = attrs.get(ATTR_TASKS)
+    return StoreMeta(path=name, n_rows=n_rows, patch_size_px=None if patch_size is None else int(patch_size),
+                     rows_per_shard=int(rows_per_shard), cases=cases,
+                     environments=tuple(dict(e) for e in attrs.get(ATTR_ENVIRONMENTS, ())),
+                     detectors=tuple(detectors), n_tasks=None if tasks is None else len(tasks),
+                     config_hash=attrs.get(ATTR_CONFIG_HASH), config=attrs.get(ATTR_CONFIG),
+                     feature_names=feature_names, arrays=arrays, attrs=attrs)

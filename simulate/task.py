@@ -29,8 +29,8 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
     images = multislice.simulate_images(
         atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=task.beam_energy_kev,
         gpts=ms["gpts"][task.beam_energy_kev], convergence_semiangle_mrad=imaging["convergence_semiangle_mrad"],
-        detectors=imaging["detectors"], window=window, slice_thickness_angstrom=ms["slice_thickness_angstrom"],
-        parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
+        detectors=imaging["detectors"], window=window, slicing=ms["slicing"],
+        slice_thickness_angstrom=ms.get("slice_thickness_angstrom"), projection=ms["projection"], parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
         frozen_phonon_sigma_angstrom=ms["frozen_phonon_sigma_angstrom"], seed=phonon_seed, device=ms["device"])
     n, p = plan.patches_per_image, plan.patch_size_px
     patches, cases, clean = [], [], []

@@ -9,7 +9,8 @@ DEMO_CONFIG ?= configs/dataset/demo.yaml
 DEMO_STORE ?= data/demo.zarr
 CLUSTER ?= local
 PYTEST_ARGS ?=
-# e.g. TRAIN_ARGS='--max-epochs 100' (~10 min): the paper's epochs undertrain on the small demo store
+# e.g. TRAIN_ARGS='--models MLP-Simple attn-4k' or '--jobs 1'; '--max-epochs N' trains N epochs instead of the
+# step schedule (training/schedule.py) that small stores get by default
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -34,7 +35,7 @@ simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=loc
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
 	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
 
-train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_ARGS='--max-epochs 100' to converge)
+train: $(STAMP) features ## Train + evaluate the six models on the demo store (CPU, 2 at a time; logs in runs/demo/*/train.log)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)
 
 evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout

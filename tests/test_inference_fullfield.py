@@ -44,7 +44,7 @@ def tiny_model(tiny_store, tmp_path_factory, repo_root):
     run_dir = work / "run"
     subprocess.run([sys.executable, "-m", "training", "fit", "--config", "configs/train/base.yaml", "--config", "configs/train/mlp-simple.yaml",
                     "--data.store", str(store), "--trainer.max_epochs", "30", "--data.batch_size", "16",
-                    "--run_dir", str(run_dir)], check=True, cwd=repo_root)
+                    "--schedule.kind", "paper", "--run_dir", str(run_dir)], check=True, cwd=repo_root)
     return run_dir / "checkpoints" / "last.ckpt"
 
 

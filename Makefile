@@ -14,7 +14,9 @@ PYTEST_ARGS ?=
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features train evaluate test test-fast bench slurm-install slurm-up slurm-down clean
+HOSTS_STORE ?= data/hosts.zarr
+
+.PHONY: help venv simulate features train evaluate generalise test test-fast bench slurm-install slurm-up slurm-down clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,8 +40,13 @@ features: $(STAMP) ## Encode the demo store's patches into the 31 features
 train: $(STAMP) features ## Train + evaluate the six models on the demo store (CPU, 2 at a time; logs in runs/demo/*/train.log)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)
 
-evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
+evaluate: $(STAMP) ## Print the demo's Table 1 (paper layout + each model's schedule) from runs/demo
 	$(PY) -m training demo-table --runs runs/demo
+
+generalise: $(STAMP) ## Held-out hosts: simulate configs/dataset/hosts.yaml (~1 h on 2 cores), encode, leave-one-host-out
+	$(PY) -m simulate --config configs/dataset/hosts.yaml --out $(HOSTS_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m features --store $(HOSTS_STORE) --cluster $(CLUSTER)
+	$(PY) bench/generalise.py --store $(HOSTS_STORE)
 
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh
@@ -59,6 +66,7 @@ test-fast: $(STAMP) ## Run the tests that need neither Slurm nor long simulation
 bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison); results go to bench/results/
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/simulate.py
+	$(PY) bench/slicing.py
 	$(PY) bench/features.py
 	$(PY) bench/training.py
 

@@ -60,7 +60,7 @@ class ScheduleRecord(Callback):
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
         record = {**self.schedule.as_dict(), "description": self.schedule.describe(),
                   "steps_done": int(trainer.global_step), "epochs_done": int(trainer.current_epoch),
-                  "stopped_early": bool(stopper is not None and stopper.stopped_epoch > 0),
+                  "stopped_early": bool(stopper is not None and stopper.wait_count >= stopper.patience),
                   "best_val_loss": None if stopper is None else float(stopper.best_score)}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / SCHEDULE_FILE).write_text(json.dumps(record, indent=1))
@@ -84,6 +84,8 @@ class TrainCLI(LightningCLI):
         if self.subcommand != "fit":
             return
         cfg = self.config[self.subcommand]
+        if cfg.trainer.max_epochs is None or cfg.trainer.max_epochs < 1:
+            return  # no epoch count to judge (trainer.max_steps or time decides): the trainer settings stand
         settings = ScheduleSettings(**vars(cfg.schedule))
         data_args = {k: v for k, v in vars(cfg.data).items() if not k.startswith("_")}
         _, train, _ = FeatureDataModule(**data_args).split_rows()

@@ -96,20 +96,20 @@ def run_demo(store: str, out: str | Path, max_epochs: int | None = None, models:
     calls = [(row, args, run_dir, str(store), umap_samples, threads) for row, _, args, run_dir in todo]
     if jobs == 1:
         for call in calls:
-            _report_model(_fit_and_evaluate(*call))
+            _report_model(train_and_evaluate(*call))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_fit_and_evaluate, *call) for call in calls]
+            futures = [pool.submit(train_and_evaluate, *call) for call in calls]
             for future in as_completed(futures):
                 _report_model(future.result())
     print(f"all done in {time.perf_counter() - started:.0f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
     return out
 
 
-def _fit_and_evaluate(row: str, args: list[str], run_dir: Path, store: str, umap_samples: int,
+def train_and_evaluate(row: str, args: list[str], run_dir: Path, store: str, umap_samples: int,
                       threads: int | None) -> dict:
     """One model: fit (or reuse a finished run with the same arguments) and evaluate; output to train.log."""
     run_dir.mkdir(parents=True, exist_ok=True)

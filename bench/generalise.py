@@ -47,6 +47,25 @@ def summarise(run_dir: Path, record: dict) -> dict:
             "cpu_seconds": record["cpu_seconds"]}
 
 
+def nearest_training_host(store: str, index) -> dict[str, dict]:
+    """Per host: the other host whose material context (the shell-occupancy columns of M, X and D) is nearest,
+    and the Euclidean distance; a held-out host far from every training host has context the model never saw."""
+    from contract.context import ROLES, SHELLS
+    from training.store import read_rows
+
+    n_material = len(ROLES) * len(SHELLS)
+    first_row = {h: int(np.flatnonzero(index.row_hosts == h)[0]) for h in sorted(set(index.row_hosts.tolist()))}
+    hosts = sorted(first_row, key=first_row.get)  # read_rows wants ascending rows
+    context = read_rows(store, np.asarray([first_row[h] for h in hosts]), list(range(n_material))).astype(np.float64)
+    out = {}
+    for i, h in enumerate(hosts):
+        d = np.linalg.norm(context - context[i], axis=1)
+        d[i] = np.inf
+        j = int(np.argmin(d))
+        out[h] = {"nearest_host": hosts[j], "context_distance": float(d[j])}
+    return out
+
+
 def bar_chart(results: dict, models: list[str], hosts: list[str], path: Path) -> None:
     import matplotlib
 
@@ -124,9 +143,12 @@ def main() -> None:
                 done(futures[future], future.result())
     wall = time.perf_counter() - started
 
+    nearest = nearest_training_host(args.store, index)
     rows = []
     for group in hosts + [SEEN]:
-        row = {"test host": group, "dopant": dopants.get(group, "all"), "n test": results[group][args.models[0]]["n_test"]}
+        row = {"test host": group, "dopant": dopants.get(group, "all"), "n test": results[group][args.models[0]]["n_test"],
+               "nearest host (context distance)": (f"{nearest[group]['nearest_host']} ({nearest[group]['context_distance']:.3f})"
+                                                   if group in nearest else "")}
         for model in args.models:
             row[f"{model} acc"] = f"{100 * results[group][model]['accuracy']:.1f}"
             row[f"{model} κ"] = f"{results[group][model]['cohen_kappa']:.3f}"
@@ -143,6 +165,7 @@ def main() -> None:
     path = write_result("generalise", {
         "store": args.store, "store_config_hash": index.meta.config_hash,
         "models": args.models, "hosts": hosts, "dopants": dopants, "results": results, "table": rows,
+        "nearest_training_host": nearest,
         "class_names": list(CLASS_NAMES), "wall_seconds": wall,
         "versions": versions("torch", "pytorch-lightning", "numpy", "zarr"),
     })

@@ -48,9 +48,17 @@ def _dispatch(argv: list[str]) -> int:
     if command in ("-h", "--help"):
         print(usage())
     elif command in LIGHTNING_SUBCOMMANDS:
+        from argparse import ArgumentError
+
+        from contract.cli import one_line
+        from contract.errors import InputError
+
         from .cli import run_cli
 
-        run_cli(argv)
+        try:
+            run_cli(argv)
+        except ArgumentError as err:  # jsonargparse: a bad option, config key, value or file
+            raise InputError(f"{one_line(err)} (`{PROG} {command} --help` lists the options)") from err
     elif command == "evaluate":
         from .evaluate import main as evaluate_main
 

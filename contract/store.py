@@ -147,6 +147,12 @@ def read_meta(path: str | Path, require: tuple[str, ...] = (LABEL, CASE)) -> Sto
             continue  # unusable features are the feature stage's to rewrite, not a reason to refuse the store
         if a in arrays and members[a].shape[0] != n_rows:
             raise StoreError(f"store {name!r}: {a!r} has {members[a].shape[0]} rows, {rows_from!r} has {n_rows}")
+    for a, dtype in ((PATCHES, PATCH_DTYPE), (FEATURES, FEATURE_DTYPE), *ROW_ARRAYS.items()):
+        if a == FEATURES and a not in require:
+            continue
+        if a in arrays and str(members[a].dtype) != dtype:
+            raise StoreError(f"store {name!r}: {a!r} has dtype {members[a].dtype}, expected {dtype}: not written by "
+                             f"this software's stages (or rewritten by hand)")
     rows_per_shard = attrs.get(ATTR_ROWS_PER_SHARD)
     if not isinstance(rows_per_shard, int) or rows_per_shard < 1:
         raise StoreError(f"store {name!r}: attrs[{ATTR_ROWS_PER_SHARD!r}] must be a positive integer, "

@@ -30,7 +30,8 @@ class Finding:
     repairable: bool = True
     unit: str = "shard"
 
-    def line(self) -> str:
+    def describe(self) -> str:
+        """``<array> shard k (rows a-b) of <owner>: <problem>``."""
         where = self.array
         if self.unit == "marker" and self.shard is not None:
             where += f"[{self.shard}]"
@@ -40,7 +41,11 @@ class Finding:
                 where += f" (rows {self.rows[0]}-{self.rows[1] - 1})"
         if self.owner is not None:
             where += f" of {self.owner}"
-        return f"bad  {where}: {self.problem}" + ("" if self.repairable else " [not repairable in place]")
+        return f"{where}: {self.problem}"
+
+    def line(self) -> str:
+        """The report line: ``bad  <array> shard k (rows a-b) of <owner>: <problem>``."""
+        return f"bad  {self.describe()}" + ("" if self.repairable else " [not repairable in place]")
 
 
 @dataclass

@@ -149,6 +149,6 @@ def verify_main(args) -> int:
         print(line)
     if not after.ok:
         raise CorruptDataError(f"store {args.store!r}: {len(after.findings)} problem(s) remain after the repair "
-                               f"(first: {after.findings[0].line()[5:]})")
+                               f"(first: {after.findings[0].describe()})")
     print(f"verify: repaired: re-encoded {bad}; the feature arrays verify OK")
     return 0

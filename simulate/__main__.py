@@ -134,14 +134,16 @@ def _verify(args) -> int:
             f"store {args.store!r}: {len(report.findings)} problem(s)"
             + (f" in {len(tasks)} task(s) {tasks}" if tasks else "")
             + (f"; repair with `{repair_command(args.store, 'patches')}` (reruns exactly those tasks)"
-               if report.repairable else "; it cannot be repaired in place: simulate its config into a new store"))
+               if report.repairable else
+               f"; it cannot be repaired in place ({next(f for f in report.findings if not f.repairable).describe()})"
+               ": simulate its config into a new store"))
     after = repair_store(args.store, report, context, cluster=args.cluster, cluster_config=args.cluster_config,
                          n_workers=args.workers)
     for line in after.lines()[1:]:
         print(line)
     if not after.ok:
         raise CorruptDataError(f"store {args.store!r}: {len(after.findings)} problem(s) remain after the repair "
-                               f"(first: {after.findings[0].line()[5:]})")
+                               f"(first: {after.findings[0].describe()})")
     print(f"verify: repaired: reran {len(context['tasks'])} task(s); the store verifies OK")
     return 0
 

@@ -202,7 +202,7 @@ def repair_store(path: str | Path, report: Report, context: dict, *, cluster: st
     stream = sys.stderr if stream is None else stream
     if not report.repairable:
         raise CorruptDataError(f"store {report.store!r} cannot be repaired in place: "
-                               + "; ".join(f.line()[5:] for f in report.findings if not f.repairable)
+                               + "; ".join(f.describe() for f in report.findings if not f.repairable)
                                + "; simulate its config into a new store")
     cfg, cfg_hash, plan = context["config"], context["config_hash"], context["plan"]
     group = schema.open_group(path, mode="r+")

@@ -200,7 +200,8 @@ def test_unrepairable_damage_is_named_and_refused(tiny_store, tmp_path, capsys, 
     assert simulate_main(["verify", str(store)]) == 3
     captured = capsys.readouterr()
     assert problem in captured.out, captured.out
-    assert "cannot be repaired in place: simulate its config into a new store" in captured.err
+    assert "it cannot be repaired in place (" in captured.err and "): simulate its config into a new store" \
+        in captured.err and problem[5:].split(" [not")[0] in captured.err
     assert simulate_main(["verify", str(store), "--repair"]) == 3
     err = capsys.readouterr().err
     assert err.startswith(f"error: store '{store}' cannot be repaired in place:") and err.count("\n") == 1

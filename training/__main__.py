@@ -12,6 +12,7 @@ Failures: one line on stderr and the exit codes of ``contract.errors`` (``--debu
 from __future__ import annotations
 
 import sys
+import warnings
 
 from contract.cli import run_command
 
@@ -56,7 +57,9 @@ def _dispatch(argv: list[str]) -> int:
         from .cli import run_cli
 
         try:
-            run_cli(argv)
+            with warnings.catch_warnings():  # argv is sys.argv here: LightningCLI's "args and sys.argv" warning is noise
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+                run_cli(argv)
         except ArgumentError as err:  # jsonargparse: a bad option, config key, value or file
             raise InputError(f"{one_line(err)} (`{PROG} {command} --help` lists the options)") from err
     elif command == "evaluate":

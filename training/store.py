@@ -43,6 +43,8 @@ class StoreIndex:
 
 def read_index(path: str | Path) -> StoreIndex:
     """Read labels, cases, per-row host and detector; check the feature layout."""
+    if path is None or str(path) == "":
+        raise StoreError("data.store is not set: pass --data.store STORE.zarr (a store with features)")
     meta = schema.read_meta(path, require=(schema.FEATURES, schema.LABEL, schema.CASE))
     try:
         check_feature_names(meta.feature_names, source=f"store {meta.path!r}")

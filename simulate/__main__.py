@@ -79,7 +79,13 @@ def _dispatch(argv: list[str]) -> int:
         from .config import load
         from .structures import write_environment_cifs
 
-        paths = write_environment_cifs(load(args.config), args.out)
+        cfg = load(args.config)
+        try:
+            paths = write_environment_cifs(cfg, args.out)
+        except OSError as err:  # a read-only or missing file system, no permission, a full disk
+            from contract.errors import InputError
+
+            raise InputError(f"--out {args.out!r}: cannot write the CIF files: {err.strerror or err}") from err
         print(f"wrote {len(paths)} CIF files under {args.out}")
     elif args.command == "fullfield":
         from .fullfield import parse_fractions, run_fullfield

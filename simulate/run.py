@@ -61,8 +61,11 @@ def prepare_store(cfg: dict, out: Path, resume: bool):
                              f"{cfg_hash[:12]}); choose another --out")
         done = done_tasks(out)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        create_store(out, plan, store_attrs(cfg, cfg_hash, plan))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            create_store(out, plan, store_attrs(cfg, cfg_hash, plan))
+        except OSError as err:  # a read-only or missing file system, no permission, a full disk
+            raise StoreError(f"--out {str(out)!r}: cannot create the store: {err.strerror or err}") from err
         done = [False] * len(plan.tasks)
     todo = [t for t in plan.tasks if not done[t.index]]
     return plan, cfg_hash, todo

@@ -216,3 +216,21 @@ def test_unexpected_errors_are_one_line_with_a_debug_hint(capsys):
     assert err == "error: unexpected KeyError: 'missing' (rerun with --debug for the traceback)\n"
     assert run_command(broken, ["--debug"], prog="python -m simulate") == EXIT_UNEXPECTED
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_unwritable_outputs_and_missing_subcommands_are_input_errors(tiny_config, tmp_path, capsys):
+    from simulate.__main__ import main as simulate_main
+    from training.__main__ import main as training_main
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "file").write_text("a file, not a directory")
+    out = locked / "file" / "x.zarr"  # its parent is a file: nothing can be created there, even as root
+    assert simulate_main(["run", "--config", str(tiny_config), "--out", str(out)]) == EXIT_BAD_INPUT
+    assert f"error: --out '{out}': cannot create the store: " in capsys.readouterr().err
+    assert simulate_main(["structures", "--config", str(tiny_config), "--out", str(out)]) == EXIT_BAD_INPUT
+    assert f"error: --out '{out}': cannot write the CIF files: " in capsys.readouterr().err
+    assert training_main([]) == EXIT_BAD_INPUT
+    assert "error: a subcommand is required: one of fit, " in capsys.readouterr().err
+    assert training_main(["demo-table", "--runs", str(tmp_path / "none")]) == EXIT_BAD_INPUT
+    assert f"error: no */eval/metrics.json under {tmp_path / 'none'}" in capsys.readouterr().err

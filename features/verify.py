@@ -83,7 +83,9 @@ def verify_features(path: str | Path) -> tuple[Report, dict]:
         checked = f"{meta.n_rows} rows, {n_shards} shards: feature arrays or their attributes unusable"
         return Report(name, checked, findings), context
     case_array, env_array = group[schema.CASE], group[schema.ENVIRONMENT]
-    for k in range(n_shards):
+    from cluster import track_items
+
+    for k in track_items(range(n_shards), label="verify features", unit="shard"):
         start, stop = meta.shard_rows(k)
         before = len(findings)
         problem = marker_problem(read_shard(markers, schema.FEATURES_DONE, k, k + 1, k, None, findings))

@@ -158,7 +158,9 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
         c = f"{schema.CLEAN}/{a}"
         clean[c] = open_checked(group, c, (n_clean,), dtype, plan.clean_rows_per_task, findings)
     markers = open_checked(group, schema.TASK_DONE, (len(plan.tasks),), schema.MARKER_DTYPE, 1, findings)
-    for task in range(len(plan.tasks)):
+    from cluster import track_items
+
+    for task in track_items(range(len(plan.tasks)), label="verify", unit="task"):
         owner = task_label(plan, task)
         before = len(findings)
         for position in range(n_env):

@@ -228,3 +228,17 @@ def test_store_without_chunk_checksums_is_verified_by_decoding_finiteness_and_ma
     assert "bad  patches shard 0 (rows 0-15) of task 0 (WSe2+Cr 60 keV): 16 of 16 rows hold NaN or inf" in out
     assert "bad  label shard 2 (rows 32-47) of task 0 (WSe2+Cr 60 keV): does not decode" in out
     assert "bad  task_done[1] of task 1 (TaSe2+V 60 keV): marker 0" in out
+
+
+def test_progress_of_in_process_work_is_sparse():
+    import io
+
+    from cluster import track_items
+
+    quiet = io.StringIO()
+    assert list(track_items(range(4), label="verify", unit="task", stream=quiet)) == [0, 1, 2, 3]
+    assert quiet.getvalue() == ""  # short work prints nothing
+    loud = io.StringIO()
+    assert list(track_items(iter(range(3)), label="verify", unit="task", total=3, stream=loud, interval_s=0)) == [0, 1, 2]
+    lines = loud.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("verify: 1/3 tasks (33.3%)") and lines[-1].endswith("done")

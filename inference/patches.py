@@ -22,11 +22,29 @@ def patch_half_width_px(lattice_constant_px: float) -> float:
     return patch_half_width(lattice_constant_px)
 
 
-def cut_patches(image: np.ndarray, positions: np.ndarray, lattice_constant_px: float,
-                patch_size_px: int) -> np.ndarray:
+def cut_patches(image: np.ndarray, positions: np.ndarray, lattice_constant_px: float, patch_size_px: int,
+                transforms: np.ndarray | None = None) -> np.ndarray:
     """(H, W) image, (N, 2) (row, col) site positions -> (N, P, P) float32 patches of side √3·a, each site on
-    the centre pixel (P = ``patch_size_px``, odd)."""
-    return _cut(image, positions, patch_half_width(lattice_constant_px), patch_size_px)
+    the centre pixel (P = ``patch_size_px``, odd).
+
+    ``transforms`` (N, 2, 2): the local affine map of each site's lattice (``ColumnLattice.transforms``): the
+    patch grid is mapped through it, so a sheared, drifted or anisotropically scaled lattice is sampled as the
+    perfect one of constant ``lattice_constant_px`` (the identity gives ``contract.patches.cut_patches``)."""
+    if transforms is None:
+        return _cut(image, positions, patch_half_width(lattice_constant_px), patch_size_px)
+    from contract.patches import check_patch_size
+    from scipy import ndimage
+
+    half = patch_half_width(lattice_constant_px)
+    offsets = np.linspace(-half, half, check_patch_size(patch_size_px))
+    grid = np.stack(np.meshgrid(offsets, offsets, indexing="ij"), axis=-1)  # (P, P, 2) (row, col)
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    m = np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 2)
+    coords = pos[:, None, None, :] + np.einsum("nij,pqj->npqi", m, grid)  # (N, P, P, 2)
+    pad = int(np.ceil(np.abs(coords - pos[:, None, None, :]).max(initial=0))) + 2
+    padded = np.pad(np.asarray(image, dtype=np.float64), pad, mode="reflect")
+    return ndimage.map_coordinates(padded, [coords[..., 0] + pad, coords[..., 1] + pad],
+                                   order=1).astype(np.float32)
 
 
 def site_features(patches: np.ndarray, sublattice_ids: np.ndarray, *, metal: str, chalcogen: str, dopant: str,

@@ -36,7 +36,7 @@ from contract.classes import (
 )
 from contract.errors import InputError, UnseenContextError
 
-from .lattice import border_flags, check_image, lattice_constant_px, locate_columns
+from .lattice import border_flags, check_image, lattice_constant_candidates_px, locate_columns
 from .patches import cut_patches, patch_half_width_px, site_features
 
 SQRT3 = 3 ** 0.5
@@ -84,20 +84,39 @@ class Sites:
         return float(self.lattice_mask.mean()) if self.lattice_mask is not None else 1.0
 
 
+GOOD_LATTICE_AREA_FRACTION = 0.3
+"""``locate_sites`` tries the next autocorrelation estimate of ``a`` unless the first gives lattice over at least
+this fraction of the image."""
+
+
 def locate_sites(image: np.ndarray, smooth_sigma_fraction: float = 0.08) -> Sites:
-    """Lattice constant (autocorrelation, a first estimate), then columns, empty sites, sublattices and the
-    lattice area from the local honeycomb (``inference.lattice.locate_columns``). ``ValueError`` when there
-    is no honeycomb at all."""
+    """Lattice constant (autocorrelation: a first estimate), then columns, empty sites, sublattices and the
+    lattice area from the local honeycomb (``inference.lattice.locate_columns``). When the most likely
+    estimate of ``a`` finds lattice over less than ``GOOD_LATTICE_AREA_FRACTION`` of the image, the next ones are
+    tried and the one covering most lattice kept. ``ValueError`` when there is no honeycomb at all."""
     image = check_image(image)
     t0 = time.perf_counter()
-    a0 = lattice_constant_px(image)
+    estimates = lattice_constant_candidates_px(image)
     t1 = time.perf_counter()
-    lat = locate_columns(image, a0, smooth_sigma_fraction)
+    best, best_a0, error = None, None, None
+    for a0 in estimates:
+        try:
+            lat = locate_columns(image, a0, smooth_sigma_fraction)
+        except ValueError as err:
+            error = error or err
+            continue
+        if best is None or lat.lattice_area_fraction > best.lattice_area_fraction:
+            best, best_a0 = lat, a0
+        if lat.lattice_area_fraction >= GOOD_LATTICE_AREA_FRACTION:
+            break
+    if best is None:
+        raise error
     t2 = time.perf_counter()
+    lat = best
     a = lat.lattice_constant_px
     return Sites(lat.positions, lat.sublattice, lat.has_peak, border_flags(lat.positions, image.shape,
                                                                             patch_half_width_px(a)),
-                 a, a0, lat.angle_deg, lat.local_rms_px, {"lattice": t1 - t0, "columns": t2 - t1},
+                 a, best_a0, lat.angle_deg, lat.local_rms_px, {"lattice": t1 - t0, "columns": t2 - t1},
                  lat.transforms, lat.lattice_mask, lat.lattice_constant_px_range, lat.stats)
 
 

@@ -108,18 +108,21 @@ def _central_crop(img: np.ndarray, side: int) -> np.ndarray:
     return img[r0:r0 + side, c0:c0 + side]
 
 
-def lattice_constant_px(image: np.ndarray, min_px: float = 3.0) -> float:
-    """First estimate of the lattice constant ``a`` in pixels (on a central crop of at most
-    ``AUTOCORRELATION_MAX_PX``).
+def lattice_constant_candidates_px(image: np.ndarray, min_px: float = 3.0, n: int = 3) -> list[float]:
+    """Up to ``n`` estimates of the lattice constant ``a`` in pixels, most likely first (on a central crop of at
+    most ``AUTOCORRELATION_MAX_PX``, after removing features larger than a tenth of it: a hole or a blob of
+    contamination dominates the autocorrelation of a small frame otherwise).
 
-    1. Coarse: the highest peak of the radially averaged autocorrelation beyond its first minimum (the ``a``
-       ring, not the first, a/√3 one: module docstring).
-    2. Fine: the median distance of the 2-D autocorrelation maxima in 0.75-1.3 x the coarse value that reach
+    1. The peaks of the radially averaged autocorrelation beyond its first minimum, highest first (the ``a``
+       ring is higher than the first, a/√3 one: module docstring).
+    2. Each refined to the median distance of the 2-D autocorrelation maxima in 0.75-1.3 x its value that reach
        75 % of the highest one (the six same-sublattice spots carry I_M² + I_X², at least twice the I_M·I_X of
        the 2a/√3 spots beside them).
     Raises ``ValueError`` when there is no peak.
     """
-    ac = autocorrelation(_central_crop(check_image(image), AUTOCORRELATION_MAX_PX))
+    img = _central_crop(check_image(image), AUTOCORRELATION_MAX_PX)
+    img = img - ndimage.gaussian_filter(img, max(min(img.shape) / 10, 2 * min_px), mode="nearest")
+    ac = autocorrelation(img)
     rmax = ac.shape[0] // 2
     yy, xx = np.indices(ac.shape)
     r = np.hypot(yy - rmax, xx - rmax)
@@ -133,17 +136,25 @@ def lattice_constant_px(image: np.ndarray, min_px: float = 3.0) -> float:
     if len(peaks) == 0:
         raise ValueError("no peak in the radially averaged autocorrelation: is this an atomic-resolution image "
                          "of a lattice, with at least a few unit cells across?")
-    coarse = float(peaks[np.argmax(prof[peaks])])
-    is_max = (ac == ndimage.maximum_filter(ac, size=3)) & (r >= 0.75 * coarse) & (r <= 1.3 * coarse) & (ac > 0)
-    is_max[[0, -1], :] = is_max[:, [0, -1]] = False
-    rows, cols = np.nonzero(is_max)
-    if len(rows) < 2:
-        return coarse
-    strong = ac[rows, cols] >= 0.75 * ac[rows, cols].max()
-    rows, cols = rows[strong], cols[strong]
-    dy = _parabola_vertex(ac[rows - 1, cols], ac[rows, cols], ac[rows + 1, cols])
-    dx = _parabola_vertex(ac[rows, cols - 1], ac[rows, cols], ac[rows, cols + 1])
-    return float(np.median(np.hypot(rows + dy - rmax, cols + dx - rmax)))
+    out = []
+    for coarse in peaks[np.argsort(-prof[peaks], kind="stable")][:n].astype(float):
+        is_max = (ac == ndimage.maximum_filter(ac, size=3)) & (r >= 0.75 * coarse) & (r <= 1.3 * coarse) & (ac > 0)
+        is_max[[0, -1], :] = is_max[:, [0, -1]] = False
+        rows, cols = np.nonzero(is_max)
+        if len(rows) < 2:
+            out.append(coarse)
+            continue
+        strong = ac[rows, cols] >= 0.75 * ac[rows, cols].max()
+        rows, cols = rows[strong], cols[strong]
+        dy = _parabola_vertex(ac[rows - 1, cols], ac[rows, cols], ac[rows + 1, cols])
+        dx = _parabola_vertex(ac[rows, cols - 1], ac[rows, cols], ac[rows, cols + 1])
+        out.append(float(np.median(np.hypot(rows + dy - rmax, cols + dx - rmax))))
+    return out
+
+
+def lattice_constant_px(image: np.ndarray, min_px: float = 3.0) -> float:
+    """The most likely estimate of the lattice constant in pixels (``lattice_constant_candidates_px``)."""
+    return lattice_constant_candidates_px(image, min_px, 1)[0]
 
 
 def _parabola_vertex(m, c, p):
@@ -517,9 +528,9 @@ def lattice_mask(columns: np.ndarray, shape: tuple[int, int], a_px: float) -> np
 
 
 def _empty_sites(cols, sub, basis: _Basis, mask, shape, a_px, cand, used):
-    """Sites where no column was found but the lattice puts one: predicted as a cross neighbour by at least
-    three columns of the other sublattice, or as a same-sublattice neighbour by at least four (near the image
-    edge: two and three), inside the lattice area, each at the mean of its predictions. Returns positions
+    """Sites where no column was found but the lattice puts one: predicted as a cross neighbour by all three
+    columns of the other sublattice, or as a same-sublattice neighbour by at least five of six (near the image
+    edge: two and four; four of six happens 1 Å inside the rim of a hole), inside the lattice area, each at the mean of its predictions. Returns positions
     (E, 2), sublattice (E,), has_peak (E,) (True when an unused candidate peak lies there: a dim column)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -554,7 +565,7 @@ def _empty_sites(cols, sub, basis: _Basis, mask, shape, a_px, cand, used):
     centre = np.c_[np.bincount(comp, pred[:, 0], n), np.bincount(comp, pred[:, 1], n)] / cnt[:, None]
     csub = (np.bincount(comp, psub, n) / cnt > 0.5).astype(int)
     edge = border_flags(centre, shape, a_px)
-    ok = np.where(edge, (n_cross >= 2) | (n_same >= 3), (n_cross >= 3) | (n_same >= 4))
+    ok = np.where(edge, (n_cross >= 2) | (n_same >= 4), (n_cross >= 3) | (n_same >= 5))
     r, c = np.rint(centre).astype(int).T
     ok &= mask[r.clip(0, h - 1), c.clip(0, w - 1)]
     centre, csub = centre[ok], csub[ok]
@@ -609,8 +620,10 @@ def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fr
         if it == 0:
             v = basis.fallback
             period = periodicity_map(s, np.stack([v[:, 0], v[:, 1], v[:, 1] - v[:, 0]]), a)
+            # the window straddles the edge of a hole or blob: the periodic area reaches half a window further
+            periodic_area = _dilate_disk(period > PERIODICITY_THRESHOLD, 0.5 * PERIODICITY_WINDOW_A * a)
         r, c = np.rint(cand).astype(int).T
-        periodic = period[r, c] > PERIODICITY_THRESHOLD
+        periodic = periodic_area[r, c]
         _, idx, dist = _same_neighbours(cand, cand[pts], basis, MATCH_TOLERANCE * a / SQRT3)
         pts = ((idx >= 0).sum(axis=1) >= 2) & periodic
         if pts.sum() < MIN_COMPONENT:
@@ -654,7 +667,7 @@ def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fr
     sub_all = (cls - hol - 1) % 3  # 0 or 1 on columns: sublattice 1 sits at sublattice 0 + (1/3, 1/3)
     cols, sub = cand[is_col], sub_all[is_col]
     # 5. lattice area, empty sites, local lattice at every site
-    mask = lattice_mask(cols, img.shape, a) & _dilate_disk(period > PERIODICITY_THRESHOLD, a / SQRT3)
+    mask = lattice_mask(cols, img.shape, a) & periodic_area
     empty, esub, epeak = _empty_sites(cols, sub, basis, mask, img.shape, a, cand, is_col)
     positions = np.concatenate([cols, empty])
     sublattice = np.concatenate([sub, esub]).astype(int)

@@ -36,7 +36,7 @@ from contract.classes import (
 )
 from contract.errors import InputError, UnseenContextError
 
-from .lattice import border_flags, check_image, lattice_constant_candidates_px, locate_columns
+from .lattice import border_flags, check_image, clip_outliers, lattice_constant_candidates_px, locate_columns
 from .patches import cut_patches, patch_half_width_px, site_features
 
 SQRT3 = 3 ** 0.5
@@ -363,6 +363,7 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                          "(the training store's patch_size_px, e.g. 33)")
     unseen_note = context_check(ctx, clf.training_cases, allow_unseen_context)
     t_load = time.perf_counter()
+    image, n_clipped = clip_outliers(image)
     try:
         sites = locate_sites(image)
     except ValueError as err:
@@ -373,6 +374,9 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
         raise InputError(f"{name}: {reason}")
     a_cat = ctx["catalog_lattice_constant_angstrom"]
     notes = list(f.notes)
+    if n_clipped:
+        notes.append(f"{n_clipped} outlier pixel(s) (hot pixels, cosmic rays, damaged data?) clipped to "
+                     "20 robust deviations from the median before classifying")
     if unseen_note:
         notes.append(unseen_note)
     if patch_size_px and clf.patch_size_px and patch_size_px != clf.patch_size_px:
@@ -401,6 +405,7 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                "lattice_constant_px_autocorrelation": sites.autocorrelation_lattice_constant_px,
                "lattice_angle_deg": sites.angle_deg, "lattice_fit_rms_px": sites.fit_rms_px,
                "lattice_area_fraction": sites.lattice_area_fraction, "lattice": sites.stats,
+               "n_outlier_pixels_clipped": n_clipped,
                "metal_sublattice_rule": metal_sublattice,
                "border_margin_px": patch_half_width_px(sites.lattice_constant_px), "notes": notes}
     summary.update(summarise(sites, result, image.shape, pixel))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,9 @@ def read_image(path) -> ImageFile:
         raise
     except MemoryError:
         raise InputError(f"{path.name}: not enough memory to read the image (is its header corrupt?)") from None
+    except (EOFError, struct.error):
+        raise InputError(f"{path.name}: the file ends early or its structure is corrupt (a {suffix} file cut short or "
+                         "damaged?)") from None
     except Exception as err:  # any reader failure on a damaged or foreign file
         raise InputError(f"{path.name}: cannot read it as a {suffix} image ({type(err).__name__}: "
                          f"{_short(err)}): is the file complete and of this format?") from None

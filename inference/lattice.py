@@ -64,6 +64,24 @@ def check_image(image) -> np.ndarray:
     return arr
 
 
+OUTLIER_MADS = 20.0
+"""``clip_outliers``: pixels further than this many (normal-scaled) median absolute deviations from the median
+are hot pixels, cosmic rays or flipped bits, not columns (columns in the real MoS2 frame reach ~6)."""
+
+
+def clip_outliers(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """``image`` with pixels beyond ``OUTLIER_MADS`` robust deviations from the median clipped to that bound,
+    and how many were clipped (a single hot pixel otherwise dominates the autocorrelation and the peaks)."""
+    img = np.asarray(image, dtype=np.float64)
+    med = float(np.median(img))
+    mad = 1.4826 * float(np.median(np.abs(img - med)))
+    if mad == 0:
+        return img, 0
+    lo, hi = med - OUTLIER_MADS * mad, med + OUTLIER_MADS * mad
+    n = int(((img < lo) | (img > hi)).sum())
+    return (np.clip(img, lo, hi) if n else img), n
+
+
 RADIAL_BIN_PX = 0.25
 """Radial bin of the autocorrelation profile: integer-pixel bins biased the peak by up to 2.4 % on a
 14 px lattice with sharp columns; quarter-pixel bins (lightly smoothed) keep it under 0.5 %."""
@@ -636,8 +654,10 @@ def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fr
     i, j, label = i[ok], j[ok], label[ok]
     ii, jj, ll = np.r_[i, j], np.r_[j, i], np.r_[label, (-label) % 3]
     cls, comp = _propagate_classes(n, ii, jj, ll, pts)
-    sizes = np.bincount(comp[comp >= 0], minlength=max(comp.max() + 1, 1))
+    sizes = np.bincount(comp[comp >= 0], minlength=max(int(comp.max()) + 1, 1))
     pts &= (comp >= 0) & (sizes[np.maximum(comp, 0)] >= MIN_COMPONENT)
+    if not pts.any():
+        raise ValueError(f"no lattice: no {MIN_COMPONENT} peaks connected on one honeycomb")
     # 3. other peaks on the lattice (dim columns): class by the votes of their lattice-point neighbours
     other = ~pts & periodic
     e = pts[ii] & other[jj]
@@ -666,6 +686,8 @@ def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fr
     is_col = member & (cls != hol)
     sub_all = (cls - hol - 1) % 3  # 0 or 1 on columns: sublattice 1 sits at sublattice 0 + (1/3, 1/3)
     cols, sub = cand[is_col], sub_all[is_col]
+    if len(cols) < MIN_COMPONENT:
+        raise ValueError(f"no lattice: {len(cols)} columns on a honeycomb")
     # 5. lattice area, empty sites, local lattice at every site
     mask = lattice_mask(cols, img.shape, a) & periodic_area
     empty, esub, epeak = _empty_sites(cols, sub, basis, mask, img.shape, a, cand, is_col)

@@ -54,12 +54,19 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-        if "weights_only" in str(err) or "Unsupported" in str(err) or "global" in str(err).lower():
-            raise InputError(f"checkpoint {name}: refused, it holds pickled Python objects that are not plain "
-                             "tensors and values (loading them could run code); use a last.ckpt written by "
+        import re
+
+        glob = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if glob:  # weights_only met a reference to code: nothing from the file ran
+            raise InputError(f"checkpoint {name}: refused, it holds a pickled Python object ({glob.group(1)}), not "
+                             "only tensors and plain values (loading it could run code); use a last.ckpt written "
+                             "by `python -m training fit`") from None
+        if _references_code(path):
+            raise InputError(f"checkpoint {name}: refused, it holds pickled Python objects, not only tensors and "
+                             "plain values (loading it could run code); use a last.ckpt written by "
                              "`python -m training fit`") from None
-        raise InputError(f"checkpoint {name}: not a PyTorch checkpoint ({first[:120]})") from None
+        raise InputError(f"checkpoint {name}: not a PyTorch checkpoint (it does not unpickle as one); is it the "
+                         "right file, and complete?") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
         raise InputError(f"checkpoint {name}: not a readable PyTorch checkpoint ({type(err).__name__}: "
                          f"{' '.join(str(err).split())[:120]}); is the file complete?") from None
@@ -84,16 +91,34 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     data_hparams = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
     meta = ckpt.get(CHECKPOINT_META_KEY)
     if meta is not None:
-        names = tuple(meta.get("feature_names") or ())
+        names = tuple(str(n) for n in meta.get("feature_names") or ())
         if names != FEATURE_NAMES:
+            k = next((i for i, (a, b) in enumerate(zip(names, FEATURE_NAMES)) if a != b), min(len(names), len(FEATURE_NAMES)))
             raise InputError(f"checkpoint {name}: trained on another feature layout ({len(names)} stored features, "
-                             f"this version has {len(FEATURE_NAMES)}: {', '.join(FEATURE_NAMES[:2])}, ...); "
-                             "retrain it on a store encoded by this version")
+                             f"column {k} is {names[k] if k < len(names) else None!r} where this version has "
+                             f"{FEATURE_NAMES[k] if k < len(FEATURE_NAMES) else None!r}); retrain it on a store "
+                             "encoded by this version")
         n_in = len(meta.get("feature_columns") or ())
         if n_in != hparams.get("in_features", n_in):
             raise InputError(f"checkpoint {name}: the model takes {hparams.get('in_features')} features but its "
                              f"feature set {meta.get('feature_set')!r} has {n_in}")
     return module.to(device).eval(), data_hparams, meta
+
+
+def _references_code(path: Path, limit_bytes: int = 1 << 20) -> bool:
+    """Whether a plain pickle file names code (GLOBAL, REDUCE, ... opcodes), read with ``pickletools`` (which
+    parses and runs nothing), within its first ``limit_bytes``."""
+    import pickletools
+
+    code_ops = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+    try:
+        with open(path, "rb") as f:
+            for op, _, _ in pickletools.genops(f.read(limit_bytes)):
+                if op.name in code_ops:
+                    return True
+    except Exception:  # not a pickle, or cut at the limit
+        return False
+    return False
 
 
 @torch.no_grad()

@@ -345,3 +345,46 @@ def test_load_image_emd_through_rosettasciio(tmp_path):
     arr, meta = load_image(tmp_path / "f.emd")
     assert np.allclose(arr, img.astype(np.float32))
     assert meta["pixel_size_angstrom"] == pytest.approx(0.25) and meta["detector"] == "HAADF"
+
+
+def test_dm_tags_give_energy_detector_and_pixel_size_with_sources(tmp_path):
+    from tests.dm_writer import write_dm
+    from inference.io import read_image
+
+    img, *_ = honeycomb(shape=(64, 64))
+    tags = {"Microscope Info": {"Voltage": 80000.0}, "QuickSaved": {"Temp-Tags": {"Detector": "MAADF"}}}
+    for suffix in ("dm3", "dm4"):
+        f = read_image(write_dm(tmp_path / f"a.{suffix}", img.astype(np.float32), 0.02, tags, name="MAADF 8Mx"))
+        assert f.values == {"pixel_size_angstrom": pytest.approx(0.2), "beam_energy_kev": 80.0, "detector": "MAADF"}
+        assert f.sources["beam_energy_kev"].endswith("Microscope Info/Voltage = 80000.0")
+        assert "Temp-Tags/Detector = MAADF" in f.sources["detector"]
+    # only the formatted voltage; an ambiguous detector name (ADF) is not mapped
+    f = read_image(write_dm(tmp_path / "b.dm3", img.astype(np.float32), 0.02,
+                            {"Microscope Info": {"Formatted Voltage": "100kV"}, "Detector": "ADF"}, name="image"))
+    assert f.values["beam_energy_kev"] == 100.0 and "detector" not in f.values
+    assert any("ADF" in n and "--detector" in n for n in f.notes)
+    # two different names: ambiguous
+    f = read_image(write_dm(tmp_path / "c.dm3", img.astype(np.float32), 0.02, {"Detector": "HAADF"}, name="MAADF"))
+    assert "detector" not in f.values and any("different detectors" in n for n in f.notes)
+
+
+def test_fei_tiff_metadata(tmp_path):
+    import tifffile
+
+    from inference.io import read_image
+
+    img, *_ = honeycomb(shape=(64, 64))
+    ini = "[User]\nUser=x\n[Beam]\nHV=60000\n[Scan]\nPixelWidth=2.5e-11\n[Detectors]\nName=HAADF\nMode=Z-contrast\n"
+    tifffile.imwrite(tmp_path / "f.tif", img.astype(np.float32), extratags=[(34682, "s", 0, ini, True)])
+    f = read_image(tmp_path / "f.tif")
+    assert f.values == {"pixel_size_angstrom": pytest.approx(0.25), "beam_energy_kev": 60.0, "detector": "HAADF"}
+    assert f.sources["beam_energy_kev"].startswith("FEI Beam/HV")
+
+
+def test_resolve_context_records_sources():
+    hosts = load_catalog()
+    ctx = resolve_context({"beam_energy_kev": 60.0, "detector": "HAADF"}, {"host": "MoS2", "dopant": "Re",
+                                                                           "detector": "MAADF"},
+                          hosts, {"beam_energy_kev": "dm3 tag .../Voltage = 60000.0", "detector": "dm3 title"})
+    assert ctx["detector"] == "MAADF" and ctx["sources"]["detector"] == "option --detector"
+    assert ctx["sources"]["beam_energy_kev"].startswith("dm3 tag")

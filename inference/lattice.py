@@ -10,17 +10,23 @@ glitched, miscalibrated and interrupted by holes and contamination, so nothing h
 * ``find_peaks``: column candidates, local maxima (``skimage.feature.peak_local_max``) of the smoothed image,
   refined to sub-pixel positions by a batched, iterated centre of mass (``refine_centroids``; no per-column
   fit).
-* ``locate_columns``: the honeycomb built from local neighbourhoods. Each candidate's bonds (neighbours at
-  ≈ d, ``scipy.spatial.cKDTree``) give ``Z = <exp(3iθ)>``: the three bonds of a sublattice-0 column point
-  along φ, φ+120°, φ+240° (Z ≈ w = e^{3iφ}), those of a sublattice-1 column the opposite way (Z ≈ -w), so the
-  sign of Re(Z·w̄) is the sublattice, with w the *local* orientation (a field smoothed over a few lattice
-  constants). The three bond vectors b_k are measured locally as well (a smoothed field of the bonds that
-  agree), so drift, shear, scan distortion and miscalibration of several percent do not matter. A candidate
-  is a column when at least two of its three predicted neighbours ``x ± b_k(x)`` hold a candidate of the other
-  sublattice (noise peaks, hollow-site peaks and amorphous texture fail this); empty sites (double vacancies,
-  dim dopants) are placed where three columns predict one and none was found, from the average of their
-  predictions (the centroid of the surrounding columns corrected by the local lattice); areas with no
-  column within ~d (holes, contamination, amorphous regions) are masked and get no site.
+* ``locate_columns``: the honeycomb built from local neighbourhoods, never from a global grid:
+  1. the lattice vectors are measured locally: pairs of candidates about ``a`` apart (same-sublattice neighbours,
+     present whether one or both sublattices show) folded onto three directions and smoothed into a field over
+     ~1.5 a, so drift, shear, scan skew and miscalibration of several percent are followed;
+  2. a candidate is a lattice point when at least two of its six same-sublattice neighbours sit where the
+     local lattice puts them (noise peaks and amorphous texture fail this), inside the area where the image
+     correlates with itself shifted by a lattice vector (``periodicity_map``);
+  3. every pair of neighbouring lattice points has a honeycomb offset (0, 1/3 or 2/3 of the way along the
+     lattice diagonal, in local lattice coordinates); offsets propagate through the neighbour graph
+     (breadth-first, then majority votes, so one bond distorted by a scan-line glitch flips nothing), and of
+     the three offsets the darkest is the hollow, the other two the sublattices (sublattice 1 at sublattice 0 +
+     (1/3, 1/3): the same convention in every separate piece of lattice);
+  4. dimmer peaks that their lattice neighbours place on a sublattice are columns too; sites with no peak are
+     placed where three columns of the other sublattice (or five of six of their own) predict one, at the mean
+     of their predictions (the centroid of the surrounding columns corrected by the local lattice);
+  5. areas with no column within ~a/√3 or without periodicity (holes, contamination, amorphous carbon) are
+     masked: no site is placed there.
 """
 from __future__ import annotations
 

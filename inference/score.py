@@ -87,7 +87,6 @@ def run_score(pred_dir, truth_dir, tolerance_fraction: float = 0.3) -> dict:
     pred = _read_csv(pred_dir / "sites.csv")
     truth = _read_csv(truth_dir / "truth.csv")
     truth_meta = json.loads((truth_dir / "truth.json").read_text())
-    px_pred = float(summary["pixel_size_angstrom"])
     px_true = float(truth_meta["pixel_size_angstrom"])
     h, w = summary["image_shape"]
     margin = float(summary["border_margin_px"])

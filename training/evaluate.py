@@ -8,8 +8,12 @@ outputs, and for attention models the attention maps of each layer.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import pickle
 import platform
+import re
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,11 +22,13 @@ import torch
 
 from contract.classes import CLASS_DESCRIPTIONS as CLASS_NAMES
 from contract.context import DETECTOR_NAMES
+from contract.errors import InputError
+from contract.features import FEATURE_NAMES
 
 from .data import FeatureDataModule
 from .metrics import classification_metrics
 from .models import AttentionClassifier
-from .module import DefectClassifier
+from .module import CHECKPOINT_META_KEY, DefectClassifier
 from .store import read_rows
 
 
@@ -39,14 +45,6 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     Loading is ``weights_only`` (no code from the file runs). Refused with ``InputError`` naming the file and
     the reason: not a file, not a PyTorch checkpoint, a pickled object, not a checkpoint of this project's
     classifier (another model kind), weights that do not fit the architecture, another feature layout."""
-    import pickle
-    import zipfile
-
-    from contract.errors import InputError
-    from contract.features import FEATURE_NAMES
-
-    from .module import CHECKPOINT_META_KEY
-
     path = Path(path)
     name = path.name
     if not path.is_file():
@@ -54,8 +52,6 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        import re
-
         glob = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if glob:  # weights_only met a reference to code: nothing from the file ran
             raise InputError(f"checkpoint {name}: refused, it holds a pickled Python object ({glob.group(1)}), not "
@@ -75,8 +71,6 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise InputError(f"checkpoint {name}: not a Lightning checkpoint of this project's classifier ({kind}); "
                          "use a last.ckpt written by `python -m training fit`")
     hparams = {k: v for k, v in dict(ckpt["hyper_parameters"]).items() if not k.startswith("_")}
-    import inspect
-
     known = set(inspect.signature(DefectClassifier.__init__).parameters) - {"self"}
     unknown = sorted(set(hparams) - known)
     if unknown:

@@ -32,19 +32,22 @@ def cut_patches(image: np.ndarray, positions: np.ndarray, lattice_constant_px: f
     perfect one of constant ``lattice_constant_px`` (the identity gives ``contract.patches.cut_patches``)."""
     if transforms is None:
         return _cut(image, positions, patch_half_width(lattice_constant_px), patch_size_px)
-    from contract.patches import check_patch_size
     from scipy import ndimage
+
+    from contract.patches import check_patch_size
 
     half = patch_half_width(lattice_constant_px)
     offsets = np.linspace(-half, half, check_patch_size(patch_size_px))
-    grid = np.stack(np.meshgrid(offsets, offsets, indexing="ij"), axis=-1)  # (P, P, 2) (row, col)
+    gr, gc = offsets[None, :, None], offsets[None, None, :]  # patch rows, cols: (1, P, 1), (1, 1, P)
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
-    m = np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 2)
-    coords = pos[:, None, None, :] + np.einsum("nij,pqj->npqi", m, grid)  # (N, P, P, 2)
-    pad = int(np.ceil(np.abs(coords - pos[:, None, None, :]).max(initial=0))) + 2
+    m = np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 2)[:, :, :, None, None]
+    drow = m[:, 0, 0] * gr + m[:, 0, 1] * gc  # (N, P, P): explicit products, ~10x faster than einsum here
+    dcol = m[:, 1, 0] * gr + m[:, 1, 1] * gc
+    pad = int(np.ceil(max(np.abs(drow).max(initial=0), np.abs(dcol).max(initial=0)))) + 2
     padded = np.pad(np.asarray(image, dtype=np.float64), pad, mode="reflect")
-    return ndimage.map_coordinates(padded, [coords[..., 0] + pad, coords[..., 1] + pad],
-                                   order=1).astype(np.float32)
+    drow += pos[:, 0, None, None] + pad
+    dcol += pos[:, 1, None, None] + pad
+    return ndimage.map_coordinates(padded, [drow, dcol], order=1).astype(np.float32)
 
 
 def site_features(patches: np.ndarray, sublattice_ids: np.ndarray, *, metal: str, chalcogen: str, dopant: str,

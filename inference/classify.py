@@ -302,11 +302,18 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
     h, w_ = image.shape
     size = 8 if max(h, w_) <= 1200 else 12
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(image, cmap="gray")
+    # shown as block means at about the figure's resolution (matplotlib resamples a 2048² image slowly)
+    f = max(int(np.ceil(max(h, w_) / (size * 100))), 1)
+    hb, wb = h // f, w_ // f
+    extent = (-0.5, wb * f - 0.5, hb * f - 0.5, -0.5)
+    ax.imshow(image[:hb * f, :wb * f].reshape(hb, f, wb, f).mean(axis=(1, 3)), cmap="gray", extent=extent,
+              interpolation="nearest")
     if sites.lattice_mask is not None and (~sites.lattice_mask).any():
-        shade = np.zeros((*image.shape, 4))
-        shade[~sites.lattice_mask] = (0.85, 0.1, 0.6, 0.35)
-        ax.imshow(shade)
+        from matplotlib.colors import ListedColormap
+
+        masked = ~sites.lattice_mask[:hb * f:f, :wb * f:f]
+        ax.imshow(np.ma.masked_where(~masked, np.ones(masked.shape, np.uint8)), cmap=ListedColormap(["#d91a99"]),
+                  alpha=0.35, interpolation="nearest", extent=extent)
     marker = max(4.0, min(18.0, 18 * (sites.lattice_constant_px / 25) ** 2 * (1000 / max(h, w_)) ** 2))
     for c, name in enumerate(CLASS_NAMES):
         sel = result["label"] == c
@@ -325,7 +332,10 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
     ax.set_title(title, fontsize=9, color="red" if summary.get("unseen_context") or unc.get("unreliable") else "k")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     ax.set_axis_off()
-    fig.savefig(out / "overlay.png", dpi=100, bbox_inches="tight")
+    ax.set_xlim(-0.5, w_ - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95)
+    fig.savefig(out / "overlay.png", dpi=100)
     plt.close(fig)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return {k: str(out / f) for k, f in (("csv", "sites.csv"), ("overlay", "overlay.png"), ("summary", "summary.json"))}

@@ -471,7 +471,24 @@ def band_pass(image: np.ndarray, a_px: float, smooth_sigma_fraction: float = 0.0
     slow gradients and contamination haze go. (H, W) -> (H, W) float64."""
     img = np.asarray(image, dtype=np.float64)
     s = ndimage.gaussian_filter(img, max(smooth_sigma_fraction * a_px, 0.5), mode="nearest")
-    return s - ndimage.gaussian_filter(img, 0.5 * a_px, mode="nearest")
+    return s - _smooth_background(img, 0.5 * a_px)
+
+
+def _smooth_background(img: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian of ``sigma_px`` of a large image, computed on f x f block means (f = sigma/4) and
+    interpolated back: the same to ~1e-3 of the contrast, f² times fewer operations."""
+    f = int(sigma_px // 4)
+    h, w = img.shape
+    if f < 2 or min(h, w) < 8 * f:
+        return ndimage.gaussian_filter(img, sigma_px, mode="nearest")
+    hb, wb = -(-h // f), -(-w // f)
+    padded = np.pad(img, ((0, hb * f - h), (0, wb * f - w)), mode="edge")
+    blocks = padded.reshape(hb, f, wb, f).mean(axis=(1, 3))
+    # a block mean is a box of width f: its variance f²/12 is taken from the Gaussian's
+    sb = ndimage.gaussian_filter(blocks, np.sqrt(max(sigma_px**2 - f**2 / 12, 0)) / f, mode="nearest")
+    rows = (np.arange(h) + 0.5) / f - 0.5
+    cols = (np.arange(w) + 0.5) / f - 0.5
+    return ndimage.map_coordinates(sb, np.meshgrid(rows, cols, indexing="ij"), order=1, mode="nearest")
 
 
 def _candidates(s: np.ndarray, a_px: float) -> tuple[np.ndarray, np.ndarray]:
@@ -482,9 +499,11 @@ def _candidates(s: np.ndarray, a_px: float) -> tuple[np.ndarray, np.ndarray]:
     from skimage.feature import peak_local_max
 
     d = a_px / SQRT3
-    # a square of half-side 0.25 a (inside the 0.35 a disk, and separable: fast); extra maxima in the corners
-    # merge below or fail the lattice tests
-    idx = peak_local_max(s, min_distance=max(int(0.25 * a_px), 1), threshold_abs=0.0, exclude_border=1)
+    # a square of half-side 0.25 a (inside the 0.35 a disk, and separable: fast; as a footprint, since
+    # ``min_distance`` > 1 adds a slow spacing pass); extra maxima in the corners merge below or fail the tests
+    k = max(int(0.25 * a_px), 1)
+    idx = peak_local_max(s, footprint=np.ones((2 * k + 1, 2 * k + 1), bool), min_distance=1, threshold_abs=0.0,
+                         exclude_border=1)
     if len(idx) == 0:
         return np.zeros((0, 2)), np.zeros(0)
     heights = s[idx[:, 0], idx[:, 1]]
@@ -645,7 +664,8 @@ def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fr
             v = basis.fallback
             period = periodicity_map(s, np.stack([v[:, 0], v[:, 1], v[:, 1] - v[:, 0]]), a)
             # the window straddles the edge of a hole or blob: the periodic area reaches half a window further
-            periodic_area = _dilate_disk(period > PERIODICITY_THRESHOLD, 0.5 * PERIODICITY_WINDOW_A * a)
+            periodic_area = _dilate_disk(period > PERIODICITY_THRESHOLD, 0.5 * PERIODICITY_WINDOW_A * a,
+                                         step=max(int(a // 8), 1))
         r, c = np.rint(cand).astype(int).T
         periodic = periodic_area[r, c]
         _, idx, dist = _same_neighbours(cand, cand[pts], basis, MATCH_TOLERANCE * a / SQRT3)
@@ -723,8 +743,13 @@ def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fr
                          float(np.degrees(basis.phi)), rms, stats)
 
 
-def _dilate_disk(mask: np.ndarray, radius_px: float) -> np.ndarray:
-    """Binary dilation by a disk (via the distance transform of the complement)."""
+def _dilate_disk(mask: np.ndarray, radius_px: float, step: int = 1) -> np.ndarray:
+    """Binary dilation by a disk (the distance transform of the complement), computed on every ``step``-th
+    pixel (a mask that is constant over step x step blocks loses nothing)."""
     if mask.all() or not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(~mask) <= radius_px
+    coarse = mask[::step, ::step]
+    grown = ndimage.distance_transform_edt(~coarse) <= radius_px / step
+    h, w = mask.shape
+    return grown[np.ix_(np.minimum(np.arange(h) // step, grown.shape[0] - 1),
+                        np.minimum(np.arange(w) // step, grown.shape[1] - 1))]

@@ -593,7 +593,8 @@ def _empty_sites(cols, sub, basis: _Basis, mask, shape, a_px, cand, used):
     kind = np.r_[np.zeros(cross.shape[0] * 3, int), np.ones(same.shape[0] * 6, int)]  # 0 cross, 1 same
     psub = np.r_[np.repeat(1 - sub, 3), np.repeat(sub, 6)]
     inside = (pred[:, 0] >= 0) & (pred[:, 0] <= h - 1) & (pred[:, 1] >= 0) & (pred[:, 1] <= w - 1)
-    dcol, _ = cKDTree(cols).query(pred, k=1, distance_upper_bound=tol)
+    # a column within half a bond is that site, found (a predicted site is never closer than d to another)
+    dcol, _ = cKDTree(cols).query(pred, k=1, distance_upper_bound=0.5 * d)
     miss = inside & ~np.isfinite(dcol)
     pred, kind, psub = pred[miss], kind[miss], psub[miss]
     if len(pred) == 0:
@@ -611,6 +612,7 @@ def _empty_sites(cols, sub, basis: _Basis, mask, shape, a_px, cand, used):
     ok = np.where(edge, (n_cross >= 2) | (n_same >= 4), (n_cross >= 3) | (n_same >= 5))
     r, c = np.rint(centre).astype(int).T
     ok &= mask[r.clip(0, h - 1), c.clip(0, w - 1)]
+    ok &= ~np.isfinite(cKDTree(cols).query(centre, k=1, distance_upper_bound=0.5 * d)[0])
     centre, csub = centre[ok], csub[ok]
     has_peak = np.zeros(len(centre), bool)
     free = np.flatnonzero(~used)

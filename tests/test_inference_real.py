@@ -68,7 +68,7 @@ def test_real_micrograph_columns_sit_on_the_intensity_maxima(classified, real_dm
     nd, ni = cKDTree(xy).query(xy, k=4)
     full = (nd[:, 1:] <= 1.3 * a / SQRT3).all(axis=1)
     other = (sub[ni[:, 1:]] != sub[:, None]).all(axis=1)
-    assert full.sum() > 3500 and other[full].mean() >= 0.999
+    assert full.sum() > 3500 and other[full].all()  # measured: 4 016 sites, every one
     assert (out / "overlay.png").stat().st_size > 50_000
 
 

@@ -340,13 +340,17 @@
       ctx.strokeStyle = "#ffe14d"; ctx.lineWidth = 1; ctx.setLineDash([3, 2]);
       ctx.beginPath(); ctx.arc(X, Y, r, 0, 2 * Math.PI); ctx.stroke();
     } else if (site.label === NO_COLUMN) {
-      ctx.strokeStyle = "#aaa"; ctx.lineWidth = 2;
       const q = r * 0.7;
       ctx.beginPath(); ctx.moveTo(X - q, Y - q); ctx.lineTo(X + q, Y + q); ctx.moveTo(X + q, Y - q); ctx.lineTo(X - q, Y + q);
-      ctx.stroke();
+      ctx.strokeStyle = "rgba(0, 0, 0, 0.75)"; ctx.lineWidth = 4.5; ctx.stroke();
+      ctx.strokeStyle = "#ddd"; ctx.lineWidth = 2; ctx.stroke();
     } else {
-      ctx.strokeStyle = classColour(site.label); ctx.lineWidth = Math.max(2, r * 0.18);
-      ctx.beginPath(); ctx.arc(X, Y, r, 0, 2 * Math.PI); ctx.stroke();
+      // a dark halo under the class colour: every class stays visible on bright and dark columns alike
+      const lw = Math.max(2, r * 0.2);
+      ctx.beginPath(); ctx.arc(X, Y, r, 0, 2 * Math.PI);
+      ctx.strokeStyle = "rgba(0, 0, 0, 0.75)"; ctx.lineWidth = lw + 2.5; ctx.stroke();
+      ctx.strokeStyle = classColour(site.label); ctx.lineWidth = lw; ctx.stroke();
+      ctx.globalAlpha = 0.22; ctx.fillStyle = classColour(site.label); ctx.fill(); ctx.globalAlpha = 1;
     }
     ctx.setLineDash([]);
     if (site.added) {  // a column this annotator added

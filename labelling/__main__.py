@@ -14,7 +14,6 @@ Failures: one line on stderr and the exit codes of ``contract.errors`` (``--debu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from contract.cli import DEBUG_HELP, run_command
@@ -157,7 +156,10 @@ def _dispatch(argv: list[str]) -> int:
         from .demo import prepare_demo
 
         out = prepare_demo(args.project, args.field, args.size_angstrom, args.model)
-        print(json.dumps(out))
+        print(f"demo project {out['project']}: image {out['image']!r} "
+              + (f"added with {out['n_sites']} candidate sites" if out["added"] else "already there")
+              + f"; field {'simulated into' if out['simulated'] else 'cached in'} {out['field']}"
+              + (f"; suggestions of {out['prediction']['model']}" if out.get("prediction") else ""))
     return 0
 
 

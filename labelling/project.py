@@ -89,6 +89,11 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def default_name(path: Path) -> str:
+    """An image name from a file name: characters other than letters, digits and ``._-`` become ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("._-")[:64] or "image"
+
+
 def display_image(image: np.ndarray) -> np.ndarray:
     """(H, W) float image -> (H, W) uint8 for the page: the 0.5-99.5 percentile range stretched onto 0-255
     (the page's contrast controls work on these levels)."""
@@ -185,7 +190,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
 
     image_path = Path(image_path)
     image, meta = load_image(image_path)
-    name = check_name(name or image_path.stem, "--name")
+    name = check_name(name or default_name(image_path), "--name")
     overrides = {"host": host, "dopant": dopant, "beam_energy_kev": beam_energy_kev, "detector": detector,
                  "pixel_size_angstrom": pixel_size_angstrom}
     meta = {**meta, **{k: v for k, v in overrides.items() if v is not None}}

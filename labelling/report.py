@@ -92,6 +92,10 @@ def format_table(summary: list[dict]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table)
 
 
+def _bar_labels(values) -> list[str]:
+    return ["n/a" if v is None or math.isnan(v) else f"{v:.2f}" for v in values]
+
+
 def plot(summary: list[dict], path: Path, agreement: dict | None = None) -> None:
     """κ per model and detector (left), defect F1 per class and model, one panel per detector (Fig. 6d-f)."""
     import matplotlib
@@ -108,7 +112,8 @@ def plot(summary: list[dict], path: Path, agreement: dict | None = None) -> None
     for j, det in enumerate(dets):
         vals = [next((r["kappa_mean_over_images"] for r in summary if r["model"] == m and r["detector"] == det),
                      np.nan) for m in models]
-        ax.bar(x + (j - (len(dets) - 1) / 2) * width, np.nan_to_num(vals), width, label=det)
+        bars = ax.bar(x + (j - (len(dets) - 1) / 2) * width, np.nan_to_num(vals), width, label=det)
+        ax.bar_label(bars, labels=_bar_labels(vals), fontsize=7)
     if agreement and not math.isnan(agreement.get("fleiss_kappa", math.nan)):
         ax.axhline(agreement["fleiss_kappa"], color="k", ls="--", lw=1, label="annotators (Fleiss κ)")
     ax.set_xticks(x, models, rotation=30, ha="right")
@@ -122,10 +127,11 @@ def plot(summary: list[dict], path: Path, agreement: dict | None = None) -> None
         for j, cls in enumerate(classes):
             vals = [next((r[f"f1_{cls}"] for r in summary if r["model"] == m and r["detector"] == det), np.nan)
                     for m in models]
-            a.bar(x + (j - (len(classes) - 1) / 2) * cw, np.nan_to_num(vals), cw, label=cls.replace("_", " "))
+            bars = a.bar(x + (j - (len(classes) - 1) / 2) * cw, np.nan_to_num(vals), cw, label=cls.replace("_", " "))
+            a.bar_label(bars, labels=_bar_labels(vals), fontsize=6)
         a.set_xticks(x, models, rotation=30, ha="right")
         a.set_ylim(0, 1)
-        a.set_title(f"{det}: defect F1 (pooled; missing class = 0 bar)", fontsize=9)
+        a.set_title(f"{det}: defect F1 (pooled over images; n/a: class absent)", fontsize=9)
         a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -254,3 +254,52 @@ def test_patch_mode_keyboard_labelling_is_blind_and_timed(server, browser, tmp_p
                      "chromium": d.capabilities.get("browserVersion")}})
     print(f"wrote {path}")
     assert json.loads(Path(path).read_text())["rows"][0]["sites"] == N_PATCH_SITES
+
+
+def test_suggestions_switch_finish_and_the_others(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from labelling.project import Project, register_prediction
+
+    # a model's output for the image (as `inference classify` writes it), registered while the server runs
+    project = Project(server.project)
+    token0 = http("POST", server.url + "/api/login", {"name": "erin"})[1]["token"]
+    sites = http("GET", f"{server.url}/api/images/1/sites", token=token0)[1]["sites"]
+    pred = tmp_path / "classify"
+    pred.mkdir()
+    (pred / "sites.csv").write_text("x_px,y_px,label,p_X2,p_VacX,p_VacX2,p_M,p_D\n" + "".join(
+        f"{s['x']},{s['y']},{s['id'] % 5},{','.join('0.8' if c == s['id'] % 5 else '0.05' for c in range(5))}\n"
+        for s in sites if not s["added"]))
+    (pred / "summary.json").write_text(json.dumps({"image_shape": [128, 128]}))
+    register_prediction(project, "wse2-cr-field", "model-a", pred)
+
+    d = browser
+    token = log_in_and_open(d, server.url, "dave")
+    box = d.find_element(By.ID, "show-suggestions")
+    assert box.get_attribute("disabled") is None
+    box.click()
+    n = wait_for(d, "window.labelApp.state.suggestions && Object.keys(window.labelApp.state.suggestions).length")
+    assert n == len([s for s in sites if not s["added"]]) + 1  # + the model name
+    first = sites[0]["id"]
+    click_site(d, first)
+    assert f"model model-a: {first % 5}" in d.find_element(By.ID, "info").text
+    keys(d, "3")
+    wait_for(d, "window.labelApp.saved()")
+    d.find_element(By.ID, "finish").click()
+    d.switch_to.alert.accept()  # "N sites are not labelled yet. Finish anyway?"
+    wait_for(d, "!document.getElementById('show-others').disabled")
+    d.find_element(By.ID, "show-others").click()
+    others = wait_for(d, "window.labelApp.state.others")
+    labelled_by = {name for name in ("alice", "bob")
+                   if http("GET", f"{server.url}/api/images/1/sites", token=http(
+                       "POST", server.url + "/api/login", {"name": name})[1]["token"])[1]["progress"]["labelled"]}
+    assert set(others["annotators"]) >= labelled_by
+    d.save_screenshot(str(tmp_path / "others.png"))
+    con = project.connect()
+    row = con.execute("SELECT ss.finished_before FROM suggestions_seen ss JOIN annotators an "
+                      "ON an.id = ss.annotator_id WHERE an.name = 'dave'").fetchone()
+    finished = con.execute("SELECT COUNT(*) FROM finished f JOIN annotators an ON an.id = f.annotator_id "
+                           "WHERE an.name = 'dave'").fetchone()[0]
+    con.close()
+    assert row is not None and row[0] == 0 and finished == 1  # seen before finishing: recorded
+    assert token

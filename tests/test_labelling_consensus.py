@@ -24,7 +24,7 @@ from labelling.__main__ import main as labelling_main
 from labelling.agreement import counts_table, fleiss_kappa
 from labelling.consensus import CATEGORIES, TRUTH_COLUMNS
 from labelling.db import NO_COLUMN
-from labelling.project import add_image, create_project, register_prediction
+from labelling.project import add_image, create_project
 from labelling.server import create_app
 from tests.labelling_fixtures import read_truth, render_field
 
@@ -51,17 +51,22 @@ def classified(field, tmp_path_factory, repo_root):
              "--run_dir", str(work / "run"), "--trainer.accelerator", "cpu", "--trainer.strategy", "auto",
              "--trainer.devices", "1", "--data.batch_size", "128", "--trainer.max_epochs", "1"])
     out = work / "pred"
-    rc = inference_main(["classify", str(field / "image.npy"), "--model", str(work / "run/checkpoints/last.ckpt"),
+    ckpt = work / "mlp-synthetic" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    (work / "run/checkpoints/last.ckpt").rename(ckpt)
+    rc = inference_main(["classify", str(field / "image.npy"), "--model", str(ckpt),
                          "--host", "WSe2", "--dopant", "V", "--energy-kev", "60", "--detector", "MAADF",
                          "--patch-size-px", "17", "--out", str(out)])
     assert rc == 0
-    return out
+    return out, ckpt
 
 
 @pytest.mark.slow  # ~30 s on 2 busy cores: a Lightning fit, classify, 500 labels through the API, the report
 def test_three_annotators_consensus_scores_like_the_truth(tmp_path, field, classified, capsys):
+    classified, ckpt = classified
     project = create_project(tmp_path / "proj")
-    add_image(project, field / "image.npy", name="field")
+    # the synthetic model knows WSe2+V only: the image's context says so (labelling does not depend on it)
+    add_image(project, field / "image.npy", name="field", dopant="V")
     client = TestClient(create_app(project.root))
     tokens = {n: client.post("/api/login", json={"name": n}).json()["token"] for n in ("alice", "bob", "carol")}
     head = {n: {"Authorization": f"Bearer {t}"} for n, t in tokens.items()}
@@ -145,21 +150,25 @@ def test_three_annotators_consensus_scores_like_the_truth(tmp_path, field, class
         assert vs_truth["cohen_kappa"] == pytest.approx(vs_consensus["cohen_kappa"], abs=0.05)
     assert vs_consensus["cohen_kappa"] > 0.5  # the sharp prediction: 1 error in 4
 
-    # the report: the classify output registered as a model, scored against the consensus
-    register_prediction(project, "field", "mlp-synthetic", classified)
+    # the report: the model run on the project's images by `labelling predict`, scored against the consensus
+    assert labelling_main(["predict", "--project", str(project.root), "--model", str(ckpt),
+                           "--patch-size-px", "17"]) == 0
+    assert "mlp-synthetic on field" in capsys.readouterr().out
     assert labelling_main(["report", "--project", str(project.root)]) == 0
     printed = capsys.readouterr().out
     assert "mlp-synthetic" in printed and "MAADF" in printed and "Fleiss κ" in printed
     report_dir = project.root / "report"
     models = list(csv.DictReader(open(report_dir / "models.csv")))
     assert [(m["model"], m["detector"], m["n_images"]) for m in models] == [("mlp-synthetic", "MAADF", "1")]
-    inference_main(["score", "--pred", str(classified), "--truth", str(out / "field")])
-    direct = json.loads((classified / "score.json").read_text())
+    direct = json.loads((project.root / "predictions" / "mlp-synthetic" / "field" / "score.json").read_text())
+    assert direct["n_matched"] > 50
     assert float(models[0]["kappa_mean_over_images"]) == pytest.approx(direct["cohen_kappa"], abs=1e-6)
     assert float(models[0]["kappa_pooled"]) == pytest.approx(direct["cohen_kappa"], abs=1e-6)
     for cls, f1 in direct["f1_defect"].items():
         assert float(models[0][f"f1_{cls}"]) == pytest.approx(f1, abs=1e-6, nan_ok=True)
     assert int(models[0]["n_sites"]) == direct["n_matched"]
+    scores = list(csv.DictReader(open(report_dir / "scores.csv")))
+    assert [(r["model"], r["image"]) for r in scores] == [("mlp-synthetic", "field")]
     assert (report_dir / "models.png").stat().st_size > 10_000
 
 

@@ -367,3 +367,23 @@ def test_killed_server_loses_nothing(server, project):
         assert status == 200 and u["site_id"] == sites[39]["id"] and u["label"] is None
     finally:
         again.stop()
+
+
+def test_demo_project_uses_the_cached_field_and_is_idempotent(tmp_path, field, capsys):
+    # a cached field of the requested size is used as it is (no abTEM here); the second call adds nothing
+    import shutil
+
+    cache = tmp_path / "field"
+    shutil.copytree(field, cache)
+    meta = json.loads((cache / "image.json").read_text())
+    (cache / "image.json").write_text(json.dumps({**meta, "size_angstrom": 28.0}))
+    args = ["demo", "--project", str(tmp_path / "demo"), "--field", str(cache), "--size-angstrom", "28"]
+    assert labelling_main(args) == 0
+    first = capsys.readouterr().out
+    assert "added with" in first and "cached in" in first
+    assert labelling_main(args) == 0
+    assert "already there" in capsys.readouterr().out
+    con = db.connect(tmp_path / "demo" / db.DB_NAME)
+    assert con.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1
+    assert con.execute("SELECT detector FROM images").fetchone()[0] == "MAADF"
+    con.close()

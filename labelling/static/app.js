@@ -24,7 +24,10 @@
     const init = { method, headers };
     if (raw !== undefined) { headers["Content-Type"] = "application/octet-stream"; init.body = raw; }
     else if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
-    const r = await fetch(path, init);
+    if (method !== "GET") init.keepalive = raw === undefined;  // a change sent as the tab closes still arrives
+    let r;
+    try { r = await fetch(path, init); }
+    catch (e) { throw new ApiError(0, "the server cannot be reached (is `python -m labelling serve` running?)"); }
     let data = null;
     try { data = await r.json(); } catch (e) { data = null; }
     if (!r.ok) throw new ApiError(r.status, (data && data.error) || r.statusText);
@@ -705,6 +708,10 @@
     if (!e.target.checked) { S.others = null; redraw(); return; }
     try { S.others = await api("GET", `/api/images/${S.image.id}/others`); redraw(); }
     catch (err) { e.target.checked = false; fail(err); }
+  });
+
+  window.addEventListener("beforeunload", (e) => {
+    if (S.pending > 0) { e.preventDefault(); e.returnValue = ""; }  // changes still on their way
   });
 
   // hooks for tests and the console: where a site is on the canvas, and whether every change is saved

@@ -33,10 +33,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create .venv and install the project and its dependencies
 
 simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=local|slurm, DEMO_CONFIG=...)
-	$(PY) -m simulate --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m simulate run --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
 
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
-	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
+	$(PY) -m features encode --store $(DEMO_STORE) --cluster $(CLUSTER)
 
 train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_ARGS='--max-epochs 100' to converge)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)

@@ -223,7 +223,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
             raise InputError(f"{image_path.name}: the column finder found no lattice ({err}); pass --sites") from None
         sites = {"xy": np.asarray(found.positions, dtype=float).reshape(-1, 2), "label": None, "probs": None,
                  "entropy": None, "sublattice": None}
-        lattice_px = float(found.lattice_constant_px)
+        lattice_px = float(getattr(found, "lattice_constant_px", None) or lattice_constant_from_sites(sites["xy"]))
         source = "column finder (inference.classify.locate_sites)"
     xy = sites["xy"]
     outside = (xy[:, 0] < -0.5) | (xy[:, 0] > h - 0.5) | (xy[:, 1] < -0.5) | (xy[:, 1] > w - 0.5)

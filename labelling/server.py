@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract.classes import CLASS_COLOURS, CLASS_DESCRIPTIONS, CLASS_NAMES, N_CLASSES
-from contract.errors import InputError
+from contract.errors import InputError, StemError
 from contract.patches import patch_half_width
 
 from . import db
@@ -284,7 +284,7 @@ def create_app(project_root, *, require_tokens: bool = False, max_upload_bytes: 
 
                 out = await run_in_threadpool(add_image, project, path, name=name, host=host, dopant=dopant,
                                               beam_energy_kev=energy_kev, detector=detector)
-            except InputError as err:
+            except StemError as err:  # bad or corrupt file, no lattice: the reader's one-line reason
                 raise HTTPException(422, str(err)) from None
             except (ValueError, OSError, EOFError) as err:  # a file the readers cannot parse
                 raise HTTPException(422, f"cannot read {filename}: {type(err).__name__}: {err}") from None

@@ -555,6 +555,7 @@
     $("mode-patch").classList.toggle("active", mode === "patch");
     if (updateHash && S.image) history.replaceState(null, "", `#image=${S.image.id}${mode === "patch" ? "&mode=patch" : ""}`);
     if (mode === "patch") {
+      $("info").textContent = "";
       const k = S.order.findIndex((id) => { const s = S.byId.get(id); return s && (s.label === null || s.label === undefined); });
       S.patchPos = k >= 0 ? k : 0;
       $("patch-canvas").focus();
@@ -648,6 +649,7 @@
     const t = e.target;
     if (t && (t.tagName === "SELECT" || (t.tagName === "INPUT" && !["checkbox", "range"].includes(t.type)))) return;
     const key = e.key;
+    if (t && t.type === "range" && key.startsWith("Arrow")) return;  // the arrows move the contrast slider
     if ((e.ctrlKey || e.metaKey) && key.toLowerCase() === "z") { e.preventDefault(); undo(); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (/^[0-9]$/.test(key)) {

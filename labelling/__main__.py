@@ -177,6 +177,8 @@ def _print_consensus(out: dict, out_dir) -> None:
               f"{img['n_sites_fleiss']} sites")
         for pair in img["cohen_kappa_pairwise"]:
             print(f"  Cohen kappa {pair['a']} / {pair['b']}: {pair['kappa']:.3f} over {pair['n']} sites")
+        for name, n in img["changes_after_finishing"].items():
+            print(f"  note: {name} made {n} change(s) after finishing this image (no longer blind)")
         for seen in img["suggestions_seen"]:
             if seen["before_finishing"]:
                 print(f"  note: {seen['annotator']} saw the model's suggestions before finishing")

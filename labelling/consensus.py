@@ -14,6 +14,8 @@ Rules
   otherwise ``tie`` (the tied classes are listed). ``rule="absolute"``: the winner needs more than half of the
   votes; a unique plurality without it is listed as ``no_majority``.
 * A winning "no column" drops the candidate site from the reference (``no_column``).
+* Changes an annotator made after finishing an image (when the others' labels may have been seen) are counted
+  per annotator in ``agreement.json`` (``changes_after_finishing``) and printed by the command line.
 * Columns that annotators added themselves are seen only by their author (blind labelling), so the ones that
   several annotators added at the same place (within 0.3 a/√3, the tolerance ``inference score`` matches with)
   are grouped into one site whose votes are their authors' labels.
@@ -149,6 +151,11 @@ def run_consensus(project: Project, out_dir, min_votes: int = 3, rule: str = "pl
             "SELECT ss.*, an.name FROM suggestions_seen ss JOIN annotators an ON an.id = ss.annotator_id")}
         names = {r["id"]: r["name"] for r in con.execute("SELECT id, name FROM annotators")}
         finished = {(r["annotator_id"], r["image_id"]) for r in con.execute("SELECT * FROM finished")}
+        # changes made after finishing, when the others' labels may have been seen: not blind any more
+        late = {(r["image_id"], r["name"]): r["n"] for r in con.execute(
+            "SELECT e.image_id, an.name, COUNT(*) AS n FROM events e JOIN finished f ON f.annotator_id = "
+            "e.annotator_id AND f.image_id = e.image_id JOIN annotators an ON an.id = e.annotator_id "
+            "WHERE e.at > f.at GROUP BY e.image_id, an.name")}
         per_image = [(img, image_votes(con, img["id"])) for img in images]
     for img, site_votes in per_image:
         folder = out_dir / img["name"]
@@ -166,6 +173,7 @@ def run_consensus(project: Project, out_dir, min_votes: int = 3, rule: str = "pl
                    "class_counts": {CLASS_NAMES[c]: sum(1 for d in decided if d["label"] == c)
                                     for c in range(len(CLASS_NAMES))},
                    "finished_by": sorted(names[a] for a, i in finished if i == img["id"]),
+                   "changes_after_finishing": {n: k for (i, n), k in sorted(late.items()) if i == img["id"]},
                    "suggestions_seen": [{"annotator": v["name"], "first_at": v["first_at"],
                                          "before_finishing": not v["finished_before"]}
                                         for (a, i), v in sorted(seen.items()) if i == img["id"]],

@@ -245,9 +245,12 @@ def test_consensus_of_deleted_sites_and_absolute_rule(tmp_path, field):
     run_consensus(project, tmp_path / "abs", min_votes=3, rule="absolute")
     votes = {r["site"]: r for r in csv.DictReader(open(tmp_path / "abs" / "f" / "votes.csv"))}
     assert votes[str(s1)]["status"] == "no_majority"  # 2 of 4 is not more than half
-    # one vote changed: 'no column' wins and the candidate leaves the reference
+    # one vote changed after finishing: 'no column' wins, the candidate leaves the reference, the change is noted
+    assert client.post("/api/images/1/finish", json={"force": True}, headers=head["c"]).status_code == 200
     client.put(f"/api/images/1/sites/{s0}/label", json={"label": NO_COLUMN}, headers=head["c"])
-    run_consensus(project, tmp_path / "del", min_votes=3)
+    out = run_consensus(project, tmp_path / "del", min_votes=3)
+    assert out["images"][0]["changes_after_finishing"] == {"c": 1}
+    assert out["images"][0]["finished_by"] == ["c"]
     votes = {r["site"]: r for r in csv.DictReader(open(tmp_path / "del" / "f" / "votes.csv"))}
     assert votes[str(s0)]["status"] == "no_column"
     assert str(s0) not in {r["site"] for r in csv.DictReader(open(tmp_path / "del" / "f" / "truth.csv"))}

@@ -381,3 +381,20 @@ def test_zz_outcome_table(tmp_path_factory):
     path.write_text(json.dumps(OUTCOMES, indent=1))
     print(f"\n{len(OUTCOMES)} fuzz cases -> {path}")
     assert not OUTCOMES or all(rc in (0, 2) for rc, _ in OUTCOMES.values())
+
+
+@pytest.mark.timeout(120)
+def test_checkpoint_without_inference_metadata(synthetic_checkpoints, valid_files, tmp_path, capsys):
+    """An older checkpoint (no ``stem_context``): the patch size must be given, and the context cannot be
+    checked against its training cases, so it runs only with --allow-unseen-context."""
+    ck = torch.load(synthetic_checkpoints["mlp-simple"], weights_only=True)
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({k: v for k, v in ck.items() if k != "stem_context"}, legacy)
+    ctx = CTX[:-2]  # without --patch-size-px
+    rc, err = run_cli([str(valid_files["npy"]), "--model", str(legacy), *ctx, "--out", str(tmp_path / "a")], capsys)
+    assert "--patch-size-px" in assert_one_line_refusal(rc, err, tmp_path / "a")
+    rc, err = run_cli([str(valid_files["npy"]), "--model", str(legacy), *CTX, "--out", str(tmp_path / "b")], capsys)
+    assert "does not list its training cases" in assert_one_line_refusal(rc, err, tmp_path / "b", code=4)
+    rc, err = run_cli([str(valid_files["npy"]), "--model", str(legacy), *CTX, "--allow-unseen-context",
+                       "--out", str(tmp_path / "c")], capsys)
+    assert rc == 0 and json.loads((tmp_path / "c" / "summary.json").read_text())["unseen_context"] is True

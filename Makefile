@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the CPU build, so that no dependency pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# example data only (a real MoS2 HAADF .dm3 for tests/test_inference_real.py; none of its code is imported)
+	$(PY) -m pip install -q --no-deps temul-toolkit==0.1.9
 	touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install the project and its dependencies

@@ -17,7 +17,7 @@ LABEL_PORT ?= 8000
 LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features train evaluate label test test-fast bench slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features verify train evaluate label test test-fast bench slurm-install slurm-up slurm-down clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,10 @@ simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=loc
 
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
 	$(PY) -m features encode --store $(DEMO_STORE) --cluster $(CLUSTER)
+
+verify: $(STAMP) ## Check every shard of the demo store (REPAIR=--repair reruns exactly what owns bad shards)
+	$(PY) -m simulate verify $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
+	$(PY) -m features verify --store $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
 
 train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_ARGS='--max-epochs 100' to converge)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)

@@ -5,6 +5,7 @@
     python -m simulate check --config CONFIG                    # validate and summarise, submit nothing
     python -m simulate structures --config CONFIG --out DIR     # one CIF per (combo, environment)
     python -m simulate fullfield --host WSe2 --dopant Cr --energy-kev 60 --detector MAADF --out DIR
+    python -m simulate verify STORE [--repair]                 # check every shard; rerun the tasks of bad ones
 
 ``python -m simulate --config ...`` (no subcommand) is ``run``. Failures: one line on stderr and the exit codes
 of ``contract.errors`` (``--debug`` for the traceback).
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pixel-miscalibration", type=float, default=0.0,
                    help="the recorded pixel size is off by this fraction (0.05: 5 %% too large)")
     field.add_argument("--out", required=True, help="output directory")
+
+    verify = sub.add_parser("verify", help="read every shard, checksum, marker and the config hash of a store; "
+                            "--repair reruns exactly the tasks that own bad shards")
+    verify.add_argument("store", help="zarr store written by `python -m simulate run`")
+    verify.add_argument("--repair", action="store_true",
+                        help="rerun the tasks owning bad shards (resume rules), so the store ends byte-identical")
+    verify.add_argument("--cluster", choices=("local", "slurm"), default="local", help="for --repair")
+    verify.add_argument("--cluster-config", default=None, help="cluster YAML, for --repair")
+    verify.add_argument("--workers", type=int, default=None, help="Dask workers, for --repair")
     return parser
 
 
@@ -85,7 +95,13 @@ def _dispatch(argv: list[str]) -> int:
         from .config import load
         from .structures import write_environment_cifs
 
-        paths = write_environment_cifs(load(args.config), args.out)
+        cfg = load(args.config)
+        try:
+            paths = write_environment_cifs(cfg, args.out)
+        except OSError as err:  # a read-only or missing file system, no permission, a full disk
+            from contract.errors import InputError
+
+            raise InputError(f"--out {args.out!r}: cannot write the CIF files: {err.strerror or err}") from err
         print(f"wrote {len(paths)} CIF files under {args.out}")
     elif args.command == "fullfield":
         from .fullfield import ScanDistortion, parse_fractions, run_fullfield
@@ -120,11 +136,45 @@ def _dispatch(argv: list[str]) -> int:
         print(f"{cfg['name']}: OK, {len(cfg['combos'])} combos, {len(plan.environment_ids)} environments, "
               f"{len(plan.tasks)} tasks, {len(plan.cases)} cases, {plan.n_rows} patches, gpts "
               f"{cfg['multislice']['gpts']}, hash {config_hash(cfg)[:12]}")
+    elif args.command == "verify":
+        return _verify(args)
     else:
         from .run import simulate
 
         simulate(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
                  n_workers=args.workers, resume=args.resume)
+    return 0
+
+
+def _verify(args) -> int:
+    from contract.errors import CorruptDataError
+    from contract.store import repair_command
+
+    from .verify import repair_store, verify_store
+
+    report, context = verify_store(args.store)
+    for line in report.lines():
+        print(line)
+    if report.ok:
+        print("verify: OK, every shard decodes and matches the plan; every task is marked done")
+        return 0
+    if not args.repair:
+        tasks = sorted(context["tasks"])
+        raise CorruptDataError(
+            f"store {args.store!r}: {len(report.findings)} problem(s)"
+            + (f" in {len(tasks)} task(s) {tasks}" if tasks else "")
+            + (f"; repair with `{repair_command(args.store, 'patches')}` (reruns exactly those tasks)"
+               if report.repairable else
+               f"; it cannot be repaired in place ({next(f for f in report.findings if not f.repairable).describe()})"
+               ": simulate its config into a new store"))
+    after = repair_store(args.store, report, context, cluster=args.cluster, cluster_config=args.cluster_config,
+                         n_workers=args.workers)
+    for line in after.lines()[1:]:
+        print(line)
+    if not after.ok:
+        raise CorruptDataError(f"store {args.store!r}: {len(after.findings)} problem(s) remain after the repair "
+                               f"(first: {after.findings[0].describe()})")
+    print(f"verify: repaired: reran {len(context['tasks'])} task(s); the store verifies OK")
     return 0
 
 

@@ -12,11 +12,15 @@ PYTEST_ARGS ?=
 # e.g. TRAIN_ARGS='--models MLP-Simple attn-4k' or '--jobs 1'; '--max-epochs N' trains N epochs instead of the
 # step schedule (training/schedule.py) that small stores get by default
 TRAIN_ARGS ?=
+LABEL_PROJECT ?= data/label-demo
+LABEL_PORT ?= 8000
+# optional checkpoint whose classes the page shows as suggestions on request, e.g. runs/demo/mlp-deep/checkpoints/last.ckpt
+LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
 HOSTS_STORE ?= data/hosts.zarr
 
-.PHONY: help venv simulate features train evaluate generalise test test-fast bench slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features verify train evaluate generalise label test test-fast bench slurm-install slurm-up slurm-down clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,15 +31,21 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the CPU build, so that no dependency pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# example data only (a real MoS2 HAADF .dm3 for tests/test_inference_real.py; none of its code is imported)
+	$(PY) -m pip install -q --no-deps temul-toolkit==0.1.9
 	touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install the project and its dependencies
 
 simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=local|slurm, DEMO_CONFIG=...)
-	$(PY) -m simulate --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m simulate run --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
 
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
-	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
+	$(PY) -m features encode --store $(DEMO_STORE) --cluster $(CLUSTER)
+
+verify: $(STAMP) ## Check every shard of the demo store (REPAIR=--repair reruns exactly what owns bad shards)
+	$(PY) -m simulate verify $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
+	$(PY) -m features verify --store $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
 
 train: $(STAMP) features ## Train + evaluate the six models on the demo store (CPU, 2 at a time; logs in runs/demo/*/train.log)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)
@@ -44,9 +54,13 @@ evaluate: $(STAMP) ## Print the demo's Table 1 (paper layout + each model's sche
 	$(PY) -m training demo-table --runs runs/demo
 
 generalise: $(STAMP) ## Held-out hosts: simulate configs/dataset/hosts.yaml (~1 h on 2 cores), encode, leave-one-host-out
-	$(PY) -m simulate --config configs/dataset/hosts.yaml --out $(HOSTS_STORE) --cluster $(CLUSTER) --resume
-	$(PY) -m features --store $(HOSTS_STORE) --cluster $(CLUSTER)
+	$(PY) -m simulate run --config configs/dataset/hosts.yaml --out $(HOSTS_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m features encode --store $(HOSTS_STORE) --cluster $(CLUSTER)
 	$(PY) bench/generalise.py --store $(HOSTS_STORE)
+
+label: $(STAMP) ## Label columns in the browser on a demo field (simulated once, ~20 s; LABEL_PORT=8000, LABEL_MODEL=CKPT)
+	$(PY) -m labelling demo --project $(LABEL_PROJECT) $(if $(LABEL_MODEL),--model $(LABEL_MODEL))
+	$(PY) -m labelling serve --project $(LABEL_PROJECT) --port $(LABEL_PORT)
 
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh

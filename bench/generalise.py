@@ -1,7 +1,7 @@
 """How far the context carries: leave-one-host-out training and testing on a store of many hosts.
 
-    python -m simulate --config configs/dataset/hosts.yaml --out data/hosts.zarr --resume   # ~1 h on 2 cores
-    python -m features --store data/hosts.zarr
+    python -m simulate run --config configs/dataset/hosts.yaml --out data/hosts.zarr --resume   # ~1 h on 2 cores
+    python -m features encode --store data/hosts.zarr
     nice -n 10 python bench/generalise.py --store data/hosts.zarr [--models MLP-NoContext MLP-Simple attn-4k]
 
 For every host of the store and every model: train on all other hosts (``data.split: by_host``, the configs'

@@ -96,7 +96,7 @@ def slice_thicknesses(atoms, slicing: str = "planes", slice_thickness_angstrom: 
     if slicing == "uniform":
         if slice_thickness_angstrom is None or not slice_thickness_angstrom > 0:
             raise ValueError(f"slicing 'uniform' needs slice_thickness_angstrom > 0, got {slice_thickness_angstrom!r}")
-        n = math.ceil(height / slice_thickness_angstrom - 1e-9)
+        n = math.ceil(height / slice_thickness_angstrom)  # as abTEM divides the cell for a scalar thickness
         return (height / n,) * n
     raise ValueError(f"slicing must be one of {SLICINGS}, got {slicing!r}")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import store as schema
+
 from . import multislice, noise, store
 from .environments import ENVIRONMENTS
 from .plan import Plan, Task, image_rng, make_plan, seed_entropy
@@ -26,11 +28,14 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
                                     imaging["convergence_semiangle_mrad"], ms["scan_margin_px"])
     # frozen-phonon displacements: their own stream, apart from the per-detector noise streams (0, 1, ...)
     phonon_seed = int(np.random.SeedSequence(entropy, spawn_key=(task.index, env.id, PHONON_STREAM)).generate_state(1)[0])
+    # A store made before `slicing` existed recorded only uniform `slice_thickness_angstrom` (and the infinite
+    # projection): `simulate verify --repair` of such a store must reproduce its bytes.
     images = multislice.simulate_images(
         atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=task.beam_energy_kev,
         gpts=ms["gpts"][task.beam_energy_kev], convergence_semiangle_mrad=imaging["convergence_semiangle_mrad"],
-        detectors=imaging["detectors"], window=window, slicing=ms["slicing"],
-        slice_thickness_angstrom=ms.get("slice_thickness_angstrom"), projection=ms["projection"], parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
+        detectors=imaging["detectors"], window=window, slicing=ms.get("slicing", "uniform"),
+        slice_thickness_angstrom=ms.get("slice_thickness_angstrom"), projection=ms.get("projection", "infinite"),
+        parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
         frozen_phonon_sigma_angstrom=ms["frozen_phonon_sigma_angstrom"], seed=phonon_seed, device=ms["device"])
     n, p = plan.patches_per_image, plan.patch_size_px
     patches, cases, clean = [], [], []
@@ -46,17 +51,17 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
                                        half_width_px=window.patch_half_px, patch_size_px=p))
     rows = len(patches)
     shard = {
-        "patches": np.stack(patches),
-        "label": np.full(rows, env.label, np.uint8),
-        "case": np.asarray(cases, np.int32),
-        "environment": np.full(rows, env.id, np.uint8),
+        schema.PATCHES: np.stack(patches),
+        schema.LABEL: np.full(rows, env.label, schema.ROW_ARRAYS[schema.LABEL]),
+        schema.CASE: np.asarray(cases, schema.ROW_ARRAYS[schema.CASE]),
+        schema.ENVIRONMENT: np.full(rows, env.id, schema.ROW_ARRAYS[schema.ENVIRONMENT]),
     }
     n_det = len(plan.detectors)
     clean_rows = {
-        "patches": np.stack(clean),
-        "label": np.full(n_det, env.label, np.uint8),
-        "case": np.asarray([plan.case_index(task, d) for d in range(n_det)], np.int32),
-        "environment": np.full(n_det, env.id, np.uint8),
+        schema.PATCHES: np.stack(clean),
+        schema.LABEL: np.full(n_det, env.label, schema.ROW_ARRAYS[schema.LABEL]),
+        schema.CASE: np.asarray([plan.case_index(task, d) for d in range(n_det)], schema.ROW_ARRAYS[schema.CASE]),
+        schema.ENVIRONMENT: np.full(n_det, env.id, schema.ROW_ARRAYS[schema.ENVIRONMENT]),
     }
     return shard, clean_rows
 

@@ -21,6 +21,9 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from contract.cli import one_line
+from contract.errors import ConfigError, StemError
+
 from .data import FeatureDataModule
 from .module import DefectClassifier
 from .schedule import Schedule, ScheduleSettings, resolve_schedule
@@ -86,10 +89,15 @@ class TrainCLI(LightningCLI):
         cfg = self.config[self.subcommand]
         if cfg.trainer.max_epochs is None or cfg.trainer.max_epochs < 1:
             return  # no epoch count to judge (trainer.max_steps or time decides): the trainer settings stand
-        settings = ScheduleSettings(**vars(cfg.schedule))
-        data_args = {k: v for k, v in vars(cfg.data).items() if not k.startswith("_")}
-        _, train, _ = FeatureDataModule(**data_args).split_rows()
-        schedule = resolve_schedule(settings, len(train), int(cfg.data.batch_size), int(cfg.trainer.max_epochs))
+        try:
+            settings = ScheduleSettings(**vars(cfg.schedule))
+            data_args = {k: v for k, v in vars(cfg.data).items() if not k.startswith("_")}
+            _, train, _ = FeatureDataModule(**data_args).split_rows()
+            schedule = resolve_schedule(settings, len(train), int(cfg.data.batch_size), int(cfg.trainer.max_epochs))
+        except StemError:
+            raise
+        except ValueError as err:  # a bad schedule, data setting or split: one line, before anything is created
+            raise ConfigError(one_line(err)) from err
         if schedule.kind == "steps":
             cfg.data.batch_size = schedule.batch_size
             cfg.data.validation_fraction = schedule.validation_fraction
@@ -122,6 +130,28 @@ class TrainCLI(LightningCLI):
             callbacks.append(ScheduleRecord(schedule, run_dir))
         return super()._instantiate_trainer(config, callbacks)
 
+    def instantiate_classes(self) -> None:
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+        try:
+            super().instantiate_classes()
+        except StemError:
+            raise
+        except (ValueError, TypeError, MisconfigurationException) as err:  # a value the classes refuse: one line
+            raise ConfigError(one_line(err)) from err
+
+    def _check_data(self) -> None:
+        """Refuse a missing, unencoded or damaged store and an impossible split before the loggers create
+        anything under run_dir (``split_rows`` reads the labels, cases and done-markers)."""
+        try:
+            self.datamodule.split_rows()
+        except StemError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"data: {one_line(err)}") from err
+
+    before_fit = before_validate = before_test = before_predict = _check_data
+
     def fit(self, model, datamodule=None, ckpt_path: Optional[str] = None, **kwargs) -> None:
         if ckpt_path == "last":
             ckpt_path = newest_checkpoint(self._get(self.config, "run_dir"))
@@ -136,5 +166,5 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> TrainCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "yaml"},
+        parser_kwargs={"parser_mode": "yaml", "exit_on_error": False},  # errors raise: one line, exit 2
     )

@@ -6,6 +6,7 @@
     demo                       train and evaluate the six models on a store (CPU)
     demo-table                 the paper's Table 1 layout from a demo run directory
     submit                     a training run as a Slurm job through submitit
+    phase                      the plane-group phase classifier (fit, demo, kfold, evaluate)
 
 Failures: one line on stderr and the exit codes of ``contract.errors`` (``--debug`` for the traceback).
 """
@@ -26,6 +27,7 @@ SUBCOMMANDS = {
     "demo": "train and evaluate the six models on a store, then print Table 1",
     "demo-table": "Table 1 from a demo run directory",
     "submit": "submit a training run to Slurm through submitit",
+    "phase": "plane-group phase classifier: fit, demo, kfold, evaluate (python -m training phase --help)",
 }
 
 
@@ -63,6 +65,10 @@ def _dispatch(argv: list[str]) -> int:
         from .demo import table_main
 
         table_main(rest)
+    elif command == "phase":
+        from .phase_cli import main as phase_main
+
+        return phase_main(rest)
     elif command == "submit":
         from .submit import main as submit_main
 

@@ -70,6 +70,7 @@ class RenderedImage:
     symmetry: PatternSymmetry
     lattice_px: np.ndarray  # (2, 2) primitive lattice rows in image coordinates (x along columns, y down)
     rotation_deg: float
+    origin_px: np.ndarray  # (x, y) px of the conventional cell's origin in the image
     peak_counts: float
     attempts: int
 
@@ -162,6 +163,20 @@ def choose_scale(rng, structure: Structure, symmetry: PatternSymmetry, cfg: dict
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+def unambiguous_symmetry(structure: Structure, tight_px: float, loose_px: float) -> PatternSymmetry:
+    """The pattern's symmetry at ``tight_px``; ``DrawRejected`` if it differs at ``loose_px`` (the pattern is
+    within the loose tolerance of a higher symmetry: ambiguous in a noisy image)."""
+    s = structure
+    tight = pattern_symmetry(s.lattice, s.frac, s.species, tight_px)
+    try:
+        loose = pattern_symmetry(s.lattice, s.frac, s.species, loose_px)
+    except RuntimeError as err:  # operations of an idealised lattice that this one only nearly has
+        raise DrawRejected(f"ambiguous at {loose_px} px: {err}") from None
+    if loose.plane_group != tight.plane_group:
+        raise DrawRejected(f"{tight.plane_group} at {tight_px} px but {loose.plane_group} at {loose_px} px")
+    return tight
+
+
 def draw_labelled_structure(rng, group_name: str, cfg: dict) -> tuple[Structure, PatternSymmetry, int]:
     """A structure in px with its computed symmetry, after as many attempts as the rules need."""
     tol = cfg["symmetry"]
@@ -173,14 +188,7 @@ def draw_labelled_structure(rng, group_name: str, cfg: dict) -> tuple[Structure,
             sym_unit = pattern_symmetry(s.lattice, s.frac, s.species, 1e-5)
             scale = choose_scale(rng, s, sym_unit, cfg["structure"])
             s = s.scaled(scale)
-            tight = pattern_symmetry(s.lattice, s.frac, s.species, tol["tight_tolerance_px"])
-            try:
-                loose = pattern_symmetry(s.lattice, s.frac, s.species, tol["loose_tolerance_px"])
-            except RuntimeError as err:  # operations of an idealised lattice that this one only nearly has
-                raise DrawRejected(f"ambiguous at {tol['loose_tolerance_px']} px: {err}") from None
-            if loose.plane_group != tight.plane_group:
-                raise DrawRejected(f"{tight.plane_group} at {tol['tight_tolerance_px']} px but "
-                                   f"{loose.plane_group} at {tol['loose_tolerance_px']} px")
+            tight = unambiguous_symmetry(s, tol["tight_tolerance_px"], tol["loose_tolerance_px"])
             if tight.plane_group != group_name and rng.uniform() >= cfg["structure"]["other_group_keep_fraction"]:
                 raise DrawRejected(f"drawn {group_name}, pattern is {tight.plane_group}")  # keeps classes balanced
             return s, tight, attempt
@@ -273,7 +281,7 @@ def draw_image(rng, group_name: str, cfg: dict) -> RenderedImage:
     rot = np.array([[np.cos(np.deg2rad(rotation)), -np.sin(np.deg2rad(rotation))],
                     [np.sin(np.deg2rad(rotation)), np.cos(np.deg2rad(rotation))]])
     return RenderedImage(counts.astype(np.float32), (clean / peak).astype(np.float32), structure, symmetry,
-                         symmetry.primitive @ rot.T, rotation, peak_counts, attempts)
+                         symmetry.primitive @ rot.T, rotation, origin, peak_counts, attempts)
 
 
 def _species_brightness(rng, n: int, r: dict) -> np.ndarray:

@@ -63,14 +63,19 @@ class PatternSymmetry:
 
 def _spglib_ops(lattice: np.ndarray, frac: np.ndarray, species: np.ndarray, symprec: float):
     import spglib
+    import spglib.error
 
+    spglib.error.OLD_ERROR_HANDLING = False  # spglib >= 2.5: raise SpglibError instead of returning None
     a1, a2 = np.asarray(lattice, float)
     c = 3.0 * (np.linalg.norm(a1) + np.linalg.norm(a2)) + 7.31  # no accidental 3-D metric coincidences
     lat3 = np.array([[a1[0], a1[1], 0.0], [a2[0], a2[1], 0.0], [0.0, 0.0, c]])
     pos3 = np.column_stack([np.mod(frac, 1.0), np.zeros(len(frac))])
-    sym = spglib.get_symmetry((lat3, pos3, np.asarray(species, int)), symprec=symprec)
-    if sym is None:
-        raise RuntimeError(f"spglib found no symmetry: {spglib.get_error_message()}")
+    try:
+        sym = spglib.get_symmetry((lat3, pos3, np.asarray(species, int)), symprec=symprec)
+    except spglib.error.SpglibError as err:
+        raise RuntimeError(f"spglib found no symmetry: {err}") from None
+    if sym is None:  # pragma: no cover - older spglib
+        raise RuntimeError("spglib found no symmetry")
     keep = [i for i, r in enumerate(sym["rotations"])
             if r[2, 2] == 1 and r[0, 2] == 0 and r[1, 2] == 0 and r[2, 0] == 0 and r[2, 1] == 0
             and abs(sym["translations"][i][2] - round(sym["translations"][i][2])) < 1e-6]
@@ -91,16 +96,17 @@ def _reduce(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def primitive_basis(lattice: np.ndarray, centrings_frac: np.ndarray) -> np.ndarray:
-    """Reduced basis (2, 2) of the lattice spanned by ``lattice`` rows and the fractional pure translations."""
+    """Reduced basis (2, 2) of the lattice spanned by ``lattice`` rows and the fractional pure translations.
+
+    The pure translations form a group modulo the input lattice, so every short primitive vector is one of them
+    plus a small integer vector: the candidates are t + (i, j), |i|, |j| <= 2 (linear in their number)."""
     lattice = np.asarray(lattice, float)
     area = abs(np.linalg.det(lattice)) / (1 + len(centrings_frac))
-    gens = [lattice[0], lattice[1]] + [np.asarray(t) @ lattice for t in centrings_frac]
-    cands = []
-    for combo in itertools.product(range(-2, 3), repeat=len(gens)):
-        v = sum(c * g for c, g in zip(combo, gens))
-        if np.linalg.norm(v) > 1e-9 * np.linalg.norm(lattice[0]):
-            cands.append(v)
-    cands.sort(key=lambda v: float(v @ v))
+    shifts = np.array([[i, j] for i in range(-2, 3) for j in range(-2, 3)], float)
+    trans = np.vstack([np.zeros((1, 2)), np.asarray(centrings_frac, float).reshape(-1, 2)])
+    cands = ((trans[:, None, :] + shifts[None]).reshape(-1, 2)) @ lattice
+    cands = cands[np.linalg.norm(cands, axis=1) > 1e-9 * np.linalg.norm(lattice[0])]
+    cands = cands[np.argsort(np.einsum("ij,ij->i", cands, cands), kind="stable")]
     a = cands[0]
     for b in cands[1:]:
         cross = abs(a[0] * b[1] - a[1] * b[0])

@@ -11,9 +11,14 @@ CLUSTER ?= local
 PYTEST_ARGS ?=
 # e.g. TRAIN_ARGS='--max-epochs 100' (~10 min): the paper's epochs undertrain on the small demo store
 TRAIN_ARGS ?=
+PLANEGROUPS_CONFIG ?= configs/dataset/planegroups-demo.yaml
+PLANEGROUPS_STORE ?= data/planegroups-demo.zarr
+# e.g. PLANEGROUPS_ARGS='--max-epochs 30'; OMP_NUM_THREADS=1 is faster on a busy shared machine
+PLANEGROUPS_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features train evaluate test test-fast bench slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features train evaluate test test-fast bench slurm-install slurm-up slurm-down clean \
+	planegroups planegroups-kfold
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +45,15 @@ train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_A
 evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
 	$(PY) -m training demo-table --runs runs/demo
 
+planegroups: $(STAMP) ## Simulate the demo plane-group store + symmetry maps, train both phase arms (runs/planegroups/)
+	$(PY) -m simulate planegroups --config $(PLANEGROUPS_CONFIG) --out $(PLANEGROUPS_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m features symmetry --store $(PLANEGROUPS_STORE) --cluster $(CLUSTER)
+	$(PY) -m training phase demo --store $(PLANEGROUPS_STORE) --out runs/planegroups $(PLANEGROUPS_ARGS)
+
+planegroups-kfold: $(STAMP) planegroups ## Both arms x 3 seeds x 3 folds by structure + real materials (long); bench/results/
+	$(PY) -m simulate planegroups-materials --out data/planegroups-materials
+	$(PY) bench/planegroups.py --store $(PLANEGROUPS_STORE) --runs runs/planegroups/kfold --materials data/planegroups-materials
+
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh
 
@@ -59,6 +73,7 @@ bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison);
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/simulate.py
 	$(PY) bench/features.py
+	$(PY) bench/symmetry.py
 	$(PY) bench/training.py
 
 clean: ## Remove generated data and logs (keeps .venv)

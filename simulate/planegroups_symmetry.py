@@ -200,15 +200,41 @@ def _is_centred(u: np.ndarray, vecs: np.ndarray, prim: np.ndarray, tol: float) -
     return round(index) == 2
 
 
+def to_primitive(lattice: np.ndarray, frac: np.ndarray, species: np.ndarray, symprec: float):
+    """The pattern in its primitive cell: (reduced basis (2, 2), fractional positions, species), one atom per
+    translation class. Symmetry operations that do not map the input cell's lattice onto itself (a 60-degree
+    rotation of a rectangular a x sqrt(3) a cell) are integer matrices only in a primitive basis."""
+    lattice = np.asarray(lattice, float)
+    rots, trans, _ = _spglib_ops(lattice, frac, species, symprec)
+    identity = np.all(np.abs(rots - np.eye(2)) < 1e-9, axis=(1, 2))
+    centrings = [t for t in np.mod(trans[identity], 1.0) if np.any(np.minimum(t, 1 - t) > 1e-6)]
+    prim = primitive_basis(lattice, np.array(centrings).reshape(-1, 2))
+    cart = np.asarray(frac, float) @ lattice
+    pf = np.mod(np.linalg.solve(prim.T, cart.T).T, 1.0)
+    keep: list[int] = []
+    for i in range(len(pf)):
+        dup = False
+        for j in keep:
+            d = pf[i] - pf[j]
+            d -= np.round(d)
+            if species[i] == species[j] and np.linalg.norm(d @ prim) < 2 * symprec + 1e-9:
+                dup = True
+                break
+        if not dup:
+            keep.append(i)
+    return prim, pf[keep], np.asarray(species)[keep]
+
+
 def pattern_symmetry(lattice: np.ndarray, frac: np.ndarray, species: np.ndarray, symprec: float) -> PatternSymmetry:
     """Plane group, primitive basis and orbits of atoms at fractional ``frac`` (N, 2) of the cell with rows
-    ``lattice`` (2, 2) (Cartesian), coloured by ``species`` (N,) int, at tolerance ``symprec`` (Cartesian)."""
-    frac = np.asarray(frac, float)
+    ``lattice`` (2, 2) (Cartesian), coloured by ``species`` (N,) int, at tolerance ``symprec`` (Cartesian).
+    The search runs in the pattern's primitive cell (``to_primitive``), so no operation is missed because the
+    input cell is a supercell of another shape."""
     species = np.asarray(species, int)
-    rots, trans, equivalent = _spglib_ops(lattice, frac, species, symprec)
-    group, prim = classify_operations(lattice, rots, trans, symprec)
-    cell_area = abs(np.linalg.det(np.asarray(lattice, float)))
-    per_cell = cell_area / abs(np.linalg.det(prim))  # primitive cells per input cell
+    prim_lat, frac, species = to_primitive(lattice, np.asarray(frac, float), species, symprec)
+    rots, trans, equivalent = _spglib_ops(prim_lat, frac, species, symprec)
+    group, prim = classify_operations(prim_lat, rots, trans, symprec)
+    per_cell = abs(np.linalg.det(prim_lat)) / abs(np.linalg.det(prim))  # 1 unless the tolerance merged more
     orbits = []
     for rep in np.unique(equivalent):
         members = np.flatnonzero(equivalent == rep)
@@ -216,10 +242,10 @@ def pattern_symmetry(lattice: np.ndarray, frac: np.ndarray, species: np.ndarray,
         for w, t in zip(rots, trans):
             p = w @ frac[rep] + t
             d = p - frac[rep]
-            d = (d - np.round(d)) @ np.asarray(lattice, float)
+            d = (d - np.round(d)) @ prim_lat
             if np.linalg.norm(d) < max(symprec, 1e-9) * 2:
                 stab += 1
                 refl |= np.linalg.det(w) < 0
         site = SITE_SYMBOLS.get((stab, bool(refl)), f"{stab}{'m' if refl else ''}")
-        orbits.append((int(round(len(members) / per_cell)), site, int(species[rep])))
+        orbits.append((max(1, int(round(len(members) / per_cell))), site, int(species[rep])))
     return PatternSymmetry(group, prim, tuple(sorted(orbits)))

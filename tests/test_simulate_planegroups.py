@@ -413,3 +413,27 @@ def test_folds_never_split_a_structure(tiny_planegroup_store):
     for s in np.unique(structure):
         assert len(set(folds[structure == s])) == 1
     assert np.array_equal(folds, structure_folds(structure, label, 3, 0))
+
+
+def test_a_hexagonal_pattern_in_a_rectangular_cell_is_found_hexagonal():
+    """A 60-degree rotation is not an integer matrix in an a x sqrt(3) a cell: the search runs in the primitive
+    cell, so a centred rectangular cell of aspect sqrt(3) with one atom per lattice point is p6mm."""
+    lattice = conventional_lattice("centred_rectangular", 10.0, 10.0 * np.sqrt(3), 90.0)
+    group = plane_group("c2mm")
+    frac = orbit(group, wyckoff_point(group.wyckoff_position("a"), 0, 0))
+    assert pattern_symmetry(lattice, frac, np.zeros(len(frac), int), 1e-3).plane_group == "p6mm"
+    near = conventional_lattice("centred_rectangular", 10.0, 10.0 * np.sqrt(3) * 1.01, 90.0)  # 0.17 px off
+    from simulate.planegroups_render import DrawRejected, Structure, unambiguous_symmetry
+
+    with pytest.raises(DrawRejected, match="p6mm"):
+        unambiguous_symmetry(Structure("c2mm", near, frac, np.zeros(len(frac), int), (("a", 0),)), 1e-3, 0.5)
+
+
+@pytest.mark.parametrize("material, group", [("graphene", "p6mm"), ("WSe2-1H", "p3m1"), ("SrTiO3-001", "p4mm")])
+def test_real_material_projections_get_their_computed_plane_group(material, group):
+    from simulate.planegroups_materials import material_plane_group
+
+    facts = material_plane_group(material)
+    assert facts["plane_group"] == group
+    if material == "SrTiO3-001":
+        assert facts["columns"] == ["O5", "O5Ti5", "Sr5"]  # O, Ti-O and Sr columns along [001]

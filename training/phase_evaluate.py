@@ -158,10 +158,13 @@ def figures(result: dict, out: Path) -> list[Path]:
     for arm in arms:
         r = result["arms"][arm]
         bins = list(r["per_seed"][str(r["seeds"][0])]["accuracy_by_dose"])
-        vals = np.array([[r["per_seed"][str(s)]["accuracy_by_dose"][b]["accuracy"] or np.nan for b in bins]
+        vals = np.array([[np.nan if r["per_seed"][str(s)]["accuracy_by_dose"][b]["accuracy"] is None
+                          else r["per_seed"][str(s)]["accuracy_by_dose"][b]["accuracy"] for b in bins]
                          for s in r["seeds"]], float)
-        ax.errorbar(range(len(bins)), np.nanmean(vals, 0) * 100, yerr=np.nanstd(vals, 0) * 100, marker="o",
-                    capsize=3, label=arm)
+        seen = np.isfinite(vals)
+        mean = np.where(seen.any(0), np.nansum(vals, 0) / np.maximum(seen.sum(0), 1), np.nan)
+        sd = np.array([np.std(v[np.isfinite(v)]) if np.isfinite(v).sum() > 1 else 0.0 for v in vals.T])
+        ax.errorbar(range(len(bins)), mean * 100, yerr=sd * 100, marker="o", capsize=3, label=arm)
         ax.set_xticks(range(len(bins)), bins)
     ax.set_xlabel("peak counts at the brightest atom")
     ax.set_ylabel("image-level accuracy (%)")

@@ -185,7 +185,6 @@ def run_phase(images: list[str], model_path: str, out_dir: str, *, cell_px: floa
     """Classify every image; one folder per image under ``out_dir``. Every input is checked before any work."""
     model = load_classifier(model_path)
     _geometry(model)
-    torch.set_grad_enabled(False)
     paths = [Path(p) for p in images]
     for p in paths:
         if not p.is_file():

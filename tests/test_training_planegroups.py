@@ -127,6 +127,10 @@ def test_demo_fits_both_arms_predicts_and_writes_the_comparison(store, tmp_path,
     assert "| image | 1 |" in text and "| symmetry | 8 |" in text
     assert (out / "comparison.json").is_file() and (out / "confusion.png").is_file()
     assert set(result["arms"]) == {"image", "symmetry"}
+    run = subprocess.run([sys.executable, "-m", "training", "evaluate", "--runs", str(out), "--out",
+                          str(tmp_path / "cmp")], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "cmp" / "comparison.md").read_text().startswith("| arm |")
     # a rerun skips runs whose predictions exist
     run_demo(str(store), out, config_dir=REPO / "configs" / "train" / "planegroups", extra=extra)
 

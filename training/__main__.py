@@ -2,7 +2,7 @@
 
     fit|validate|test|predict  LightningCLI: --config configs/train/base.yaml --config configs/train/NAME.yaml
                                --data.store STORE.zarr [--trainer.* / --model.* / --data.* overrides]
-    evaluate                   metrics.json + figures for one checkpoint
+    evaluate                   metrics.json + figures for one checkpoint; --runs DIR: plane-group arm comparison
     demo                       train and evaluate the six models on a store (CPU)
     demo-table                 the paper's Table 1 layout from a demo run directory
     submit                     a training run as a Slurm job through submitit
@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "validate": "validate a checkpoint (LightningCLI)",
     "test": "test a checkpoint (LightningCLI)",
     "predict": "predict with a checkpoint (LightningCLI)",
-    "evaluate": "metrics.json and figures for one checkpoint",
+    "evaluate": "metrics.json and figures for one checkpoint (--runs DIR: the phase arms' comparison)",
     "demo": "train and evaluate the six models on a store, then print Table 1",
     "demo-table": "Table 1 from a demo run directory",
     "submit": "submit a training run to Slurm through submitit",
@@ -53,6 +53,10 @@ def _dispatch(argv: list[str]) -> int:
         from .cli import run_cli
 
         run_cli(argv)
+    elif command == "evaluate" and "--runs" in rest:  # a phase-classifier run directory: the arm comparison
+        from .phase_cli import main as phase_main
+
+        return phase_main(["evaluate", *rest])
     elif command == "evaluate":
         from .evaluate import main as evaluate_main
 

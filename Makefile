@@ -15,9 +15,13 @@ PLANEGROUPS_CONFIG ?= configs/dataset/planegroups-demo.yaml
 PLANEGROUPS_STORE ?= data/planegroups-demo.zarr
 # e.g. PLANEGROUPS_ARGS='--max-epochs 30'; OMP_NUM_THREADS=1 is faster on a busy shared machine
 PLANEGROUPS_ARGS ?=
+LABEL_PROJECT ?= data/label-demo
+LABEL_PORT ?= 8000
+# optional checkpoint whose classes the page shows as suggestions on request, e.g. runs/demo/mlp-deep/checkpoints/last.ckpt
+LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features train evaluate test test-fast bench slurm-install slurm-up slurm-down clean \
+.PHONY: help venv simulate features train evaluate label test test-fast bench slurm-install slurm-up slurm-down clean \
 	planegroups planegroups-kfold
 
 help: ## Show this help
@@ -29,15 +33,17 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the CPU build, so that no dependency pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# example data only (a real MoS2 HAADF .dm3 for tests/test_inference_real.py; none of its code is imported)
+	$(PY) -m pip install -q --no-deps temul-toolkit==0.1.9
 	touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install the project and its dependencies
 
 simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=local|slurm, DEMO_CONFIG=...)
-	$(PY) -m simulate --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m simulate run --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
 
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
-	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
+	$(PY) -m features encode --store $(DEMO_STORE) --cluster $(CLUSTER)
 
 train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_ARGS='--max-epochs 100' to converge)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)
@@ -53,6 +59,10 @@ planegroups: $(STAMP) ## Simulate the demo plane-group store + symmetry maps, tr
 planegroups-kfold: $(STAMP) planegroups ## Both arms x 3 seeds x 3 folds by structure + real materials (long); bench/results/
 	$(PY) -m simulate planegroups-materials --out data/planegroups-materials
 	$(PY) bench/planegroups.py --store $(PLANEGROUPS_STORE) --runs runs/planegroups/kfold --materials data/planegroups-materials
+
+label: $(STAMP) ## Label columns in the browser on a demo field (simulated once, ~20 s; LABEL_PORT=8000, LABEL_MODEL=CKPT)
+	$(PY) -m labelling demo --project $(LABEL_PROJECT) $(if $(LABEL_MODEL),--model $(LABEL_MODEL))
+	$(PY) -m labelling serve --project $(LABEL_PROJECT) --port $(LABEL_PORT)
 
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh

@@ -56,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     field.add_argument("--seed", type=int, default=0)
     field.add_argument("--config", default=None,
                        help="dataset YAML: catalog, noise ranges, multislice (default configs/dataset/paper.yaml)")
+    d = field.add_argument_group("scan distortions of a real frame (physical units; default none)")
+    d.add_argument("--pixel-size-angstrom", type=float, default=None,
+                   help="scan pixel size (default: the simulation's Nyquist step; finer is Fourier-interpolated)")
+    d.add_argument("--drift-shear", type=float, default=0.0, help="x drift per unit y during the frame (0.03: 3 %%)")
+    d.add_argument("--row-wobble-angstrom", type=float, default=0.0, help="sinusoidal row displacement amplitude")
+    d.add_argument("--row-wobble-period-angstrom", type=float, default=10.0, help="its period along y")
+    d.add_argument("--glitches", type=int, default=0, help="number of scan-line glitches (bands of shifted rows)")
+    d.add_argument("--glitch-shift-angstrom", type=float, default=0.0, help="x shift of a glitch band")
+    d.add_argument("--glitch-height-angstrom", type=float, default=2.0, help="height of a glitch band")
+    d.add_argument("--scan-skew-deg", type=float, default=0.0, help="non-orthogonality of the scan axes")
+    d.add_argument("--hole-radius-angstrom", type=float, default=0.0, help="a vacuum hole of this radius")
+    d.add_argument("--contamination-radius-angstrom", type=float, default=0.0,
+                   help="an amorphous-carbon blob of this radius")
+    d.add_argument("--dc-offset-counts", type=float, default=0.0, help="added to every pixel (detector offset)")
+    d.add_argument("--pixel-miscalibration", type=float, default=0.0,
+                   help="the recorded pixel size is off by this fraction (0.05: 5 %% too large)")
     field.add_argument("--out", required=True, help="output directory")
     planegroups = sub.add_parser("planegroups", help="images of the 17 plane groups, labelled by computation")
     planegroups.add_argument("--config", required=True, help="configs/dataset/planegroups*.yaml")
@@ -90,16 +106,24 @@ def _dispatch(argv: list[str]) -> int:
         paths = write_environment_cifs(load(args.config), args.out)
         print(f"wrote {len(paths)} CIF files under {args.out}")
     elif args.command == "fullfield":
-        from .fullfield import parse_fractions, run_fullfield
+        from .fullfield import ScanDistortion, parse_fractions, run_fullfield
 
         try:
             fractions = parse_fractions(args.fractions)
             if args.size_angstrom <= 0:
                 raise ValueError(f"--size-angstrom must be > 0, got {args.size_angstrom}")
+            distortion = ScanDistortion(
+                drift_shear=args.drift_shear, row_wobble_angstrom=args.row_wobble_angstrom,
+                row_wobble_period_angstrom=args.row_wobble_period_angstrom, glitches=args.glitches,
+                glitch_shift_angstrom=args.glitch_shift_angstrom, glitch_height_angstrom=args.glitch_height_angstrom,
+                scan_skew_deg=args.scan_skew_deg, hole_radius_angstrom=args.hole_radius_angstrom,
+                contamination_radius_angstrom=args.contamination_radius_angstrom,
+                dc_offset_counts=args.dc_offset_counts, pixel_miscalibration=args.pixel_miscalibration)
             out = run_fullfield(host=args.host, dopant=args.dopant, beam_energy_kev=args.energy_kev,
                                 detector=args.detector, fractions=fractions, size_angstrom=args.size_angstrom,
                                 rotation_deg=args.rotation_deg, seed=args.seed, out_dir=args.out,
-                                config_path=args.config)
+                                config_path=args.config, distortion=distortion,
+                                pixel_size_angstrom=args.pixel_size_angstrom)
         except ConfigError:
             raise
         except ValueError as err:  # bad host, detector, fractions, grid: say which

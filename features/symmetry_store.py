@@ -148,9 +148,10 @@ def image_maps(image_path, out, kernel_px: int | None = None, n_max: int = DEFAU
     arrays by name, ``valid`` (H, W) bool, ``kernel_px``, ``n_max``, ``convention``; a figure beside it with
     ``plot``. Returns a summary."""
     from contract.errors import InputError
-    from inference.io import load_image  # the one reader of micrograph formats (lazy: a CLI-only dependency)
 
-    image, meta = load_image(image_path)
+    from .images import read_array
+
+    image = read_array(image_path)
     started = time.perf_counter()
     cell = float("nan")
     if kernel_px is None:

@@ -55,17 +55,18 @@ def structure_folds(structure: np.ndarray, label: np.ndarray, n_folds: int, spli
 
 def read_store(path: str, rows: np.ndarray | None = None, need_maps: bool = True) -> dict:
     """Images (f32), maps (f16, if ``need_maps``), kernel_px, label, structure, peak_counts of a plane-group
-    store (``rows``: a sorted subset). ``StoreError`` naming what is missing."""
+    store (``rows``: a subset). ``StoreError`` naming what is missing. ``kernel_px`` is read for both arms: it
+    sets the crops (inside the maps' valid region), which must be the same for both."""
     root = open_group(path)
     if root.attrs.get(pg.ATTR_KIND) != pg.KIND:
         raise StoreError(f"{path} is not a plane-group store (python -m simulate planegroups writes one)")
-    for name in (pg.IMAGES, pg.LABEL, pg.STRUCTURE, pg.PEAK_COUNTS) + ((pg.MAPS, pg.KERNEL_PX) if need_maps else ()):
+    for name in (pg.IMAGES, pg.LABEL, pg.STRUCTURE, pg.PEAK_COUNTS, pg.KERNEL_PX) + ((pg.MAPS,) if need_maps else ()):
         if name not in root:
             hint = {pg.MAPS: f": run `python -m features symmetry --store {path}` first",
                     pg.KERNEL_PX: f": run `python -m features symmetry --store {path}` first",
                     pg.STRUCTURE: ": the simulation did not finish (rerun it with --resume)"}.get(name, "")
             raise StoreError(f"store {path!r} has no array {name!r}{hint}")
-    if need_maps and pg.MAPS_DONE in root and not np.asarray(root[pg.MAPS_DONE][:]).all():
+    if pg.MAPS_DONE in root and not np.asarray(root[pg.MAPS_DONE][:]).all():
         raise StoreError(f"store {path!r}: symmetry maps incomplete; finish with `python -m features symmetry "
                          f"--store {path}`")
     sel = slice(None) if rows is None else rows
@@ -74,17 +75,27 @@ def read_store(path: str, rows: np.ndarray | None = None, need_maps: bool = True
         "structure": np.asarray(root[pg.STRUCTURE][:])[sel].astype(np.int64),
         "peak_counts": np.asarray(root[pg.PEAK_COUNTS][:])[sel].astype(np.float32),
         "images": _take(root[pg.IMAGES], rows),
+        "kernel_px": np.asarray(root[pg.KERNEL_PX][:])[sel].astype(np.int64),  # both arms: the same crops
     }
     if need_maps:
         out["maps"] = _take(root[pg.MAPS], rows)
-        out["kernel_px"] = np.asarray(root[pg.KERNEL_PX][:])[sel].astype(np.int64)
     return out
 
 
-def _take(array, rows):
+def _take(array, rows, block: int | None = None):
+    """Rows of a zarr array, read block by block (one shard at a time): zarr's orthogonal selection on a
+    sharded array held ~10x the result in memory."""
     if rows is None:
         return np.asarray(array[:])
-    return np.asarray(array.get_orthogonal_selection((np.asarray(rows),)))
+    rows = np.asarray(rows, dtype=np.int64)
+    block = int(block or (array.shards or array.chunks)[0])
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+    for start in range(0, array.shape[0], block):
+        sel = np.flatnonzero((rows >= start) & (rows < start + block))
+        if len(sel):
+            stop = min(array.shape[0], start + block)
+            out[sel] = np.asarray(array[start:stop])[rows[sel] - start]
+    return out
 
 
 def crop_offsets(size: int, patch: int, kernel_px: int, n: int, grid: bool, rng: np.random.Generator | None = None):
@@ -138,7 +149,7 @@ class PatchBatches:
         self.images = torch.as_tensor(data["images"], device=device)
         self.maps = torch.as_tensor(data["maps"], device=device) if arm == "symmetry" else None
         self.labels = torch.as_tensor(data["label"], device=device)
-        self.kernel = data["kernel_px"] if "kernel_px" in data else np.full(len(data["label"]), 1)
+        self.kernel = data["kernel_px"]
         self.patch, self.batch_size, self.train = int(patch), int(batch_size), train
         self.per_image = int(patches_per_image) if train else int(eval_grid) ** 2
         self.seed, self.rank, self.epoch_source, self.epoch = seed, rank, epoch_source, 0
@@ -231,8 +242,8 @@ class PlaneGroupDataModule(pl.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         _, train, test = self.split_rows()
         self.train_rows, self.test_rows = shard(train, rank, world), test
-        self.train_data = read_store(self.store, self.train_rows)
-        self.test_data = read_store(self.store, self.test_rows)
+        self.train_data = read_store(self.store, self.train_rows, need_maps=self.arm == "symmetry")
+        self.test_data = read_store(self.store, self.test_rows, need_maps=self.arm == "symmetry")
         self.rank, self.device = rank, device
         self._loaded = True
 

@@ -35,7 +35,7 @@ def predict_fold(ckpt: str | Path, store: str, out: str | Path, seed: int = 0) -
     dm = PlaneGroupDataModule(store, model.hparams["arm"], geo["patch_size_px"], eval_grid=geo["eval_grid"],
                               n_folds=geo["n_folds"], test_fold=geo["test_fold"], split_seed=geo["split_seed"])
     _, _, test = dm.split_rows()
-    data = read_store(store, test)
+    data = read_store(store, test, need_maps=dm.arm == "symmetry")
     batches = PatchBatches(data, dm.arm, dm.patch, 256, train=False, eval_grid=dm.eval_grid)
     probs = torch.cat([predict_patches(model.model, x) for x, _ in batches]).numpy()
     probs = probs.reshape(len(test), dm.eval_grid ** 2, -1)

@@ -19,7 +19,7 @@ Mirror map
     With the complex moments ``c_nm = a_{n,m} + i a_{n,-m}`` (m >= 2, normalised as above),
     ``g(t) = sum_nm |c_nm|**2 cos(2 phi_nm - m t)`` is 1 at t = 2 alpha for a neighbourhood mirror-symmetric
     about the line at angle alpha. ``mirror = max_t g(t)`` over 360 angles t in [0, 2 pi) (as motif-learn's
-    ``mirror_map``), then, in the default convention, refined by Newton steps on the continuous maximum; the
+    ``mirror_map``), then, in the default convention, refined by Newton steps to the continuous maximum; the
     axis is stored as ``sin2a = sin t*``, ``cos2a = cos t*`` (alpha is a line direction, defined mod pi).
 Angles
     ``theta = atan2(y, x)`` on the kernel grid with x along columns and **y down** (image row order), so
@@ -69,7 +69,7 @@ MIRROR_ANGLES = 360
 KERNEL_CELLS = 2.5
 """Default kernel side in units of sqrt(primitive cell area) (``kernel_px_for_cell``)."""
 MIN_KERNEL_PX = 7
-NEWTON_STEPS = 3
+NEWTON_STEPS = 3  # from half a grid step (0.5 degree) to ~1e-10 rad
 _PIXEL_CHUNK = 16384  # pixels per mirror-grid product: (360 x chunk) stays ~ 23 MB in float32
 
 __all__ = ["CONVENTIONS", "SYMMETRY_MAP_NAMES", "check_kernel", "dense_moments", "dihedral_transform",
@@ -95,9 +95,11 @@ def check_kernel(kernel_px, n_max: int = DEFAULT_N_MAX, convention: str = DEFAUL
 
 
 def symmetry_moment_table(n_max: int = DEFAULT_N_MAX) -> np.ndarray:
-    """(n, m) rows of the moments the maps use (|m| >= 2), in ``zernike_indices`` order: ``(K, 2)`` int."""
-    idx = zernike_indices(n_max)
-    return idx[np.abs(idx[:, 1]) >= 2]
+    """(n, m) rows of the moments the maps use (|m| >= 2): ``(K, 2)`` int, in pairs: first every (n, +m) by
+    m then n, then the (n, -m) in the same order, so that row i and row i + K/2 are the real and imaginary
+    parts of one complex moment (the maps slice them without copies)."""
+    plus = [(n, m) for m in range(2, n_max + 1) for n in range(m, n_max + 1, 2)]
+    return np.array(plus + [(n, -m) for n, m in plus], dtype=np.int64)
 
 
 def symmetry_kernels_host(kernel_px: int, n_max: int = DEFAULT_N_MAX,
@@ -108,8 +110,8 @@ def symmetry_kernels_host(kernel_px: int, n_max: int = DEFAULT_N_MAX,
     ``motif``: motif-learn's ``Z_nm / (pi k**2 / 4)`` on its mask ``sqrt(x**2 + y**2) <= 1``.
     """
     kernel_px, n_max = check_kernel(kernel_px, n_max, convention)
-    idx = zernike_indices(n_max)
-    cols = np.flatnonzero(np.abs(idx[:, 1]) >= 2)
+    position = {tuple(r): i for i, r in enumerate(zernike_indices(n_max).tolist())}
+    cols = np.array([position[tuple(r)] for r in symmetry_moment_table(n_max).tolist()])
     basis = zernike_basis_host(kernel_px, n_max)[:, cols].T.reshape(len(cols), kernel_px, kernel_px)
     rho, _, inside = disk_grid(kernel_px)
     if convention == "motif":
@@ -198,25 +200,20 @@ def valid_mask(shape: tuple[int, int], kernel_px: int):
 
 
 # ---------------------------------------------------------------------------------------------- maps
-def _fold_masks(table: np.ndarray) -> np.ndarray:
-    m = np.abs(table[:, 1])
-    return np.stack([(m % n == 0) for n in ROTATION_FOLDS]).astype(np.float64)  # (4, K)
+def _pair_tables(n_max: int):
+    """For the complex moments (pairs of ``symmetry_moment_table``): their m, the distinct m, the (5, pairs)
+    matrix [ones; |m| multiple of 2, 3, 4, 6] and the (distinct m, pairs) grouping matrix."""
+    table = symmetry_moment_table(n_max)
+    ms = table[: len(table) // 2, 1]
+    distinct = np.unique(ms)
+    folds = np.vstack([np.ones(len(ms))] + [(ms % n == 0) for n in ROTATION_FOLDS]).astype(np.float64)
+    group = (ms[None, :] == distinct[:, None]).astype(np.float64)
+    return ms, distinct, folds, group
 
 
-def _mirror_pairs(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of a_{n,m} and a_{n,-m} for every (n, m >= 2), their m, and the distinct m values."""
-    rows = {tuple(r): i for i, r in enumerate(table.tolist())}
-    pos = [(i, n, m) for (n, m), i in rows.items() if m >= 2]
-    pos.sort(key=lambda t: t[0])
-    plus = np.array([i for i, _, _ in pos])
-    minus = np.array([rows[(n, -m)] for _, n, m in pos])
-    ms = np.array([m for _, _, m in pos])
-    return plus, minus, ms, np.unique(ms)
-
-
-def _angle_grid(distinct_m: np.ndarray) -> np.ndarray:
-    """(MIRROR_ANGLES, 2 len(distinct_m)) float64: [cos(m t) ..., sin(m t) ...] on motif-learn's grid."""
-    t = np.linspace(0, 2 * np.pi, MIRROR_ANGLES, endpoint=False)
+def _angle_grid(distinct_m: np.ndarray, n_angles: int = MIRROR_ANGLES) -> np.ndarray:
+    """(n_angles, 2 len(distinct_m)) float64: [cos(m t) ..., sin(m t) ...] on t = 2 pi k / n_angles."""
+    t = np.linspace(0, 2 * np.pi, n_angles, endpoint=False)
     return np.hstack([np.cos(np.outer(t, distinct_m)), np.sin(np.outer(t, distinct_m))])
 
 
@@ -235,33 +232,33 @@ def maps_from_moments(moments, n_max: int = DEFAULT_N_MAX, refine_axis: bool = T
     dtype = moments.dtype
     tail = moments.shape[1:]
     a = moments.reshape(len(table), -1)
-    energy = a * a
-    norm = energy.sum(axis=0)
+    half = len(table) // 2
+    re, im = a[:half], a[half:]  # c = a_{n,m} + i a_{n,-m}, views
+    ms, distinct, folds, group = _pair_tables(n_max)
+    power = re * re + im * im  # |c|^2
+    sums = xp.asarray(folds, dtype=dtype) @ power  # (5, pixels): total, then energy in multiples of 2, 3, 4, 6
+    norm = sums[0]
     empty = norm <= 0
     inv = 1.0 / xp.where(empty, xp.ones_like(norm), norm)
     out = xp.empty((N_SYMMETRY_MAPS, a.shape[1]), dtype=dtype)
-    folds = xp.asarray(_fold_masks(table), dtype=dtype)
-    frac = (folds @ energy) * inv  # (4, pixels): P_n
     for row, n in enumerate(ROTATION_FOLDS):
-        out[row] = (n * frac[row] - 1) / (n - 1)
+        out[row] = (n * sums[row + 1] * inv - 1) / (n - 1)
     # mirror: S_m = sum_n c_nm^2 / norm for each distinct m, then g(t) = sum_m Re S_m cos mt + Im S_m sin mt
-    plus, minus, ms, distinct = _mirror_pairs(table)
-    re2 = a[plus] ** 2 - a[minus] ** 2  # Re c^2
-    im2 = 2 * a[plus] * a[minus]  # Im c^2
-    group = xp.asarray((ms[None, :] == distinct[:, None]).astype(np.float64), dtype=dtype)  # (M, pairs)
-    coef = xp.concatenate([group @ re2, group @ im2]) * inv  # (2M, pixels)
-    grid = xp.asarray(_angle_grid(distinct), dtype=dtype)
-    best = xp.empty(a.shape[1], dtype=dtype)
-    arg = xp.empty(a.shape[1], dtype=xp.int64)
+    g_mat = xp.asarray(group, dtype=dtype)
+    coef = xp.concatenate([g_mat @ (re * re - im * im), g_mat @ (2 * re * im)]) * inv  # (2M, pixels)
+    grid = xp.asarray(_angle_grid(distinct, MIRROR_ANGLES), dtype=dtype)
+    n_pix = a.shape[1]
+    best = xp.empty(n_pix, dtype=dtype)
+    arg = xp.empty(n_pix, dtype=xp.int64)
     coef_t = xp.ascontiguousarray(coef.T)
-    for s in range(0, a.shape[1], _PIXEL_CHUNK):
+    for s in range(0, n_pix, _PIXEL_CHUNK):
         g = coef_t[s:s + _PIXEL_CHUNK] @ grid.T  # (pixels, angles): the arg-max runs along contiguous rows
         i = g.argmax(axis=1)
         arg[s:s + _PIXEL_CHUNK] = i
         best[s:s + _PIXEL_CHUNK] = xp.take_along_axis(g, i[:, None], axis=1)[:, 0]
     t = arg.astype(dtype) * dtype.type(2 * np.pi / MIRROR_ANGLES)
     if refine_axis:
-        best, t = _newton_maximum(coef, distinct, t, xp)
+        best, t = _newton_maximum(coef, distinct, t, xp, 0.5 * 2 * np.pi / MIRROR_ANGLES)
     out[4] = best
     has_axis = ~empty
     out[5] = xp.where(has_axis, xp.sin(t), 0)
@@ -269,25 +266,46 @@ def maps_from_moments(moments, n_max: int = DEFAULT_N_MAX, refine_axis: bool = T
     return out.reshape((N_SYMMETRY_MAPS, *tail))
 
 
-def _newton_maximum(coef, distinct_m: np.ndarray, t, xp):
-    """Refine the grid maximiser ``t`` of g(t) = sum_m R_m cos(m t) + I_m sin(m t); returns (g(t*), t*)."""
+def _newton_maximum(coef, distinct_m: np.ndarray, t, xp, max_step: float):
+    """Refine the grid maximiser ``t`` of g(t) = sum_m R_m cos(m t) + I_m sin(m t); returns (g(t*), t*).
+
+    Steps are clipped to ``max_step`` (half a grid step: stay at the grid's best maximum)."""
     n_m = len(distinct_m)
     re, im = coef[:n_m], coef[n_m:]
     m = xp.asarray(distinct_m, dtype=coef.dtype)[:, None]
-    max_step = 0.5 * 2 * np.pi / MIRROR_ANGLES  # stay within the grid cell of the global maximum
+    wanted = [int(v) for v in distinct_m]
+
+    def harmonics(tt):
+        # cos(k t), sin(k t) by the angle-addition recurrence from cos t, sin t: two trigonometric calls on
+        # the pixels instead of two per harmonic
+        c1, s1 = xp.cos(tt), xp.sin(tt)
+        c, s = c1, s1
+        cs, ss = [], []
+        for k in range(1, wanted[-1] + 1):
+            if k > 1:
+                c, s = c * c1 - s * s1, s * c1 + c * s1
+            if k in wanted:
+                cs.append(c)
+                ss.append(s)
+        return xp.stack(cs), xp.stack(ss)
+
+    ones = xp.ones((1, n_m), dtype=coef.dtype)
+    mvec, m2vec = m.T, (m * m).T
 
     def terms(tt):
-        c, s = xp.cos(m * tt[None]), xp.sin(m * tt[None])
-        return c, s
+        c, s = harmonics(tt)
+        u = re * c + im * s  # the harmonics of g
+        v = im * c - re * s  # their derivatives / m
+        return u, v
 
     for _ in range(NEWTON_STEPS):
-        c, s = terms(t)
-        d1 = (m * (im * c - re * s)).sum(axis=0)
-        d2 = -(m * m * (re * c + im * s)).sum(axis=0)
+        u, v = terms(t)
+        d1 = (mvec @ v)[0]
+        d2 = -(m2vec @ u)[0]
         step = xp.where(d2 < 0, -d1 / xp.where(d2 < 0, d2, -1), 0)
         t = t + xp.clip(step, -max_step, max_step)
-    c, s = terms(t)
-    return (re * c + im * s).sum(axis=0), xp.mod(t, 2 * np.pi)
+    u, _ = terms(t)
+    return (ones @ u)[0], xp.mod(t, 2 * np.pi)
 
 
 def symmetry_maps(image, kernel_px: int, n_max: int = DEFAULT_N_MAX, convention: str = DEFAULT_CONVENTION,

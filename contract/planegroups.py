@@ -13,14 +13,18 @@
 array                       shape, dtype        meaning
 ==========================  ==================  ================================================================
 ``images``                  (N, S, S) f32       noisy image in detector counts (S = ``image_size_px``)
-``maps``                    (N, 7, S, S) f32    the seven symmetry maps (``SYMMETRY_MAP_NAMES``), written by
+``maps``                    (N, 7, S, S) f16    the seven symmetry maps (``SYMMETRY_MAP_NAMES``), written by
                                                 ``python -m features symmetry --store``
 ``kernel_px``               (N,) i32            kernel side used for the maps (odd, from the measured cell)
+``cell_px``                 (N,) f32            sqrt of the measured primitive cell area (NaN: none found)
 ``label``                   (N,) u8             plane group of the rendered pattern (computed), index into
                                                 ``PLANE_GROUPS``
 ``drawn_group``             (N,) u8             the group the generator drew (differs from ``label`` when the
                                                 drawn structure has a higher symmetry)
 ``structure``               (N,) i32            row of ``attrs["structures"]``: the structure signature
+``signature``               (N, 192) u8         the signature as zero-padded ASCII, e.g. ``p4mm:1(4mm)A+4(m)B``
+``description``             (N, 192) u8         the drawn structure (group, Wyckoff positions, species), ASCII
+``attempts``                (N,) i32            draws the generator needed for the image (rejections + 1)
 ``lattice_px``              (N, 2, 2) f32       primitive lattice vectors of the pattern in the image, rows
                                                 (x, y) in px
 ``rotation_deg``            (N,) f32            in-plane rotation of the pattern
@@ -65,7 +69,13 @@ ROW_ARRAYS = {LABEL: "uint8", DRAWN_GROUP: "uint8", STRUCTURE: "int32", ROTATION
               PEAK_COUNTS: "float32", KERNEL_PX: "int32"}
 """Per-image arrays of shape (N,) and their dtypes."""
 IMAGE_DTYPE = "float32"
-MAP_DTYPE = "float32"
+MAP_DTYPE = "float16"
+CELL_PX = "cell_px"
+SIGNATURE = "signature"
+DESCRIPTION = "description"
+ATTEMPTS = "attempts"
+TEXT_BYTES = 192
+"""Width of the ASCII text columns ``signature`` and ``description`` (zero-padded uint8)."""
 
 ATTR_KIND = "kind"
 KIND = "planegroups"

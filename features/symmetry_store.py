@@ -22,8 +22,8 @@ from contract.store import StoreError, open_group
 from .cell import measure_cell
 from .symmetry import DEFAULT_CONVENTION, DEFAULT_N_MAX, check_kernel, kernel_px_for_cell, symmetry_maps, valid_mask
 
-CELL_PX = "cell_px"
-STORED_MAP_DTYPE = "float16"
+CELL_PX = pg.CELL_PX
+STORED_MAP_DTYPE = pg.MAP_DTYPE
 
 
 def image_kernel(image: np.ndarray, kernel_px: int | None = None) -> tuple[int, float]:

@@ -35,11 +35,7 @@ from contract.store import StoreError, open_group
 from .config import _deep_merge
 from .planegroups_render import draw_image, group_for_image
 
-TEXT_BYTES = 192
-"""Width of the ASCII text columns ``signature`` and ``description`` (zero-padded uint8)."""
-SIGNATURE = "signature"
-DESCRIPTION = "description"
-ATTEMPTS = "attempts"
+TEXT_BYTES, SIGNATURE, DESCRIPTION, ATTEMPTS = pg.TEXT_BYTES, pg.SIGNATURE, pg.DESCRIPTION, pg.ATTEMPTS
 
 RANGES = {
     "structure": ("orbits", "species", "min_distance_px", "cell_size_px", "aspect_ratio", "oblique_angle_deg",

@@ -132,7 +132,7 @@ def field_from_cell(cell_image: np.ndarray, cell_angstrom: np.ndarray, size_px: 
 
 def write_materials(out: str | Path, *, beam_energy_kev: float = 80.0, detector: str = "HAADF", size_px: int = 112,
                     cell_px: float = 12.0, images_per_material: int = 4, doses=(30.0, 300.0), seed: int = 0,
-                    step_angstrom: float = 0.1) -> dict:
+                    step_angstrom: float = 0.1, materials=MATERIALS) -> dict:
     """Simulate (or reuse the cached) clean cells and write the noisy test images; returns the manifest."""
     from .noise import read_noise
 
@@ -140,7 +140,7 @@ def write_materials(out: str | Path, *, beam_energy_kev: float = 80.0, detector:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 14]))
     entries = []
-    for name in MATERIALS:
+    for name in materials:
         facts = material_plane_group(name)
         cell_image, cell = clean_cell_image(name, beam_energy_kev, detector, step_angstrom, out / "cache")
         pixel = np.sqrt(facts["primitive_area_angstrom2"]) / cell_px

@@ -334,7 +334,7 @@ def test_store_layout_and_labels(tiny_planegroup_store):
     assert g[pg.TASK_DONE][:].all() and g[pg.MAPS_DONE][:].all()
     labels = g[pg.LABEL][:]
     drawn = g[pg.DRAWN_GROUP][:]
-    sig = decode_text(g["signature"][:])
+    sig = decode_text(g[pg.SIGNATURE][:])
     for lab, s in zip(labels, sig):
         assert s.split(":")[0] == pg.PLANE_GROUPS[lab]
     assert np.array_equal(drawn, np.arange(n) % 17)
@@ -364,7 +364,7 @@ def test_resume_rewrites_identical_bytes(tiny_planegroup_store, tmp_path):
     assert summary["tasks_run"] == 1
     a = zarr.open_group(str(tiny_planegroup_store), mode="r")
     np.testing.assert_array_equal(g[pg.IMAGES][:], a[pg.IMAGES][:])
-    np.testing.assert_array_equal(g["signature"][:], a["signature"][:])
+    np.testing.assert_array_equal(g[pg.SIGNATURE][:], a[pg.SIGNATURE][:])
 
 
 def test_existing_store_or_other_config_is_refused(tiny_planegroup_store, tmp_path):
@@ -437,3 +437,27 @@ def test_real_material_projections_get_their_computed_plane_group(material, grou
     assert facts["plane_group"] == group
     if material == "SrTiO3-001":
         assert facts["columns"] == ["O5", "O5Ti5", "Sr5"]  # O, Ti-O and Sr columns along [001]
+
+
+def test_material_images_through_abtem_are_cached_and_readable(tmp_path):
+    """A coarse abTEM run of graphene (MAADF, 0.25 A steps): test images with their computed group, readable by
+    inference's reader, and a second run served from the cache."""
+    import json
+    import time
+
+    from inference.io import load_image
+    from simulate.planegroups_materials import write_materials
+
+    kwargs = dict(detector="MAADF", step_angstrom=0.25, images_per_material=2, size_px=64,
+                  materials=("graphene",))
+    manifest = write_materials(tmp_path, **kwargs)
+    assert [e["plane_group"] for e in manifest["images"]] == ["p6mm", "p6mm"]
+    assert len(list((tmp_path / "cache").glob("graphene-*.npy"))) == 1
+    image, _ = load_image(tmp_path / "graphene-0.npy")
+    assert image.shape == (64, 64) and image.std() > 0
+    meta = json.loads((tmp_path / "graphene-0.json").read_text())
+    assert meta["plane_group"] == "p6mm" and meta["peak_counts"] == 30.0
+    started = time.perf_counter()
+    again = write_materials(tmp_path, **kwargs)
+    assert time.perf_counter() - started < 20 and again == manifest
+    np.testing.assert_array_equal(np.load(tmp_path / "graphene-1.npy"), load_image(tmp_path / "graphene-1.npy")[0])

@@ -250,7 +250,7 @@ class PlaneGroupDataModule(pl.LightningDataModule):
     def geometry(self) -> dict:
         """What a micrograph needs to look like the training data (kept in the model's checkpoint)."""
         root = open_group(self.store)
-        cell = np.asarray(root["cell_px"][:]) if "cell_px" in root else np.array([np.nan])
+        cell = np.asarray(root[pg.CELL_PX][:]) if pg.CELL_PX in root else np.array([np.nan])
         cell = cell[np.isfinite(cell)]
         settings = dict(root[pg.MAPS].attrs.get("settings", {})) if pg.MAPS in root else {}
         return {"patch_size_px": self.patch, "eval_grid": self.eval_grid, "image_size_px": int(root[pg.IMAGES].shape[-1]),

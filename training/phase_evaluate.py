@@ -93,10 +93,10 @@ def compare(runs: str | Path) -> dict:
     return result
 
 
-def _pm(s: dict, scale: float = 100.0) -> str:
+def _pm(s: dict, scale: float = 100.0, digits: int = 1) -> str:
     if s["sd"] is None:
-        return f"{s['mean'] * scale:.1f}"
-    return f"{s['mean'] * scale:.1f} ± {s['sd'] * scale:.1f}"
+        return f"{s['mean'] * scale:.{digits}f}"
+    return f"{s['mean'] * scale:.{digits}f} ± {s['sd'] * scale:.{digits}f}"
 
 
 def table(result: dict) -> str:
@@ -105,7 +105,7 @@ def table(result: dict) -> str:
     for arm, r in result["arms"].items():
         first = r["per_seed"][str(r["seeds"][0])]
         lines.append(f"| {arm} | {1 if arm == 'image' else 8} | {_pm(r['summary']['image_accuracy'])} | "
-                     f"{_pm(r['summary']['patch_accuracy'])} | {_pm(r['summary']['macro_f1'], 1.0)} | "
+                     f"{_pm(r['summary']['patch_accuracy'])} | {_pm(r['summary']['macro_f1'], 1.0, 3)} | "
                      f"{','.join(map(str, r['seeds']))} | {len(first['folds'])} of {first['n_folds']} | "
                      f"{first['n_images']} ({first['test_structures']} structures) |")
     d = result.get("difference_symmetry_minus_image")

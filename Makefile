@@ -11,12 +11,14 @@ CLUSTER ?= local
 PYTEST_ARGS ?=
 # e.g. TRAIN_ARGS='--max-epochs 100' (~10 min): the paper's epochs undertrain on the small demo store
 TRAIN_ARGS ?=
+# e.g. RVAE_ARGS='--max-epochs 10' for a quicker rVAE demo, or '--fresh' to refit from scratch
+RVAE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features train evaluate test test-fast bench slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features train evaluate test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,12 @@ train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_A
 
 evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
 	$(PY) -m training demo-table --runs runs/demo
+
+rvae-adf: $(STAMP) ## rVAE on ADF (seed 002): render a two-grain field, fit-image, score vs truth and PCA -> bench/results/
+	$(PY) bench/rvae_adf.py $(RVAE_ARGS)
+
+rvae-4dstem: $(STAMP) ## rVAE on 4D-STEM (seed 004): simulate once into data/fourdstem.zarr, fit per dose, COM baseline, defect AUCs -> bench/results/
+	$(PY) bench/rvae_4dstem.py $(RVAE_ARGS)
 
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(img)
     four = sub.add_parser("fit-4dstem", help="4-D array -> rVAE -> latents.npy, angle.npy, maps, COM baseline")
     four.add_argument("data", help=".npy or zarr array (scan x, scan y, kx, ky), or a simulate fourdstem store")
-    four.add_argument("--array", default=None, help="array path inside a zarr group, e.g. graphene/patterns/dose_100000")
+    four.add_argument("--array", default=None,
+                      help="array path inside a zarr group, e.g. graphene/patterns/dose_100000")
     four.add_argument("--fold-period-px", type=int, nargs=2, default=None, metavar=("ROWS", "COLS"),
                       help="lattice period in scan pixels along scan y and x, for the periodic-residual anomaly map")
     four.add_argument("--angular-sampling-mrad", type=float, default=None, help="pattern pixel size (COM in mrad)")

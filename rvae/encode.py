@@ -52,6 +52,7 @@ def load_module(checkpoint: str | Path, device: str = "cpu"):
     accepted = set(inspect.signature(RVAEModule.__init__).parameters) - {"self"}
     module = RVAEModule(**{k: v for k, v in hp.items() if k in accepted})  # LightningCLI adds _instantiator
     module.load_state_dict(ckpt["state_dict"])
+    module.on_load_checkpoint(ckpt)  # the decoder's coarse-to-fine stage at that step
     module.eval().to(device)
     dm_hp = ckpt.get("datamodule_hyper_parameters", {}) or {}
     state = ckpt.get("ZarrItemsDataModule") or {}

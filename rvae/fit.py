@@ -37,6 +37,29 @@ def read_config(path: str | Path) -> dict:
     return cfg
 
 
+def check_fingerprint(out: Path, **inputs) -> None:
+    """Resume only what was started from the same inputs: ``out/inputs.json`` records them; an existing run
+    directory made from other inputs is an ``InputError`` (its checkpoint would be resumed on the wrong data)."""
+    record = out / "inputs.json"
+    current = json.loads(json.dumps(inputs, default=str))
+    if (out / "run").exists() and record.is_file():
+        previous = json.loads(record.read_text())
+        if previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise InputError(f"{out} holds a fit of other inputs ({', '.join(changed)} differ): choose another "
+                             "--out, or delete it to start again")
+    record.write_text(json.dumps(current, indent=2))
+
+
+def _digest(*arrays) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def fit_items(config: str | Path, store: str | Path, array: str, run_dir: str | Path, image_size: int,
               overrides: list[str] | tuple = ()) -> Path:
     """Fit (or resume fitting) an rVAE to ``store``/``array`` through the LightningCLI; returns ``last.ckpt``."""
@@ -94,6 +117,9 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
     if (~border).sum() < 16:
         raise InputError(f"only {(~border).sum()} columns lie a half window ({window_angstrom / 2} A) inside the "
                          "image: too few to fit (smaller window, larger image, or check the pixel size)")
+    check_fingerprint(out, image=str(Path(image_path).resolve()), items=_digest(items, positions),
+                      window_angstrom=window_angstrom, pixel_size_angstrom=px, size_px=size,
+                      config=Path(config).read_text(), overrides=list(overrides))
     store = out / "items.zarr"
     write_items(store, items[~border], rows_per_shard, {"position_px": positions[~border]},
                 {"image": str(image_path), "window_angstrom": window_angstrom, "pixel_size_angstrom": px,
@@ -247,6 +273,9 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kind, source, array_path = open_4d_source(data, array)
+    check_fingerprint(out, data=str(Path(data).resolve()), array=array, shape=list(source.shape)
+                      if kind == "array" else list(source.scan_shape), config=Path(config).read_text(),
+                      overrides=list(overrides), fold_period_px=fold_period_px)
     wavelength, defects_px = None, None
     if kind == "store":
         meta = source

@@ -24,15 +24,16 @@ def circular_correlation(a, b) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     sa, ca, sb, cb = np.sin(a), np.cos(a), np.sin(b), np.cos(b)
     num = np.sum(sa * sb) * np.sum(ca * cb) - np.sum(sa * cb) * np.sum(ca * sb)
-    den = (np.sum(sa**2) * np.sum(ca**2) - np.sum(sa * ca) ** 2) * (np.sum(sb**2) * np.sum(cb**2) - np.sum(sb * cb) ** 2)
+    den = (np.sum(sa**2) * np.sum(ca**2) - np.sum(sa * ca) ** 2) \
+        * (np.sum(sb**2) * np.sum(cb**2) - np.sum(sb * cb) ** 2)
     return float(num / np.sqrt(den)) if den > 0 else 0.0
 
 
 def aligned_angle_agreement(predicted, truth, period: int = 1) -> dict:
     """Compare angles defined up to a global offset, a sign (mirror) and an n-fold symmetry: both are folded
     (ψ = n·φ), the sign s and offset δ that best map s·ψ_pred + δ onto ψ_true are chosen, and the agreement is
-    reported as the (Fisher–Lee) circular correlation of s·ψ_pred with ψ_true (invariant to δ), the mean resultant length of
-    the residual (1: perfect) and the median absolute residual in degrees of φ (divided by n)."""
+    reported as the (Fisher–Lee) circular correlation of s·ψ_pred with ψ_true (invariant to δ), the mean
+    resultant length of the residual (1: perfect) and the median absolute residual in degrees of φ (divided by n)."""
     p = period * np.asarray(predicted, dtype=np.float64)
     t = period * np.asarray(truth, dtype=np.float64)
     best = None

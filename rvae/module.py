@@ -20,7 +20,10 @@ class RVAEModule(pl.LightningModule):
     ----------
     image_size : odd P of the items (after the data module's odd crop); must match the data.
     n_latent, decoder, period, translation, shift_prior_std, encoder, encoder_channels, encoder_hidden,
-    decoder_hidden, decoder_layers, canvas_extent, kappa_init : the model (:class:`rvae.model.RVAE`).
+    decoder_hidden, decoder_layers, canvas_extent, kappa_init, fourier_features, fourier_scale : the model
+        (:class:`rvae.model.RVAE`).
+    fourier_warmup_steps : steps over which the spatial decoder's Fourier features are switched on, lowest
+        frequencies first (coarse to fine; 0: all from the start).
     likelihood : "gaussian" (normalised intensities) or "bernoulli" (intensities in [0, 1]).
     likelihood_sigma : the Gaussian noise level in normalised units; None: learned (one scalar).
     lr : Adam learning rate.
@@ -33,6 +36,7 @@ class RVAEModule(pl.LightningModule):
                  translation: bool = True, shift_prior_std: float = 0.1, encoder: str = "conv",
                  encoder_channels: list[int] | None = None, encoder_hidden: int = 128, decoder_hidden: int = 128,
                  decoder_layers: int = 3, canvas_extent: float | None = None, kappa_init: float = 20.0,
+                 fourier_features: int = 0, fourier_scale: float = 2.0, fourier_warmup_steps: int = 0,
                  likelihood: str = "gaussian",
                  likelihood_sigma: float | None = None, lr: float = 1e-3, beta_start: float = 1.0,
                  beta_end: float = 1.0, beta_warmup_steps: int = 0, capacity_start: float = 0.0,
@@ -50,7 +54,7 @@ class RVAEModule(pl.LightningModule):
         try:
             self.model = RVAE(image_size, n_latent, decoder, period, translation, shift_prior_std, encoder,
                               encoder_channels, encoder_hidden, decoder_hidden, decoder_layers, canvas_extent,
-                              kappa_init)
+                              kappa_init, fourier_features, fourier_scale)
         except ValueError as err:
             raise ValueError(f"model: {err}") from None
         init = 0.0 if likelihood_sigma is None else math.log(likelihood_sigma)
@@ -78,6 +82,23 @@ class RVAEModule(pl.LightningModule):
             out[f"kl_{name}"] = kl.mean()
         out["kl"] = sum(v for k, v in out.items() if k.startswith("kl_"))
         return out
+
+    def _set_progress(self) -> None:
+        decoder = self.model.decoder
+        if hasattr(decoder, "progress"):
+            steps = self.hparams.fourier_warmup_steps
+            decoder.progress = 1.0 if steps <= 0 else min(1.0, self.global_step / steps)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._set_progress()
+
+    def on_validation_start(self) -> None:
+        self._set_progress()
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        steps = self.hparams.fourier_warmup_steps
+        if hasattr(self.model.decoder, "progress"):
+            self.model.decoder.progress = 1.0 if steps <= 0 else min(1.0, checkpoint.get("global_step", 0) / steps)
 
     def training_step(self, batch, batch_idx):
         images, _ = batch

@@ -10,8 +10,8 @@ and orthogonal; the beam runs along +z and enters at the smallest z.
   ``repeats`` = [nx, ny, nz]; fold cell a x a (the rectangle that also repeats the atoms' depths).
 
 A defect is placed at the column nearest a fractional in-plane position ``at`` = [fx, fy] of the supercell
-(among the columns holding ``site_element`` when given), on the atom of that column nearest the entrance surface (``depth: entrance``) or the exit (``depth: exit``):
-a vacancy removes it, a dopant replaces its element.
+(among the columns holding ``site_element`` when given), on the atom of that column nearest the entrance
+surface (``depth: entrance``) or the exit (``depth: exit``): a vacancy removes it, a dopant replaces its element.
 """
 from __future__ import annotations
 

@@ -99,3 +99,14 @@ def test_bad_inputs_fail_in_one_line_with_exit_code_2(field, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_an_output_directory_of_other_inputs_is_not_resumed(field, tmp_path, capsys):
+    d, _ = field
+    out = tmp_path / "out"
+    base = ["fit-image", str(d / "image.npy"), "--size-px", "15", "--out", str(out), *SMALL]
+    assert main(base[:2] + ["--window-angstrom", "6"] + base[2:]) == 0
+    capsys.readouterr()
+    assert main(base[:2] + ["--window-angstrom", "7"] + base[2:]) == 2
+    err = capsys.readouterr().err
+    assert "holds a fit of other inputs" in err and "window_angstrom" in err

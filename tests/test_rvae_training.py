@@ -83,3 +83,33 @@ def test_rotated_input_gives_the_same_latents_and_a_shifted_angle(repo_root, sha
 
     agreement = aligned_angle_agreement(a["angle"].numpy(), data["angle"][:200])
     assert agreement["sign"] == 1 and agreement["median_abs_error_deg"] < 12.0
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_split_the_shards(repo_root, shapes, tmp_path):
+    """2 ranks x 2 of the 4 shards each: half the steps per epoch of one process, one shared checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    args = fit_args(repo_root, shapes[0], run, "--model.decoder", "canonical", "--trainer.max_epochs", "2",
+                    "--trainer.strategy", "ddp", "--trainer.devices", "2")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "rvae", *args], cwd=repo_root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 * 4  # 256 rows per rank / 64 per batch, 2 epochs
+
+
+@pytest.mark.gpu
+def test_fit_on_a_gpu_and_encode_on_the_cpu(repo_root, shapes, tmp_path):
+    run = tmp_path / "gpu"
+    args = fit_args(repo_root, shapes[0], run, "--trainer.max_epochs", "1")
+    args[args.index("--trainer.accelerator") + 1] = "gpu"
+    run_cli(args)
+    module, transform, _ = load_module(run / "checkpoints" / "last.ckpt", device="cpu")
+    out = encode_batch(module.model, torch.from_numpy(transform(shapes[1]["images"][:8])))
+    assert out["z"].shape == (8, 2) and torch.isfinite(out["angle"]).all()

@@ -39,7 +39,8 @@ def test_layout_and_attributes(store):
     assert root[schema.TASK_DONE][:].tolist() == [1, 1]
     for name in schema.ROW_ARRAYS:
         assert np.isfinite(root["graphene"][name][:]).all()
-    np.testing.assert_allclose(root["graphene"][schema.POSITION][13], [0.615, 0.71014], atol=1e-4)  # (x, y) of row 1, col 1
+    # row 13 = scan line 1, column 1: (x, y) one step along each axis
+    np.testing.assert_allclose(root["graphene"][schema.POSITION][13], [0.615, 0.71014], atol=1e-4)
     with pytest.raises(StoreError, match="no scan 'graphite'"):
         read_scan_meta(store, "graphite")
 

@@ -13,6 +13,8 @@ module             what it defines
                    the one function that builds a feature row
 ``store``          the zarr store schema (array names, dtypes, attributes), ``open_group`` and ``read_meta``,
                    the one typed reader of a store's metadata
+``fourdstem``     the 4D-STEM store schema (``python -m simulate fourdstem``: patterns per scan and dose, per-position
+                   truth) and ``read_scan_meta``, read by the ``rvae`` stage
 ``catalog``        the host/dopant catalog (``catalog.yaml``, shipped as package data) and its validated loader
 ``patches``        the patch geometry shared by simulation and micrographs: √3·a window, odd size, bilinear
                    resampling

@@ -9,7 +9,8 @@ counts at 1e4, 1e5 and 1e6 e-/Å² (~410, 4 100, 41 000 electrons per pattern).
 For each scan and dose: ``python -m rvae fit-4dstem`` (purely rotational rVAE, fitted to that scan's own
 patterns), and the COM family (COM vector, |COM|, divergence, iCOM; ``rvae.com``) of the same patterns. Every
 map goes through the same periodic-residual anomaly score (``rvae.maps``: deviation from the lattice-periodic
-median over the supercell's cells). Localisation of the defects by each score map:
+median over the supercell's cells), raw and after the same Gaussian smoothing of one scan step (``... smoothed``;
+iCOM is already an integral over the whole scan, which averages noise). Localisation of the defects by each map:
 * ROC AUC of positions within 1 Å of a defect (positives) against positions beyond 3 Å (negatives);
 * distance from the map's strongest response to the nearest defect, and per defect the distance of the
   strongest response in its own half of the scan.
@@ -59,13 +60,26 @@ def ensure_store(config: Path, store: Path) -> None:
     simulate_fourdstem(config, store, resume=store.exists())
 
 
-def com_scores(com: dict, fold) -> dict[str, np.ndarray]:
+def com_scores(com: dict, fold, smooth_px: float = 0.0) -> dict[str, np.ndarray]:
     from rvae.maps import anomaly_score
 
-    return {"com_vector": anomaly_score(np.stack([com["com_x"], com["com_y"]], -1), fold),
-            "com_magnitude": anomaly_score(com["com_magnitude"], fold),
-            "com_divergence": anomaly_score(com["com_divergence"], fold),
-            "icom": anomaly_score(com["icom"], fold)}
+    return {"com_vector": anomaly_score(np.stack([com["com_x"], com["com_y"]], -1), fold, smooth_px),
+            "com_magnitude": anomaly_score(com["com_magnitude"], fold, smooth_px),
+            "com_divergence": anomaly_score(com["com_divergence"], fold, smooth_px),
+            "icom": anomaly_score(com["icom"], fold, smooth_px)}
+
+
+def rvae_scores(maps: dict, k: int, period: int, fold, smooth_px: float = 0.0) -> dict[str, np.ndarray]:
+    from rvae.maps import anomaly_score, circular_channels
+
+    z = np.stack([maps[f"z{j + 1}"] for j in range(k)], -1)
+    angle = circular_channels(maps["angle"] / period, period)
+    return {"rvae_anomaly": anomaly_score(np.concatenate([z, angle], -1), fold, smooth_px),
+            "rvae_latents": anomaly_score(z, fold, smooth_px),
+            "rvae_reconstruction": anomaly_score(maps["reconstruction_error"], fold, smooth_px)}
+
+
+SMOOTH_PX = 1.0  # one scan step (~0.2 Å): every map is also scored after the same smoothing
 
 
 def evaluate(score_maps: dict, truth: dict, meta) -> dict:
@@ -129,7 +143,6 @@ def main(argv=None) -> dict:
     from contract import fourdstem as schema
     from contract.fourdstem import pattern_path, read_scan_meta
     from rvae.fit import com_maps_streaming, fit_4dstem
-    from rvae.maps import anomaly_score
     from simulate.optics import wavelength_angstrom
 
     store, out = Path(a.store), Path(a.out)
@@ -155,7 +168,8 @@ def main(argv=None) -> dict:
         clean_com = com_maps_streaming(str(store), pattern_path(scan), meta.scan_shape, meta.angular_sampling_mrad,
                                        meta.scan_sampling_angstrom, wl, periodic=True)
         results[f"{scan}/clean"] = {"dose_e_per_angstrom2": None,
-                                    "localisation": evaluate(com_scores(clean_com, meta.fold_period_px), truth, meta),
+                                    "localisation": evaluate(com_scores(clean_com, meta.fold_period_px), truth,
+                                                             meta),
                                     "angle": angle_scores(None, clean_com["com_direction"], truth)}
         for dose in a.doses:
             array = pattern_path(scan, dose)
@@ -163,11 +177,10 @@ def main(argv=None) -> dict:
             res = fit_4dstem(store, out / f"{scan}-{schema.dose_array_name(dose)}", array=array, overrides=overrides)
             fit_seconds, fit_cpu = time.perf_counter() - t0, cpu_seconds() - c0
             maps, com = res["maps"], res["com"]
-            k = res["n_latent"]
-            z = np.stack([maps[f"z{j + 1}"] for j in range(k)], -1)
-            score_maps = {"rvae_anomaly": maps["anomaly"], "rvae_latents": anomaly_score(z, meta.fold_period_px),
-                          "rvae_reconstruction": anomaly_score(maps["reconstruction_error"], meta.fold_period_px),
-                          **com_scores(com, meta.fold_period_px)}
+            fold, k, n = meta.fold_period_px, res["n_latent"], res["period"]
+            score_maps = {**rvae_scores(maps, k, n, fold), **com_scores(com, fold)}
+            smoothed = {**rvae_scores(maps, k, n, fold, SMOOTH_PX), **com_scores(com, fold, SMOOTH_PX)}
+            score_maps.update({f"{name} smoothed": m for name, m in smoothed.items()})
             results[f"{scan}/{schema.dose_array_name(dose)}"] = {
                 "dose_e_per_angstrom2": dose, "electrons_per_pattern": dose * np.prod(meta.scan_sampling_angstrom),
                 "fit_4dstem_seconds": fit_seconds, "fit_4dstem_cpu_seconds": fit_cpu, "n_patterns": ny * nx,

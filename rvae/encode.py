@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import ItemTransform, open_items, shard_rows
+from .data import ItemTransform, make_transform, open_items, shard_rows
 from .model import RVAE
 
 OUTPUT_ARRAYS = {"angle": (), "angle_std": (), "z": ("k",), "z_std": ("k",), "shift": (2,), "shift_std": (2,),
                  "reconstruction_error": ()}
+
+
+def _list(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 @torch.no_grad()
@@ -58,8 +62,8 @@ def load_module(checkpoint: str | Path, device: str = "cpu"):
     state = ckpt.get("ZarrItemsDataModule") or {}
     if "offset" not in state:
         raise InputError(f"{path} holds no data normalisation (offset, scale): was it written by rvae fit?")
-    transform = ItemTransform(bool(dm_hp.get("sqrt", False)), str(dm_hp.get("normalisation", "standard")),
-                              float(state["offset"]), float(state["scale"]))
+    transform = make_transform(dm_hp.get("sqrt", False), dm_hp.get("normalisation", "standard"), state["offset"],
+                               state["scale"])
     return module, transform, dm_hp
 
 
@@ -86,7 +90,7 @@ def encode_store(module, store: str, array: str, transform: ItemTransform, out: 
                            fill_value=np.nan)
     group.attrs.update({"store": str(store), "array": str(array), "period": model.period,
                         "transform": {"sqrt": transform.sqrt, "normalisation": transform.normalisation,
-                                      "offset": transform.offset, "scale": transform.scale},
+                                      "offset": _list(transform.offset), "scale": _list(transform.scale)},
                         "units": {"angle": "rad, in (-pi/period, pi/period]", "shift": "half item widths",
                                   "reconstruction_error": "normalised intensity squared"}, **(attrs or {})})
     result = {name: np.full((n, *trailing), np.nan, np.float32) for name, trailing in shapes.items()}

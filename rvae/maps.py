@@ -40,12 +40,25 @@ def circular_channels(angle: np.ndarray, period: int = 1) -> np.ndarray:
     return np.stack([np.cos(period * angle), np.sin(period * angle)], axis=-1)
 
 
-def anomaly_score(channels: np.ndarray, period: tuple[int, int]) -> np.ndarray:
-    """(H, W, C) channels (or (H, W)) -> (H, W) anomaly score (module docstring). Channels without spread
-    (constant) contribute nothing."""
+def smooth(values: np.ndarray, sigma_px: float, periodic: bool = True) -> np.ndarray:
+    """(H, W, ...) map with each channel Gaussian-smoothed over the scan by ``sigma_px`` (wrapping at the edges of
+    a periodic scan): trades resolution for noise, the same for every map compared."""
+    from scipy import ndimage
+
+    v = np.asarray(values, dtype=np.float64)
+    if sigma_px <= 0:
+        return v
+    sigma = (sigma_px, sigma_px) + (0,) * (v.ndim - 2)
+    return ndimage.gaussian_filter(v, sigma, mode="wrap" if periodic else "nearest")
+
+
+def anomaly_score(channels: np.ndarray, period: tuple[int, int], smooth_px: float = 0.0) -> np.ndarray:
+    """(H, W, C) channels (or (H, W)) -> (H, W) anomaly score (module docstring), the channels first smoothed
+    by ``smooth_px`` when > 0. Channels without spread (constant) contribute nothing."""
     c = np.asarray(channels, dtype=np.float64)
     if c.ndim == 2:
         c = c[..., None]
+    c = smooth(c, smooth_px)
     r = periodic_residual(c, period)
     scale = 1.4826 * np.median(np.abs(r), axis=(0, 1))
     fallback = r.std(axis=(0, 1))

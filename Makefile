@@ -13,9 +13,13 @@ PYTEST_ARGS ?=
 TRAIN_ARGS ?=
 # e.g. RVAE_ARGS='--max-epochs 10' for a quicker rVAE demo, or '--fresh' to refit from scratch
 RVAE_ARGS ?=
+LABEL_PROJECT ?= data/label-demo
+LABEL_PORT ?= 8000
+# optional checkpoint whose classes the page shows as suggestions on request, e.g. runs/demo/mlp-deep/checkpoints/last.ckpt
+LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features train evaluate test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features verify train evaluate label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,21 +30,31 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the CPU build, so that no dependency pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# example data only (a real MoS2 HAADF .dm3 for tests/test_inference_real.py; none of its code is imported)
+	$(PY) -m pip install -q --no-deps temul-toolkit==0.1.9
 	touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install the project and its dependencies
 
 simulate: $(STAMP) ## Simulate the demo dataset into data/demo.zarr (CLUSTER=local|slurm, DEMO_CONFIG=...)
-	$(PY) -m simulate --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m simulate run --config $(DEMO_CONFIG) --out $(DEMO_STORE) --cluster $(CLUSTER) --resume
 
 features: $(STAMP) ## Encode the demo store's patches into the 31 features
-	$(PY) -m features --store $(DEMO_STORE) --cluster $(CLUSTER)
+	$(PY) -m features encode --store $(DEMO_STORE) --cluster $(CLUSTER)
+
+verify: $(STAMP) ## Check every shard of the demo store (REPAIR=--repair reruns exactly what owns bad shards)
+	$(PY) -m simulate verify $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
+	$(PY) -m features verify --store $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
 
 train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_ARGS='--max-epochs 100' to converge)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)
 
 evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
 	$(PY) -m training demo-table --runs runs/demo
+
+label: $(STAMP) ## Label columns in the browser on a demo field (simulated once, ~20 s; LABEL_PORT=8000, LABEL_MODEL=CKPT)
+	$(PY) -m labelling demo --project $(LABEL_PROJECT) $(if $(LABEL_MODEL),--model $(LABEL_MODEL))
+	$(PY) -m labelling serve --project $(LABEL_PROJECT) --port $(LABEL_PORT)
 
 rvae-adf: $(STAMP) ## rVAE on ADF (seed 002): render a two-grain field, fit-image, score vs truth and PCA -> bench/results/
 	$(PY) bench/rvae_adf.py $(RVAE_ARGS)

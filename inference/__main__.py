@@ -1,7 +1,11 @@
 """Command line of the inference stage.
 
     python -m inference classify IMAGE --model CKPT --host WSe2 --dopant Cr [--energy-kev 80] [--detector HAADF]
-                                 [--pixel-size-angstrom S] [--patch-size-px P] [--metal-sublattice auto] --out DIR
+                                 [--pixel-size-angstrom S] [--patch-size-px P] [--metal-sublattice auto]
+                                 [--allow-unseen-context] --out DIR
+
+Exit codes (``contract.errors``): 2 bad input (unreadable or damaged image, no lattice, wrong checkpoint,
+missing context), 4 a context the model was never trained on (``--allow-unseen-context`` runs it anyway).
     python -m inference score --pred DIR --truth DIR [--tolerance-fraction 0.3]
 """
 from __future__ import annotations
@@ -34,9 +38,12 @@ def _dispatch(argv: list[str]) -> int:
     c.add_argument("--pixel-size-angstrom", type=float, default=None,
                    help="overrides the file; without either it is inferred from the catalog lattice constant")
     c.add_argument("--patch-size-px", type=int, default=None,
-                   help="the model's patch size (default: read from the store it was trained on)")
+                   help="the model's patch size (default: recorded in the checkpoint)")
     c.add_argument("--metal-sublattice", choices=("auto", "brighter", "dimmer"), default="auto")
-    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--allow-unseen-context", action="store_true",
+                   help="classify even when host/dopant/energy/detector is not among the model's training cases "
+                        "(the summary and overlay then say so)")
+    c.add_argument("--out", required=True, help="output directory (written only when the whole run succeeds)")
     s = sub.add_parser("score", help="score a classification against simulated ground truth")
     s.add_argument("--pred", required=True, help="output directory of classify")
     s.add_argument("--truth", required=True, help="output directory of simulate fullfield")
@@ -49,12 +56,17 @@ def _dispatch(argv: list[str]) -> int:
         summary = run_classify(args.image, args.model, args.out, host=args.host, dopant=args.dopant,
                                beam_energy_kev=args.energy_kev, detector=args.detector,
                                pixel_size_angstrom=args.pixel_size_angstrom, patch_size_px=args.patch_size_px,
-                               metal_sublattice=args.metal_sublattice)
+                               metal_sublattice=args.metal_sublattice,
+                               allow_unseen_context=args.allow_unseen_context)
         for note in summary["notes"]:
             print(f"note: {note}")
-        print(f"{summary['n_sites']} sites ({summary['n_border']} on the border, not counted); counts "
-              f"{summary['counts']}; defects per nm² {json.dumps(summary['defect_density_per_nm2'])}; "
-              f"wrote {args.out}")
+        unc = summary["uncertainty"]
+        print(f"{summary['n_sites']} sites ({summary['n_border']} on the border, not counted; "
+              f"{summary['n_sites_without_peak']} placed from their neighbours), lattice "
+              f"{summary['lattice_constant_angstrom_image']:.3f} Å over {100 * summary['lattice_area_fraction']:.0f} % "
+              f"of the image; counts {summary['counts']}; defects per nm² "
+              f"{json.dumps(summary['defect_density_per_nm2'])}; {100 * unc['fraction_above_threshold']:.0f} % of "
+              f"sites above {unc['entropy_threshold_nats']} nats entropy; wrote {args.out}")
     else:
         from .score import run_score
 

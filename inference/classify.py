@@ -1,10 +1,13 @@
 """Classify every column of one image: lattice, columns, patches, features, model; then the report files.
 
-``locate_sites`` (lattice + columns + sublattices, pure), ``classify_sites`` (features + model) and
-``write_report`` (CSV, overlay PNG, JSON summary) are separate; ``run_classify`` ties them to files.
+``locate_sites`` (local lattice, columns, sublattices, lattice area: pure), ``lattice_refusal`` (is there a
+lattice worth classifying?), ``classify_sites`` (features + model) and ``write_report`` (CSV, overlay PNG,
+JSON summary) are separate; ``run_classify`` ties them to files. Every check that can refuse an input (the
+image, its context, the checkpoint, the model's training cases, the lattice) runs before anything is written:
+a refused input leaves ``--out`` untouched, and the report files appear together at the end.
 
-Which of the two fitted sublattices is the metal cannot be told from geometry (in projection they are
-equivalent) nor safely from brightness (Ta/Se2 reverses between HAADF and MAADF, NOTES.md). With
+Which of the two sublattices is the metal cannot be told from geometry (in projection they are equivalent)
+nor safely from brightness (Ta/Se2 reverses between HAADF and MAADF, NOTES.md). With
 ``metal_sublattice="auto"`` both assignments are tried and the one under which the model gives the higher
 mean log-probability to sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2, VacX,
 VacX2) is kept. The features do not depend on that choice (the site-symmetry flags follow brightness), so
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,25 +34,36 @@ from contract.classes import (
     METAL_SITE_CLASSES,
     SUBLATTICES,
 )
+from contract.errors import InputError, UnseenContextError
 
-from .lattice import (
-    border_flags,
-    check_image,
-    find_peaks,
-    fit_lattice,
-    lattice_constant_px,
-    lattice_sites,
-    snap_to_peaks,
-)
+from .lattice import border_flags, check_image, clip_outliers, lattice_constant_candidates_px, locate_columns
 from .patches import cut_patches, patch_half_width_px, site_features
 
 SQRT3 = 3 ** 0.5
 
+HIGH_ENTROPY_NATS = 0.5
+"""A site whose posterior entropy exceeds this (two classes at about 80/20, or a three-way split) is
+uncertain; ``summary.json`` reports the fraction of such sites (the demo context models average 0.04 nats on
+their test set, MLP-NoContext 0.63: seed paper 003, Table 1)."""
+UNRELIABLE_FRACTION = 0.25
+"""Above this fraction of uncertain sites the summary and the overlay say the answer is unreliable."""
+
+MIN_COLUMNS = 20
+"""Fewest columns (with a peak) for a lattice worth classifying."""
+MIN_LATTICE_AREA_FRACTION = 0.10
+"""Smallest fraction of the image that must be lattice area. Measured (tests/test_inference_nolattice.py):
+noise, amorphous-like texture and a square lattice give at most 0.03, the real MoS2 frame 0.99, the
+distorted simulated field 0.8."""
+MAX_CATALOG_DEVIATION = 0.15
+"""A lattice constant (from the image and a known pixel size) further than this from every catalog host is not
+a 1H-MX2 lattice at that pixel size: refused. Real calibrations are off by up to ~5 %; the hosts span
+3.16-3.72 Å."""
+
 
 @dataclass
 class Sites:
-    """Sites of one image: (N, 2) (row, col) px, (N,) fitted-sublattice index (0/1), (N,) has_peak,
-    (N,) on_border; the lattice estimates."""
+    """Sites of one image: (N, 2) (row, col) px, (N,) sublattice index from geometry (0/1), (N,) has_peak,
+    (N,) on_border; (N, 2, 2) local lattice transforms; (H, W) lattice mask; the lattice estimates."""
 
     positions: np.ndarray
     fitted_sublattice: np.ndarray
@@ -58,28 +74,136 @@ class Sites:
     angle_deg: float
     fit_rms_px: float
     timings_s: dict = field(default_factory=dict)
+    transforms: np.ndarray | None = None
+    lattice_mask: np.ndarray | None = None
+    lattice_constant_px_range: tuple[float, float] | None = None
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def lattice_area_fraction(self) -> float:
+        return float(self.lattice_mask.mean()) if self.lattice_mask is not None else 1.0
+
+
+GOOD_LATTICE_AREA_FRACTION = 0.3
+"""``locate_sites`` tries the next autocorrelation estimate of ``a`` unless the first gives lattice over at least
+this fraction of the image."""
 
 
 def locate_sites(image: np.ndarray, smooth_sigma_fraction: float = 0.08) -> Sites:
-    """Lattice constant (autocorrelation), peaks (min distance 0.35 a < a/√3), honeycomb fit, every site of
-    both sublattices from the fit, snapped to its peak when one lies within 0.3 a/√3."""
+    """Lattice constant (autocorrelation: a first estimate), then columns, empty sites, sublattices and the
+    lattice area from the local honeycomb (``inference.lattice.locate_columns``). When the most likely
+    estimate of ``a`` finds lattice over less than ``GOOD_LATTICE_AREA_FRACTION`` of the image, the next ones are
+    tried and the one covering most lattice kept. ``ValueError`` when there is no honeycomb at all."""
     image = check_image(image)
     t0 = time.perf_counter()
-    a0 = lattice_constant_px(image)
+    estimates = lattice_constant_candidates_px(image)
     t1 = time.perf_counter()
-    peaks, _ = find_peaks(image, 0.35 * a0, smooth_sigma_px=max(smooth_sigma_fraction * a0, 0.5))
+    best, best_a0, error = None, None, None
+    for a0 in estimates:
+        try:
+            lat = locate_columns(image, a0, smooth_sigma_fraction)
+        except ValueError as err:
+            error = error or err
+            continue
+        if best is None or lat.lattice_area_fraction > best.lattice_area_fraction:
+            best, best_a0 = lat, a0
+        if lat.lattice_area_fraction >= GOOD_LATTICE_AREA_FRACTION:
+            break
+    if best is None:
+        raise error
     t2 = time.perf_counter()
-    fit = fit_lattice(peaks, a0)
-    a = fit.lattice_constant_px
-    sites, sub = lattice_sites(fit, image.shape)
-    pos, has = snap_to_peaks(sites, peaks, 0.3 * a / SQRT3)
-    t3 = time.perf_counter()
-    return Sites(pos, sub, has, border_flags(pos, image.shape, patch_half_width_px(a)), a, a0, fit.angle_deg,
-                 fit.rms_px, {"lattice": t1 - t0, "peaks": t2 - t1, "sites": t3 - t2})
+    lat = best
+    a = lat.lattice_constant_px
+    return Sites(lat.positions, lat.sublattice, lat.has_peak, border_flags(lat.positions, image.shape,
+                                                                            patch_half_width_px(a)),
+                 a, best_a0, lat.angle_deg, lat.local_rms_px, {"lattice": t1 - t0, "columns": t2 - t1},
+                 lat.transforms, lat.lattice_mask, lat.lattice_constant_px_range, lat.stats)
+
+
+def lattice_refusal(sites: Sites, pixel_size_angstrom: float | None, catalog) -> str | None:
+    """Why this image holds no lattice worth classifying, or None: too few columns, too little lattice area
+    (no significant periodicity), or (with a known pixel size) a lattice constant far from every catalog
+    host."""
+    n_cols = int(sites.has_peak.sum())
+    if n_cols < MIN_COLUMNS:
+        return (f"no lattice: {n_cols} columns found (need at least {MIN_COLUMNS}); is this an atomic-resolution "
+                "image of a 1H-MX2 layer?")
+    frac = sites.lattice_area_fraction
+    if frac < MIN_LATTICE_AREA_FRACTION:
+        return (f"no lattice: only {100 * frac:.1f} % of the image shows a periodic honeycomb (need "
+                f"{100 * MIN_LATTICE_AREA_FRACTION:.0f} %): noise, amorphous material or another structure?")
+    if pixel_size_angstrom:
+        a = sites.lattice_constant_px * pixel_size_angstrom
+        dev = {name: a / h.lattice_constant_angstrom - 1 for name, h in catalog.hosts.items()}
+        nearest = min(dev, key=lambda k: abs(dev[k]))
+        if abs(dev[nearest]) > MAX_CATALOG_DEVIATION:
+            return (f"lattice constant {a:.3f} Å ({sites.lattice_constant_px:.2f} px x {pixel_size_angstrom:.4g} Å) "
+                    f"is {100 * dev[nearest]:+.0f} % from the nearest catalog host ({nearest}, "
+                    f"{catalog.hosts[nearest].lattice_constant_angstrom} Å): wrong pixel size "
+                    "(--pixel-size-angstrom), or not a 1H-MX2 image")
+    return None
+
+
+@dataclass
+class Classifier:
+    """A checkpoint ready for inference: the model, the stored feature columns it reads, its patch size, and
+    the training cases it knows (None for an old checkpoint that does not list them)."""
+
+    model: object
+    feature_columns: list
+    feature_set: str
+    patch_size_px: int | None
+    training_cases: list | None
+    path: str
+    normalisation: str | None = None
+
+
+def load_classifier(ckpt) -> Classifier:
+    """``training.evaluate.read_checkpoint`` (refuses unsafe or wrong files) plus what inference needs from
+    the checkpoint's metadata (``training.module.inference_metadata``); an older checkpoint without it gives
+    the feature set of its datamodule hyperparameters and no patch size or cases."""
+    from contract.features import feature_columns
+    from training.evaluate import read_checkpoint
+
+    model, data_hparams, meta = read_checkpoint(ckpt)
+    if meta is None:
+        fs = str(data_hparams.get("feature_set", "all"))
+        try:
+            cols = feature_columns(fs)
+        except ValueError:
+            raise InputError(f"checkpoint {Path(ckpt).name}: unknown feature set {fs!r}") from None
+        return Classifier(model, cols, fs, None, None, str(ckpt))
+    return Classifier(model, list(meta["feature_columns"]), str(meta["feature_set"]), meta.get("patch_size_px"),
+                      list(meta.get("training_cases") or []), str(ckpt), meta.get("normalisation"))
+
+
+def _case_key(c: dict) -> tuple:
+    return (str(c["host"]), str(c["dopant"]), int(c["beam_energy_kev"]), str(c["detector"]).upper())
+
+
+def context_check(ctx: dict, cases: list | None, allow_unseen: bool) -> str | None:
+    """None when the context (host, dopant, beam energy, detector) is one of the training ``cases``; otherwise
+    ``UnseenContextError`` naming the nearest cases the model knows, or (``allow_unseen``) a warning."""
+    label = f"{ctx['host']}+{ctx['dopant']} {ctx['beam_energy_kev']} keV {ctx['detector']}"
+    if cases is None:
+        msg = (f"the checkpoint does not list its training cases (written before they were recorded), so "
+               f"{label} cannot be checked against them")
+    else:
+        key = _case_key(ctx)
+        if any(_case_key(c) == key for c in cases):
+            return None
+        ranked = sorted(cases, key=lambda c: (sum(a != b for a, b in zip(_case_key(c), key)), -c.get("n_rows", 0)))
+        near = "; ".join(f"{c['host']}+{c['dopant']} {c['beam_energy_kev']} keV {c['detector']} "
+                         f"({c.get('n_rows', '?')} rows)" for c in ranked[:3])
+        msg = f"the model was never trained on {label}; nearest cases it knows: {near}"
+    if allow_unseen:
+        return f"UNSEEN CONTEXT: {msg}; classified anyway (--allow-unseen-context): treat the classes with caution"
+    raise UnseenContextError(f"{msg}. Retrain with this case, or rerun with --allow-unseen-context to classify "
+                             "anyway (the answer is then flagged)")
 
 
 def predict_probabilities(model, features: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-    """(N, 31) -> (N, 5) softmax probabilities (eval mode; the models are batch independent there)."""
+    """(N, k) -> (N, 5) softmax probabilities (eval mode; the models are batch independent there)."""
     import torch
 
     from training.evaluate import predict_logits
@@ -97,21 +221,23 @@ def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) ->
 
 
 def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_size_px: int,
-                   metal_sublattice: str = "auto") -> dict:
-    """Features and probabilities of every site. ``metal_sublattice``: ``auto`` (see the module docstring),
-    ``brighter`` or ``dimmer``. Returns a dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5),
-    label (N,), entropy (N,) nats, plus timings."""
+                   metal_sublattice: str = "auto", feature_columns=None) -> dict:
+    """Features and probabilities of every site. ``feature_columns``: the stored columns the model reads
+    (default all 31). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
+    dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5), label (N,), entropy (N,) nats, the 31
+    features, plus timings."""
     if metal_sublattice not in ("auto", "brighter", "dimmer"):
         raise ValueError(f"metal_sublattice must be auto, brighter or dimmer, got {metal_sublattice!r}")
     t0 = time.perf_counter()
-    patches = cut_patches(image, sites.positions, sites.lattice_constant_px, patch_size_px)
+    patches = cut_patches(image, sites.positions, sites.lattice_constant_px, patch_size_px, sites.transforms)
     t1 = time.perf_counter()
-    # the flags depend only on which sites are brighter, so sublattice 0/1 of the fit can stand in here
+    # the flags depend only on which sites are brighter, so sublattice 0/1 of the geometry can stand in here
     feats = site_features(patches, sites.fitted_sublattice, metal=context["metal"], chalcogen=context["chalcogen"],
                           dopant=context["dopant"], detector=context["detector"],
                           beam_energy_kev=context["beam_energy_kev"])
     t2 = time.perf_counter()
-    probs = predict_probabilities(model, feats)
+    x = feats if feature_columns is None else np.ascontiguousarray(feats[:, list(feature_columns)])
+    probs = predict_probabilities(model, x)
     t3 = time.perf_counter()
     if metal_sublattice == "auto":
         metal = choose_metal_sublattice(probs, sites.fitted_sublattice)
@@ -128,18 +254,30 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
 
 
 def summarise(sites: Sites, result: dict, image_shape, pixel_size_angstrom: float) -> dict:
-    """Per-class counts and defect densities (per nm²) over the sites not on the border; the counted area
-    is the image minus the border margin."""
+    """Per-class counts and defect densities (per nm²) over the sites not on the border; the counted area is
+    the lattice area minus the border margin. The uncertainty: mean entropy and the fraction of counted sites
+    above ``HIGH_ENTROPY_NATS``."""
     inner = ~sites.on_border
     counts = {name: int((result["label"][inner] == c).sum()) for c, name in enumerate(CLASS_NAMES)}
     margin = patch_half_width_px(sites.lattice_constant_px)
     h, w = image_shape
-    area_nm2 = max(h - 1 - 2 * margin, 0) * max(w - 1 - 2 * margin, 0) * (pixel_size_angstrom / 10) ** 2
+    m = int(np.ceil(margin))
+    mask = sites.lattice_mask if sites.lattice_mask is not None else np.ones(image_shape, bool)
+    px_nm2 = (pixel_size_angstrom / 10) ** 2
+    area_nm2 = float(mask[m:h - m, m:w - m].sum()) * px_nm2 if h > 2 * m and w > 2 * m else 0.0
     density = {name: (counts[name] / area_nm2 if area_nm2 > 0 else None)
                for c, name in enumerate(CLASS_NAMES) if c in DEFECT_CLASS_IDS}
+    ent = result["entropy"][inner]
+    frac = float((ent > HIGH_ENTROPY_NATS).mean()) if len(ent) else float("nan")
     return {"n_sites": int(len(inner)), "n_counted": int(inner.sum()), "n_border": int((~inner).sum()),
             "n_sites_without_peak": int((~sites.has_peak).sum()), "counts": counts,
-            "defect_density_per_nm2": density, "counted_area_nm2": area_nm2}
+            "defect_density_per_nm2": density, "counted_area_nm2": area_nm2,
+            "lattice_area_nm2": float(mask.sum()) * px_nm2, "masked_area_nm2": float((~mask).sum()) * px_nm2,
+            "masked_area_fraction": float((~mask).mean()),
+            "uncertainty": {"entropy_threshold_nats": HIGH_ENTROPY_NATS, "fraction_above_threshold": frac,
+                            "mean_entropy_nats": float(ent.mean()) if len(ent) else float("nan"),
+                            "max_possible_entropy_nats": float(np.log(len(CLASS_NAMES))),
+                            "unreliable": bool(frac > UNRELIABLE_FRACTION)}}
 
 
 def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary: dict) -> dict:
@@ -161,94 +299,136 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 8))
-    ax.imshow(image, cmap="gray")
+    h, w_ = image.shape
+    size = 8 if max(h, w_) <= 1200 else 12
+    fig, ax = plt.subplots(figsize=(size, size))
+    # shown as block means at about the figure's resolution (matplotlib resamples a 2048² image slowly)
+    f = max(int(np.ceil(max(h, w_) / (size * 100))), 1)
+    hb, wb = h // f, w_ // f
+    extent = (-0.5, wb * f - 0.5, hb * f - 0.5, -0.5)
+    ax.imshow(image[:hb * f, :wb * f].reshape(hb, f, wb, f).mean(axis=(1, 3)), cmap="gray", extent=extent,
+              interpolation="nearest")
+    if sites.lattice_mask is not None and (~sites.lattice_mask).any():
+        from matplotlib.colors import ListedColormap
+
+        masked = ~sites.lattice_mask[:hb * f:f, :wb * f:f]
+        ax.imshow(np.ma.masked_where(~masked, np.ones(masked.shape, np.uint8)), cmap=ListedColormap(["#d91a99"]),
+                  alpha=0.35, interpolation="nearest", extent=extent)
+    marker = max(4.0, min(18.0, 18 * (sites.lattice_constant_px / 25) ** 2 * (1000 / max(h, w_)) ** 2))
     for c, name in enumerate(CLASS_NAMES):
         sel = result["label"] == c
         inner, border = sel & ~sites.on_border, sel & sites.on_border
-        ax.scatter(sites.positions[inner, 1], sites.positions[inner, 0], s=18, facecolors="none",
-                   edgecolors=CLASS_COLOURS[c], linewidths=1.2, label=f"{name} ({int(inner.sum())})")
-        ax.scatter(sites.positions[border, 1], sites.positions[border, 0], s=18, marker="x", c=CLASS_COLOURS[c],
+        ax.scatter(sites.positions[inner, 1], sites.positions[inner, 0], s=marker, facecolors="none",
+                   edgecolors=CLASS_COLOURS[c], linewidths=1.0, label=f"{name} ({int(inner.sum())})")
+        ax.scatter(sites.positions[border, 1], sites.positions[border, 0], s=marker, marker="x", c=CLASS_COLOURS[c],
                    linewidths=0.6, alpha=0.5)
-    ax.set_title("columns by class (x: border, not counted)")
+    title = "columns by class (x: border, not counted; shaded: no lattice, masked)"
+    unc = summary.get("uncertainty", {})
+    if summary.get("unseen_context"):
+        title = "UNSEEN CONTEXT (--allow-unseen-context): " + title
+    if unc.get("unreliable"):
+        title += f"\nUNRELIABLE: {100 * unc['fraction_above_threshold']:.0f} % of sites above " \
+                 f"{unc['entropy_threshold_nats']} nats entropy"
+    ax.set_title(title, fontsize=9, color="red" if summary.get("unseen_context") or unc.get("unreliable") else "k")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     ax.set_axis_off()
-    fig.savefig(out / "overlay.png", dpi=100, bbox_inches="tight")
+    ax.set_xlim(-0.5, w_ - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95)
+    fig.savefig(out / "overlay.png", dpi=100)
     plt.close(fig)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return {k: str(out / f) for k, f in (("csv", "sites.csv"), ("overlay", "overlay.png"), ("summary", "summary.json"))}
 
 
-def model_patch_size(data_hparams: dict, override: int | None) -> int:
-    """The model's patch size: the override, else the ``patch_size_px`` of the store it was trained on."""
-    from .io import InputError
-
-    if override is not None:
-        return int(override)
-    store = data_hparams.get("store")
-    if store:
-        from contract.store import read_meta
-
-        try:
-            size = read_meta(store, require=()).patch_size_px
-        except InputError:
-            size = None
-        if size is not None:
-            return int(size)
-    raise InputError(f"cannot read the model's patch size from its training store {store!r}: "
-                     "give --patch-size-px (the store's patch_size_px, e.g. 33)")
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move the finished report files from ``tmp`` into ``out_dir`` (created now, not before)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in tmp.iterdir():
+        shutil.move(str(f), str(out_dir / f.name))
 
 
 def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_energy_kev=None, detector=None,
-                 pixel_size_angstrom=None, patch_size_px=None, metal_sublattice="auto", catalog=None) -> dict:
+                 pixel_size_angstrom=None, patch_size_px=None, metal_sublattice="auto", catalog=None,
+                 allow_unseen_context=False) -> dict:
     """Load, check, locate, classify, write. Returns the summary dict (also in ``summary.json``).
-    ``catalog``: a catalog YAML (default: the shipped ``contract/catalog.yaml``)."""
+    ``catalog``: a catalog YAML (default: the shipped ``contract/catalog.yaml``). Nothing is written to
+    ``out_dir`` unless the whole run succeeds."""
     from contract.catalog import load_catalog
 
-    from .io import InputError, load_image, resolve_context
+    from .io import read_image, resolve_context
 
     t_start = time.perf_counter()
-    image, file_meta = load_image(image_path)
-    ctx = resolve_context(file_meta, {"host": host, "dopant": dopant, "beam_energy_kev": beam_energy_kev,
-                                      "detector": detector, "pixel_size_angstrom": pixel_size_angstrom},
-                          load_catalog(catalog))
-    if not Path(ckpt).is_file():
-        raise InputError(f"--model {ckpt}: checkpoint file not found")
-    from training.evaluate import load_checkpoint
-
-    model, data_hparams = load_checkpoint(ckpt)
-    p = model_patch_size(data_hparams, patch_size_px)
+    name = Path(image_path).name
+    cat = load_catalog(catalog)
+    f = read_image(image_path)
+    image = f.image
+    ctx = resolve_context(f.values, {"host": host, "dopant": dopant, "beam_energy_kev": beam_energy_kev,
+                                     "detector": detector, "pixel_size_angstrom": pixel_size_angstrom},
+                          cat, f.sources)
+    clf = load_classifier(ckpt)
+    p = patch_size_px or clf.patch_size_px
+    if p is None:
+        raise InputError(f"checkpoint {Path(ckpt).name} does not record its patch size: give --patch-size-px "
+                         "(the training store's patch_size_px, e.g. 33)")
+    unseen_note = context_check(ctx, clf.training_cases, allow_unseen_context)
     t_load = time.perf_counter()
+    image, n_clipped = clip_outliers(image)
     try:
         sites = locate_sites(image)
     except ValueError as err:
-        raise InputError(f"{Path(image_path).name}: {err}") from None
-    a_cat = ctx["catalog_lattice_constant_angstrom"]
+        raise InputError(f"{name}: {err}") from None
     pixel = ctx["pixel_size_angstrom"]
-    notes = []
+    reason = lattice_refusal(sites, pixel, cat)
+    if reason:
+        raise InputError(f"{name}: {reason}")
+    a_cat = ctx["catalog_lattice_constant_angstrom"]
+    notes = list(f.notes)
+    if n_clipped:
+        notes.append(f"{n_clipped} outlier pixel(s) (hot pixels, cosmic rays, damaged data?) clipped to "
+                     "20 robust deviations from the median before classifying")
+    if unseen_note:
+        notes.append(unseen_note)
+    if patch_size_px and clf.patch_size_px and patch_size_px != clf.patch_size_px:
+        notes.append(f"--patch-size-px {patch_size_px} overrides the model's {clf.patch_size_px}")
     if pixel is None:
         pixel = a_cat / sites.lattice_constant_px
+        ctx["sources"]["pixel_size_angstrom"] = "inferred from the catalog lattice constant"
         notes.append(f"pixel size inferred from the catalog lattice constant {a_cat} Å and the image lattice "
                      f"({sites.lattice_constant_px:.3f} px): {pixel:.5f} Å")
     a_img = sites.lattice_constant_px * pixel
     if abs(a_img / a_cat - 1) > 0.05:
         notes.append(f"lattice constant from the image {a_img:.4f} Å differs from the catalog's {a_cat} Å by "
                      f"{100 * (a_img / a_cat - 1):+.1f} %: check the pixel size")
-    result = classify_sites(image, sites, model, ctx, p, metal_sublattice)
-    summary = {"image": str(image_path), "model": str(ckpt), "context": {k: v for k, v in ctx.items()
-                                                                         if k != "pixel_size_angstrom"},
-               "pixel_size_angstrom": pixel, "pixel_size_source": "given" if ctx["pixel_size_angstrom"] else "inferred",
-               "image_shape": list(image.shape), "patch_size_px": p,
+    result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns)
+    lo, hi = sites.lattice_constant_px_range or (sites.lattice_constant_px,) * 2
+    summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
+               "context": {k: v for k, v in ctx.items() if k not in ("pixel_size_angstrom", "sources")},
+               "context_sources": ctx["sources"], "unseen_context": bool(unseen_note),
+               "pixel_size_angstrom": pixel,
+               "pixel_size_source": "given" if ctx["pixel_size_angstrom"] else "inferred",
+               "image_shape": list(image.shape), "patch_size_px": int(p),
                "lattice_constant_angstrom_image": a_img, "lattice_constant_angstrom_catalog": a_cat,
+               "lattice_constant_ratio_image_to_catalog": a_img / a_cat,
                "lattice_constant_px": sites.lattice_constant_px,
+               "lattice_constant_px_local_5_95": [lo, hi],
                "lattice_constant_px_autocorrelation": sites.autocorrelation_lattice_constant_px,
                "lattice_angle_deg": sites.angle_deg, "lattice_fit_rms_px": sites.fit_rms_px,
-               "metal_sublattice_rule": metal_sublattice, "border_margin_px": patch_half_width_px(sites.lattice_constant_px),
-               "notes": notes}
+               "lattice_area_fraction": sites.lattice_area_fraction, "lattice": sites.stats,
+               "n_outlier_pixels_clipped": n_clipped,
+               "metal_sublattice_rule": metal_sublattice,
+               "border_margin_px": patch_half_width_px(sites.lattice_constant_px), "notes": notes}
     summary.update(summarise(sites, result, image.shape, pixel))
+    if summary["uncertainty"]["unreliable"]:
+        notes.append(f"{100 * summary['uncertainty']['fraction_above_threshold']:.0f} % of the sites have a "
+                     f"posterior entropy above {HIGH_ENTROPY_NATS} nats: the classes are unreliable")
     t_write = time.perf_counter()
     summary["timings_s"] = {"load": t_load - t_start, **sites.timings_s, **result["timings_s"]}
-    write_report(out_dir, image, sites, result, summary)
-    summary["timings_s"]["write"] = time.perf_counter() - t_write
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent) as tmp:
+        write_report(tmp, image, sites, result, summary)
+        summary["timings_s"]["write"] = time.perf_counter() - t_write
+        (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2))
+        _publish(Path(tmp), out_dir)
     return summary

@@ -22,11 +22,32 @@ def patch_half_width_px(lattice_constant_px: float) -> float:
     return patch_half_width(lattice_constant_px)
 
 
-def cut_patches(image: np.ndarray, positions: np.ndarray, lattice_constant_px: float,
-                patch_size_px: int) -> np.ndarray:
+def cut_patches(image: np.ndarray, positions: np.ndarray, lattice_constant_px: float, patch_size_px: int,
+                transforms: np.ndarray | None = None) -> np.ndarray:
     """(H, W) image, (N, 2) (row, col) site positions -> (N, P, P) float32 patches of side √3·a, each site on
-    the centre pixel (P = ``patch_size_px``, odd)."""
-    return _cut(image, positions, patch_half_width(lattice_constant_px), patch_size_px)
+    the centre pixel (P = ``patch_size_px``, odd).
+
+    ``transforms`` (N, 2, 2): the local affine map of each site's lattice (``ColumnLattice.transforms``): the
+    patch grid is mapped through it, so a sheared, drifted or anisotropically scaled lattice is sampled as the
+    perfect one of constant ``lattice_constant_px`` (the identity gives ``contract.patches.cut_patches``)."""
+    if transforms is None:
+        return _cut(image, positions, patch_half_width(lattice_constant_px), patch_size_px)
+    from scipy import ndimage
+
+    from contract.patches import check_patch_size
+
+    half = patch_half_width(lattice_constant_px)
+    offsets = np.linspace(-half, half, check_patch_size(patch_size_px))
+    gr, gc = offsets[None, :, None], offsets[None, None, :]  # patch rows, cols: (1, P, 1), (1, 1, P)
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    m = np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 2)[:, :, :, None, None]
+    drow = m[:, 0, 0] * gr + m[:, 0, 1] * gc  # (N, P, P): explicit products, ~10x faster than einsum here
+    dcol = m[:, 1, 0] * gr + m[:, 1, 1] * gc
+    pad = int(np.ceil(max(np.abs(drow).max(initial=0), np.abs(dcol).max(initial=0)))) + 2
+    padded = np.pad(np.asarray(image, dtype=np.float64), pad, mode="reflect")
+    drow += pos[:, 0, None, None] + pad
+    dcol += pos[:, 1, None, None] + pad
+    return ndimage.map_coordinates(padded, [drow, dcol], order=1).astype(np.float32)
 
 
 def site_features(patches: np.ndarray, sublattice_ids: np.ndarray, *, metal: str, chalcogen: str, dopant: str,

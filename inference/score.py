@@ -5,7 +5,8 @@ kappa over the 5 classes and the defect F1 of the defect/non-defect recast.
 ``inference classify``) and ``truth.csv`` + ``truth.json`` (from ``simulate fullfield``).
 
 Only true columns at least the border margin (√3·a/2) inside the scanned area count, the same sites that
-``classify`` counts; predictions on the border may still match them.
+``classify`` counts, and (in a distorted field) only those of the ``lattice`` region, not the ones in a hole or
+under contamination; predictions on the border may still match them.
 """
 from __future__ import annotations
 
@@ -86,7 +87,6 @@ def run_score(pred_dir, truth_dir, tolerance_fraction: float = 0.3) -> dict:
     pred = _read_csv(pred_dir / "sites.csv")
     truth = _read_csv(truth_dir / "truth.csv")
     truth_meta = json.loads((truth_dir / "truth.json").read_text())
-    px_pred = float(summary["pixel_size_angstrom"])
     px_true = float(truth_meta["pixel_size_angstrom"])
     h, w = summary["image_shape"]
     margin = float(summary["border_margin_px"])
@@ -96,6 +96,8 @@ def run_score(pred_dir, truth_dir, tolerance_fraction: float = 0.3) -> dict:
     tlab = np.array([int(r["label"]) for r in truth])
     inside = ((txy[:, 0] >= margin) & (txy[:, 0] <= h - 1 - margin) & (txy[:, 1] >= margin)
               & (txy[:, 1] <= w - 1 - margin))
+    # a distorted field marks the columns in its hole or under its contamination: no lattice to score there
+    inside &= np.array([r.get("region", "lattice") in ("lattice", "") for r in truth], dtype=bool).reshape(-1)
     pxy = np.array([[float(r["y_px"]), float(r["x_px"])] for r in pred]).reshape(-1, 2)
     plab = np.array([int(r["label"]) for r in pred])
     tol = tolerance_fraction * float(summary["lattice_constant_px"]) / 3 ** 0.5

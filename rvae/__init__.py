@@ -12,7 +12,7 @@ module             what it holds
 ``encode``         posterior means and uncertainties per item, written to zarr
 ``cli``            LightningCLI (``python -m rvae fit ...``), the classifiers' runner
 ``submit``         Slurm through submitit
-``columns``        columns of an ADF frame (any lattice), batched sub-pixel refinement, sub-images
+``columns``        columns of an ADF frame (any lattice, the project's peak finder in Å), sub-images
 ``com``            the centre-of-mass family of 4D-STEM maps (the classical baseline) in NumPy
 ``maps``           periodic residual and anomaly score of per-position outputs
 ``metrics``        circular agreement, label leak, correlation, defect localisation (AUC)

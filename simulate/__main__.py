@@ -5,6 +5,7 @@
     python -m simulate check --config CONFIG                    # validate and summarise, submit nothing
     python -m simulate structures --config CONFIG --out DIR     # one CIF per (combo, environment)
     python -m simulate fullfield --host WSe2 --dopant Cr --energy-kev 60 --detector MAADF --out DIR
+    python -m simulate verify STORE [--repair]                 # check every shard; rerun the tasks of bad ones
     python -m simulate fourdstem --config configs/dataset/fourdstem.yaml --out data/fourdstem.zarr [--resume]
 
 ``python -m simulate --config ...`` (no subcommand) is ``run``. Failures: one line on stderr and the exit codes
@@ -55,7 +56,32 @@ def build_parser() -> argparse.ArgumentParser:
     field.add_argument("--seed", type=int, default=0)
     field.add_argument("--config", default=None,
                        help="dataset YAML: catalog, noise ranges, multislice (default configs/dataset/paper.yaml)")
+    d = field.add_argument_group("scan distortions of a real frame (physical units; default none)")
+    d.add_argument("--pixel-size-angstrom", type=float, default=None,
+                   help="scan pixel size (default: the simulation's Nyquist step; finer is Fourier-interpolated)")
+    d.add_argument("--drift-shear", type=float, default=0.0, help="x drift per unit y during the frame (0.03: 3 %%)")
+    d.add_argument("--row-wobble-angstrom", type=float, default=0.0, help="sinusoidal row displacement amplitude")
+    d.add_argument("--row-wobble-period-angstrom", type=float, default=10.0, help="its period along y")
+    d.add_argument("--glitches", type=int, default=0, help="number of scan-line glitches (bands of shifted rows)")
+    d.add_argument("--glitch-shift-angstrom", type=float, default=0.0, help="x shift of a glitch band")
+    d.add_argument("--glitch-height-angstrom", type=float, default=2.0, help="height of a glitch band")
+    d.add_argument("--scan-skew-deg", type=float, default=0.0, help="non-orthogonality of the scan axes")
+    d.add_argument("--hole-radius-angstrom", type=float, default=0.0, help="a vacuum hole of this radius")
+    d.add_argument("--contamination-radius-angstrom", type=float, default=0.0,
+                   help="an amorphous-carbon blob of this radius")
+    d.add_argument("--dc-offset-counts", type=float, default=0.0, help="added to every pixel (detector offset)")
+    d.add_argument("--pixel-miscalibration", type=float, default=0.0,
+                   help="the recorded pixel size is off by this fraction (0.05: 5 %% too large)")
     field.add_argument("--out", required=True, help="output directory")
+
+    verify = sub.add_parser("verify", help="read every shard, checksum, marker and the config hash of a store; "
+                            "--repair reruns exactly the tasks that own bad shards")
+    verify.add_argument("store", help="zarr store written by `python -m simulate run`")
+    verify.add_argument("--repair", action="store_true",
+                        help="rerun the tasks owning bad shards (resume rules), so the store ends byte-identical")
+    verify.add_argument("--cluster", choices=("local", "slurm"), default="local", help="for --repair")
+    verify.add_argument("--cluster-config", default=None, help="cluster YAML, for --repair")
+    verify.add_argument("--workers", type=int, default=None, help="Dask workers, for --repair")
 
     four = sub.add_parser("fourdstem", help="4D-STEM: pixelated-detector scans of graphene/zincblende with defects "
                           "into a zarr store (clean patterns and Poisson counts per dose)")
@@ -79,19 +105,33 @@ def _dispatch(argv: list[str]) -> int:
         from .config import load
         from .structures import write_environment_cifs
 
-        paths = write_environment_cifs(load(args.config), args.out)
+        cfg = load(args.config)
+        try:
+            paths = write_environment_cifs(cfg, args.out)
+        except OSError as err:  # a read-only or missing file system, no permission, a full disk
+            from contract.errors import InputError
+
+            raise InputError(f"--out {args.out!r}: cannot write the CIF files: {err.strerror or err}") from err
         print(f"wrote {len(paths)} CIF files under {args.out}")
     elif args.command == "fullfield":
-        from .fullfield import parse_fractions, run_fullfield
+        from .fullfield import ScanDistortion, parse_fractions, run_fullfield
 
         try:
             fractions = parse_fractions(args.fractions)
             if args.size_angstrom <= 0:
                 raise ValueError(f"--size-angstrom must be > 0, got {args.size_angstrom}")
+            distortion = ScanDistortion(
+                drift_shear=args.drift_shear, row_wobble_angstrom=args.row_wobble_angstrom,
+                row_wobble_period_angstrom=args.row_wobble_period_angstrom, glitches=args.glitches,
+                glitch_shift_angstrom=args.glitch_shift_angstrom, glitch_height_angstrom=args.glitch_height_angstrom,
+                scan_skew_deg=args.scan_skew_deg, hole_radius_angstrom=args.hole_radius_angstrom,
+                contamination_radius_angstrom=args.contamination_radius_angstrom,
+                dc_offset_counts=args.dc_offset_counts, pixel_miscalibration=args.pixel_miscalibration)
             out = run_fullfield(host=args.host, dopant=args.dopant, beam_energy_kev=args.energy_kev,
                                 detector=args.detector, fractions=fractions, size_angstrom=args.size_angstrom,
                                 rotation_deg=args.rotation_deg, seed=args.seed, out_dir=args.out,
-                                config_path=args.config)
+                                config_path=args.config, distortion=distortion,
+                                pixel_size_angstrom=args.pixel_size_angstrom)
         except ConfigError:
             raise
         except ValueError as err:  # bad host, detector, fractions, grid: say which
@@ -111,11 +151,45 @@ def _dispatch(argv: list[str]) -> int:
         print(f"{cfg['name']}: OK, {len(cfg['combos'])} combos, {len(plan.environment_ids)} environments, "
               f"{len(plan.tasks)} tasks, {len(plan.cases)} cases, {plan.n_rows} patches, gpts "
               f"{cfg['multislice']['gpts']}, hash {config_hash(cfg)[:12]}")
+    elif args.command == "verify":
+        return _verify(args)
     else:
         from .run import simulate
 
         simulate(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
                  n_workers=args.workers, resume=args.resume)
+    return 0
+
+
+def _verify(args) -> int:
+    from contract.errors import CorruptDataError
+    from contract.store import repair_command
+
+    from .verify import repair_store, verify_store
+
+    report, context = verify_store(args.store)
+    for line in report.lines():
+        print(line)
+    if report.ok:
+        print("verify: OK, every shard decodes and matches the plan; every task is marked done")
+        return 0
+    if not args.repair:
+        tasks = sorted(context["tasks"])
+        raise CorruptDataError(
+            f"store {args.store!r}: {len(report.findings)} problem(s)"
+            + (f" in {len(tasks)} task(s) {tasks}" if tasks else "")
+            + (f"; repair with `{repair_command(args.store, 'patches')}` (reruns exactly those tasks)"
+               if report.repairable else
+               f"; it cannot be repaired in place ({next(f for f in report.findings if not f.repairable).describe()})"
+               ": simulate its config into a new store"))
+    after = repair_store(args.store, report, context, cluster=args.cluster, cluster_config=args.cluster_config,
+                         n_workers=args.workers)
+    for line in after.lines()[1:]:
+        print(line)
+    if not after.ok:
+        raise CorruptDataError(f"store {args.store!r}: {len(after.findings)} problem(s) remain after the repair "
+                               f"(first: {after.findings[0].describe()})")
+    print(f"verify: repaired: reran {len(context['tasks'])} task(s); the store verifies OK")
     return 0
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import store as schema
+
 from . import multislice, noise, store
 from .environments import ENVIRONMENTS
 from .plan import Plan, Task, image_rng, make_plan, seed_entropy
@@ -46,17 +48,17 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
                                        half_width_px=window.patch_half_px, patch_size_px=p))
     rows = len(patches)
     shard = {
-        "patches": np.stack(patches),
-        "label": np.full(rows, env.label, np.uint8),
-        "case": np.asarray(cases, np.int32),
-        "environment": np.full(rows, env.id, np.uint8),
+        schema.PATCHES: np.stack(patches),
+        schema.LABEL: np.full(rows, env.label, schema.ROW_ARRAYS[schema.LABEL]),
+        schema.CASE: np.asarray(cases, schema.ROW_ARRAYS[schema.CASE]),
+        schema.ENVIRONMENT: np.full(rows, env.id, schema.ROW_ARRAYS[schema.ENVIRONMENT]),
     }
     n_det = len(plan.detectors)
     clean_rows = {
-        "patches": np.stack(clean),
-        "label": np.full(n_det, env.label, np.uint8),
-        "case": np.asarray([plan.case_index(task, d) for d in range(n_det)], np.int32),
-        "environment": np.full(n_det, env.id, np.uint8),
+        schema.PATCHES: np.stack(clean),
+        schema.LABEL: np.full(n_det, env.label, schema.ROW_ARRAYS[schema.LABEL]),
+        schema.CASE: np.asarray([plan.case_index(task, d) for d in range(n_det)], schema.ROW_ARRAYS[schema.CASE]),
+        schema.ENVIRONMENT: np.full(n_det, env.id, schema.ROW_ARRAYS[schema.ENVIRONMENT]),
     }
     return shard, clean_rows
 

@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
 def repo_root() -> Path:
     return REPO_ROOT
 
-pytest_plugins = ["tests.slurm_fixtures", "tests.store_fixtures"]
+pytest_plugins = ["tests.slurm_fixtures", "tests.store_fixtures", "tests.inference_fixtures"]
 
 
 @pytest.fixture

@@ -60,3 +60,58 @@ def test_fullfield_cli_errors_name_the_field(tmp_path, capsys):
     assert simulate_main(["fullfield", "--host", "WSe2", "--dopant", "Cr", "--energy-kev", "60", "--detector", "BF",
                           "--out", str(tmp_path)]) == 2
     assert "--detector 'BF'" in capsys.readouterr().err
+
+
+def test_scan_distortion_geometry_is_exact_and_seeded():
+    from simulate.fullfield import ScanDistortion, draw_geometry, scan_positions, specimen_to_scan_px
+
+    dist = ScanDistortion(drift_shear=0.03, row_wobble_angstrom=0.12, row_wobble_period_angstrom=10.0, glitches=2,
+                          glitch_shift_angstrom=0.36, glitch_height_angstrom=2.0, scan_skew_deg=2.0)
+    geo = draw_geometry((40.0, 40.0), (250, 250), 0.12, dist, np.random.default_rng(4))
+    assert geo == draw_geometry((40.0, 40.0), (250, 250), 0.12, dist, np.random.default_rng(4))
+    assert len(geo.glitch_rows) == 2 and all(n == round(2.0 / 0.12) for _, n in geo.glitch_rows)
+    y, x = scan_positions((250, 250), 0.12, dist, geo)
+    assert y.min() >= 0 and x.min() >= 0 and y.max() <= 40 and x.max() <= 40  # the scan stays on the specimen
+    r, c = specimen_to_scan_px(y, x, 0.12, dist, geo)  # the inverse is exact
+    assert np.allclose(r, np.indices((250, 250))[0], atol=1e-9) and np.allclose(c, np.indices((250, 250))[1], atol=1e-9)
+    # a glitch band is shifted by 3 px against its neighbours; elsewhere rows differ by the smooth drift only
+    first, n = geo.glitch_rows[0]
+    jump = (x[first, 0] - x[first - 1, 0]) / 0.12
+    assert jump == pytest.approx(3.0, abs=0.2)
+
+
+def test_scan_distortion_validation_and_identity():
+    from simulate.fullfield import ScanDistortion, distort_scan
+
+    for bad in (dict(hole_radius_angstrom=-1), dict(drift_shear=0.5), dict(glitches=-1), dict(scan_skew_deg=45),
+                dict(row_wobble_period_angstrom=0), dict(pixel_miscalibration=0.7)):
+        with pytest.raises(ValueError):
+            ScanDistortion(**bad)
+    assert ScanDistortion().is_identity and not ScanDistortion(dc_offset_counts=1.0).is_identity
+    yy, xx = np.indices((64, 64)) / 64
+    clean = 2 + np.cos(2 * np.pi * (2 * yy + 3 * xx))  # smooth and periodic: the cubic spline is exact to ~1e-3
+    out, geo = distort_scan(clean, 0.2, (64, 64), 0.2, ScanDistortion(), np.random.default_rng(0))
+    assert geo.origin_angstrom == pytest.approx((0.1, 0.1))  # centred: half a pixel of margin each side
+    expect = 2 + np.cos(2 * np.pi * (2 * (yy + 0.5 / 64) + 3 * (xx + 0.5 / 64)))
+    assert np.abs(out - expect).max() < 0.01
+
+
+def test_fourier_upsample_is_exact_for_a_band_limited_image():
+    from simulate.fullfield import fourier_upsample
+
+    n = 32
+    yy, xx = np.indices((n, n)) / n
+    img = 2 + np.cos(2 * np.pi * (3 * yy + 2 * xx)) + 0.5 * np.sin(2 * np.pi * 5 * xx)
+    up = fourier_upsample(img, 2.5)
+    yy2, xx2 = np.indices(up.shape) / up.shape[0]
+    assert up.shape == (80, 80)
+    assert np.allclose(up, 2 + np.cos(2 * np.pi * (3 * yy2 + 2 * xx2)) + 0.5 * np.sin(2 * np.pi * 5 * xx2), atol=1e-9)
+
+
+def test_fullfield_cli_rejects_bad_distortions(tmp_path, capsys):
+    args = ["fullfield", "--host", "WSe2", "--dopant", "Cr", "--energy-kev", "60", "--detector", "MAADF",
+            "--out", str(tmp_path)]
+    assert simulate_main(args + ["--hole-radius-angstrom", "-2"]) == 2
+    assert "--hole-radius-angstrom" in capsys.readouterr().err
+    assert simulate_main(args + ["--pixel-miscalibration", "0.9"]) == 2
+    assert "--pixel-miscalibration" in capsys.readouterr().err

@@ -1,11 +1,11 @@
-"""Columns of ADF frames of any lattice, batched sub-pixel refinement, sub-images with border flags."""
+"""Columns of ADF frames of any lattice (the project's peak finder, in Å), sub-images with border flags."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from rvae.columns import cut_subimages, find_columns, refine_positions
+from rvae.columns import cut_subimages, find_columns
 from rvae.synthetic import FieldSpec, two_grain_field
 
 
@@ -31,31 +31,18 @@ def test_square_lattice_columns_are_found_with_subpixel_accuracy():
     assert len(found) == len(pos) and np.percentile(d, 95) < 0.15
 
 
-def test_refinement_beats_the_parabola_on_the_rendered_field():
+def test_columns_of_the_rendered_field_are_the_peak_finders_in_angstrom():
     from inference.lattice import find_peaks
 
     spec = FieldSpec(size_px=192)
     image, truth = two_grain_field(spec, np.random.default_rng(3))
-    true_rc = np.c_[truth["y_px"], truth["x_px"]]
-    raw = find_columns(image, spec.pixel_size_angstrom, refine=False)
-    refined = find_columns(image, spec.pixel_size_angstrom, refine=True)
-    d_raw = cKDTree(true_rc).query(raw)[0]
-    d_ref = cKDTree(true_rc).query(refined)[0]
-    assert len(raw) == len(refined) > 150
-    assert np.median(d_ref) < 0.85 * np.median(d_raw)
+    found = find_columns(image, spec.pixel_size_angstrom, min_distance_angstrom=1.2, smooth_sigma_angstrom=0.2)
     peaks, _ = find_peaks(image, 1.2 / spec.pixel_size_angstrom, 0.2 / spec.pixel_size_angstrom)
-    np.testing.assert_allclose(raw, peaks)  # refine=False is exactly the project's peak finder
-
-
-def test_refine_positions_contract():
-    img = render([(10.3, 11.6)], (24, 24), 1.5)
-    out = refine_positions(img, np.array([[10.0, 12.0]]), sigma_px=1.5)
-    np.testing.assert_allclose(out, [[10.3, 11.6]], atol=0.05)
-    assert refine_positions(img, np.zeros((0, 2)), 1.0).shape == (0, 2)
-    far = refine_positions(img, np.array([[2.0, 2.0]]), sigma_px=1.0, max_step_px=0.5)
-    assert np.hypot(*(far[0] - 2.0)) <= 0.5 + 1e-9  # never wanders off to another column
-    with pytest.raises(ValueError, match="sigma_px"):
-        refine_positions(img, np.array([[10.0, 12.0]]), sigma_px=0)
+    np.testing.assert_array_equal(found, peaks)
+    d = cKDTree(np.c_[truth["y_px"], truth["x_px"]]).query(found)[0]
+    assert len(found) > 150 and np.median(d) < 0.2  # row jitter of 0.3 px included
+    with pytest.raises(ValueError, match="pixel size"):
+        find_columns(image, 0.0)
 
 
 def test_cut_subimages_centres_columns_and_flags_the_border():

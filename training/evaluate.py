@@ -8,8 +8,12 @@ outputs, and for attention models the attention maps of each layer.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import pickle
 import platform
+import re
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,22 +22,97 @@ import torch
 
 from contract.classes import CLASS_DESCRIPTIONS as CLASS_NAMES
 from contract.context import DETECTOR_NAMES
+from contract.errors import InputError
+from contract.features import FEATURE_NAMES
 
 from .data import FeatureDataModule
 from .metrics import classification_metrics
 from .models import AttentionClassifier
-from .module import DefectClassifier
+from .module import CHECKPOINT_META_KEY, DefectClassifier
 from .store import read_rows
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DefectClassifier, dict]:
-    """(model in eval mode, datamodule hyperparameters) from a Lightning checkpoint, loaded weights_only."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    module = DefectClassifier(**hparams)
-    module.load_state_dict(ckpt["state_dict"])
+    """(model in eval mode, datamodule hyperparameters) from a Lightning checkpoint, loaded weights_only;
+    ``InputError`` with a one-line reason for anything else (``read_checkpoint``)."""
+    module, data_hparams, _ = read_checkpoint(path, device)
+    return module, data_hparams
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DefectClassifier, dict, dict | None]:
+    """(model in eval mode, datamodule hyperparameters, the checkpoint's inference metadata or None).
+
+    Loading is ``weights_only`` (no code from the file runs). Refused with ``InputError`` naming the file and
+    the reason: not a file, not a PyTorch checkpoint, a pickled object, not a checkpoint of this project's
+    classifier (another model kind), weights that do not fit the architecture, another feature layout."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} not found" if not path.exists() else f"checkpoint {path} is not a file")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        glob = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if glob:  # weights_only met a reference to code: nothing from the file ran
+            raise InputError(f"checkpoint {name}: refused, it holds a pickled Python object ({glob.group(1)}), not "
+                             "only tensors and plain values (loading it could run code); use a last.ckpt written "
+                             "by `python -m training fit`") from None
+        if _references_code(path):
+            raise InputError(f"checkpoint {name}: refused, it holds pickled Python objects, not only tensors and "
+                             "plain values (loading it could run code); use a last.ckpt written by "
+                             "`python -m training fit`") from None
+        raise InputError(f"checkpoint {name}: not a PyTorch checkpoint (it does not unpickle as one); is it the "
+                         "right file, and complete?") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise InputError(f"checkpoint {name}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:120]}); is the file complete?") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        kind = type(ckpt).__name__ if not isinstance(ckpt, dict) else f"a dict with keys {sorted(ckpt)[:6]}"
+        raise InputError(f"checkpoint {name}: not a Lightning checkpoint of this project's classifier ({kind}); "
+                         "use a last.ckpt written by `python -m training fit`")
+    hparams = {k: v for k, v in dict(ckpt["hyper_parameters"]).items() if not k.startswith("_")}
+    known = set(inspect.signature(DefectClassifier.__init__).parameters) - {"self"}
+    unknown = sorted(set(hparams) - known)
+    if unknown:
+        raise InputError(f"checkpoint {name}: a model of another kind (hyperparameters {unknown} are not this "
+                         "project's DefectClassifier's)")
+    try:
+        module = DefectClassifier(**hparams)
+        module.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise InputError(f"checkpoint {name}: its weights do not fit a {hparams.get('architecture')!r} "
+                         f"classifier ({' '.join(str(err).split())[:160]})") from None
     data_hparams = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
-    return module.to(device).eval(), data_hparams
+    meta = ckpt.get(CHECKPOINT_META_KEY)
+    if meta is not None:
+        names = tuple(str(n) for n in meta.get("feature_names") or ())
+        if names != FEATURE_NAMES:
+            k = next((i for i, (a, b) in enumerate(zip(names, FEATURE_NAMES)) if a != b), min(len(names), len(FEATURE_NAMES)))
+            raise InputError(f"checkpoint {name}: trained on another feature layout ({len(names)} stored features, "
+                             f"column {k} is {names[k] if k < len(names) else None!r} where this version has "
+                             f"{FEATURE_NAMES[k] if k < len(FEATURE_NAMES) else None!r}); retrain it on a store "
+                             "encoded by this version")
+        n_in = len(meta.get("feature_columns") or ())
+        if n_in != hparams.get("in_features", n_in):
+            raise InputError(f"checkpoint {name}: the model takes {hparams.get('in_features')} features but its "
+                             f"feature set {meta.get('feature_set')!r} has {n_in}")
+    return module.to(device).eval(), data_hparams, meta
+
+
+def _references_code(path: Path, limit_bytes: int = 1 << 20) -> bool:
+    """Whether a plain pickle file names code (GLOBAL, REDUCE, ... opcodes), read with ``pickletools`` (which
+    parses and runs nothing), within its first ``limit_bytes``."""
+    import pickletools
+
+    code_ops = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+    try:
+        with open(path, "rb") as f:
+            for op, _, _ in pickletools.genops(f.read(limit_bytes)):
+                if op.name in code_ops:
+                    return True
+    except Exception:  # not a pickle, or cut at the limit
+        return False
+    return False
 
 
 @torch.no_grad()
@@ -189,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-train-accuracy", action="store_true", help="skip predicting the training rows")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
+    if not Path(a.ckpt).is_file():
+        from contract.errors import InputError
+
+        raise InputError(f"--ckpt {a.ckpt!r} does not exist (a run's checkpoints are in RUN_DIR/checkpoints/)")
     m = evaluate(a.ckpt, a.store, a.out, a.batch_size, a.umap_samples, not a.no_train_accuracy, a.device)
     t = m["test"]
     print(f"test accuracy {t['accuracy']:.4f}  entropy {t['mean_entropy_nats']:.4f} nats  ECE {t['ece']:.4f}  "

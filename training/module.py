@@ -80,3 +80,46 @@ class DefectClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every checkpoint carries ``inference_metadata`` of the trainer's datamodule (computed once per run)."""
+        if getattr(self, "_inference_metadata", None) is None:
+            trainer = self._trainer
+            self._inference_metadata = inference_metadata(getattr(trainer, "datamodule", None) if trainer else None)
+        if self._inference_metadata is not None:
+            checkpoint[CHECKPOINT_META_KEY] = self._inference_metadata
+
+
+CHECKPOINT_META_KEY = "stem_context"
+"""Key of the checkpoint entry that carries what inference needs (``inference_metadata``)."""
+CHECKPOINT_META_FORMAT = 1
+
+
+def inference_metadata(datamodule) -> dict | None:
+    """What ``python -m inference classify`` needs from a checkpoint, so that it never reopens the training
+    store: the stored feature layout, the feature set the model reads, the patch size and normalisation of the
+    patches, and the training cases (host, dopant, beam energy, detector) with their training-row counts.
+    None when ``datamodule`` is not a feature datamodule."""
+    import numpy as np
+
+    from contract import store as schema
+    from contract.features import FEATURE_NAMES, feature_columns
+
+    if datamodule is None or not hasattr(datamodule, "split_rows"):
+        return None
+    index, train, _ = datamodule.split_rows()
+    meta = index.meta
+    counts = np.bincount(index.case[train], minlength=len(meta.cases))
+    cases = [{"host": str(c.get("host")), "metal": str(c.get("metal")), "chalcogen": str(c.get("chalcogen")),
+              "dopant": str(c.get("dopant")), "beam_energy_kev": int(round(float(c.get("beam_energy_kev")))),
+              "detector": str(c.get("detector")).upper(), "n_rows": int(n)}
+             for c, n in zip(meta.cases, counts) if n > 0]
+    normalisation = None
+    try:
+        normalisation = schema.open_group(meta.path)[schema.FEATURES].attrs.get("normalisation")
+    except Exception:  # a store without the attribute: inference uses the one rule there is
+        normalisation = None
+    return {"format": CHECKPOINT_META_FORMAT, "feature_names": list(meta.feature_names or FEATURE_NAMES),
+            "feature_set": datamodule.feature_set, "feature_columns": feature_columns(datamodule.feature_set),
+            "patch_size_px": meta.patch_size_px, "normalisation": normalisation, "training_cases": cases,
+            "n_training_rows": int(len(train)), "store": str(meta.path), "store_config_hash": meta.config_hash}

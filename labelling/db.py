@@ -1,0 +1,216 @@
+"""The project database: SQLite (standard library) in WAL mode, one file ``labelling.sqlite`` per project.
+
+Every change is one short write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) committed before the request
+answers, with ``synchronous=FULL``: a killed server or a closed tab loses nothing that was acknowledged.
+A label's key is (annotator, site), so two annotators labelling the same image at the same time never
+overwrite each other; concurrent writers wait on SQLite's lock (``busy_timeout``), they are not refused.
+
+Tables (``SCHEMA``): ``annotators`` (name, token), ``images`` (file, size, context, lattice constant in px),
+``sites`` (candidate columns, and the columns an annotator added: ``added_by``), ``labels`` (the current
+class of a site for one annotator: 0-4 as ``contract.classes``, or ``NO_COLUMN`` = -1 for "no column here"),
+``events`` (every change with its time and the previous value: the audit log and the undo stack),
+``finished`` (an annotator declared an image done: from then on they may see the others' labels),
+``predictions`` + ``suggestions`` (model outputs registered for an image and matched to its sites) and
+``suggestions_seen`` (who switched the model's suggestions on, and when: the consensus reports it).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+import sqlite3
+from pathlib import Path
+
+from contract.classes import N_CLASSES
+
+DB_NAME = "labelling.sqlite"
+SCHEMA_VERSION = 1
+NO_COLUMN = -1
+"""Label of a candidate site an annotator marked as "no column here" (deleted)."""
+LABEL_VALUES = (NO_COLUMN, *range(N_CLASSES))
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS annotators (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, source_path TEXT NOT NULL, file TEXT NOT NULL,
+    height INTEGER NOT NULL, width INTEGER NOT NULL, pixel_size_angstrom REAL, pixel_size_source TEXT,
+    host TEXT, dopant TEXT, beam_energy_kev INTEGER, detector TEXT,
+    lattice_constant_px REAL NOT NULL, sites_source TEXT NOT NULL, added_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (
+    id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id),
+    x_px REAL NOT NULL, y_px REAL NOT NULL, sublattice TEXT,
+    added_by INTEGER REFERENCES annotators(id), created_at TEXT NOT NULL, deleted_at TEXT);
+CREATE INDEX IF NOT EXISTS sites_image ON sites(image_id);
+CREATE TABLE IF NOT EXISTS labels (
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id), site_id INTEGER NOT NULL REFERENCES sites(id),
+    label INTEGER NOT NULL CHECK (label BETWEEN {NO_COLUMN} AND {N_CLASSES - 1}), updated_at TEXT NOT NULL,
+    PRIMARY KEY (annotator_id, site_id));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    image_id INTEGER NOT NULL REFERENCES images(id), site_id INTEGER REFERENCES sites(id),
+    action TEXT NOT NULL, label INTEGER, previous INTEGER, at TEXT NOT NULL, undone INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS events_owner ON events(annotator_id, image_id);
+CREATE TABLE IF NOT EXISTS finished (
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id), image_id INTEGER NOT NULL REFERENCES images(id),
+    at TEXT NOT NULL, PRIMARY KEY (annotator_id, image_id));
+CREATE TABLE IF NOT EXISTS predictions (
+    image_id INTEGER NOT NULL REFERENCES images(id), model TEXT NOT NULL, dir TEXT NOT NULL,
+    added_at TEXT NOT NULL, PRIMARY KEY (image_id, model));
+CREATE TABLE IF NOT EXISTS suggestions (
+    site_id INTEGER NOT NULL REFERENCES sites(id), model TEXT NOT NULL, label INTEGER NOT NULL,
+    probs TEXT, entropy_nats REAL, PRIMARY KEY (site_id, model));
+CREATE TABLE IF NOT EXISTS suggestions_seen (
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id), image_id INTEGER NOT NULL REFERENCES images(id),
+    first_at TEXT NOT NULL, finished_before INTEGER NOT NULL, PRIMARY KEY (annotator_id, image_id));
+"""
+
+
+def now() -> str:
+    """UTC time stamp with microseconds (ISO 8601): sorts as text."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit: ``write``), WAL, FULL sync, foreign keys,
+    rows as ``sqlite3.Row``. One connection per thread/request; SQLite serialises the writers."""
+    con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("PRAGMA foreign_keys=ON")
+    con.execute("PRAGMA busy_timeout=30000")
+    return con
+
+
+def create(path: str | Path) -> None:
+    """Create the tables (idempotent) and record the schema version."""
+    with contextlib.closing(connect(path)) as con, write(con):
+        # statement by statement: executescript() would commit the open transaction first
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            con.execute(statement)
+        con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (now(),))
+
+
+@contextlib.contextmanager
+def write(con: sqlite3.Connection):
+    """One write transaction: ``BEGIN IMMEDIATE`` takes the write lock at once (no lock upgrade deadlock
+    between two writers that both read first); committed on exit, rolled back on any exception."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def new_token() -> str:
+    """A random URL-safe token of 128 bits (``secrets``)."""
+    return secrets.token_urlsafe(16)
+
+
+def add_annotator(con: sqlite3.Connection, name: str) -> sqlite3.Row:
+    """The annotator called ``name``, created with a fresh token when new."""
+    row = con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+    if row is not None:
+        return row
+    with write(con):
+        con.execute("INSERT OR IGNORE INTO annotators(name, token, created_at) VALUES (?, ?, ?)",
+                    (name, new_token(), now()))
+    return con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+
+
+def set_label(con: sqlite3.Connection, annotator_id: int, image_id: int, site_id: int, label: int | None,
+              action: str = "label") -> int | None:
+    """Set (``label`` 0-4 or ``NO_COLUMN``) or clear (``None``) one annotator's label of one site, and log the
+    event with the previous value, in one transaction. Returns the previous label (None: unlabelled)."""
+    if label is not None and label not in LABEL_VALUES:
+        raise ValueError(f"label must be one of {LABEL_VALUES} or None, got {label!r}")
+    with write(con):
+        prev = con.execute("SELECT label FROM labels WHERE annotator_id = ? AND site_id = ?",
+                           (annotator_id, site_id)).fetchone()
+        previous = None if prev is None else int(prev["label"])
+        t = now()
+        if label is None:
+            con.execute("DELETE FROM labels WHERE annotator_id = ? AND site_id = ?", (annotator_id, site_id))
+        else:
+            con.execute("INSERT INTO labels(annotator_id, site_id, label, updated_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(annotator_id, site_id) DO UPDATE SET label = excluded.label, "
+                        "updated_at = excluded.updated_at", (annotator_id, site_id, label, t))
+        con.execute("INSERT INTO events(annotator_id, image_id, site_id, action, label, previous, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (annotator_id, image_id, site_id, action, label, previous, t))
+    return previous
+
+
+def add_site(con: sqlite3.Connection, annotator_id: int, image_id: int, x_px: float, y_px: float,
+             label: int | None = None) -> int:
+    """A column the annotator found missing (shift-click), with an optional first label; logged. Returns
+    the new site id."""
+    with write(con):
+        t = now()
+        cur = con.execute("INSERT INTO sites(image_id, x_px, y_px, sublattice, added_by, created_at) "
+                          "VALUES (?, ?, ?, NULL, ?, ?)", (image_id, x_px, y_px, annotator_id, t))
+        site_id = int(cur.lastrowid)
+        if label is not None:
+            con.execute("INSERT INTO labels(annotator_id, site_id, label, updated_at) VALUES (?, ?, ?, ?)",
+                        (annotator_id, site_id, label, t))
+        con.execute("INSERT INTO events(annotator_id, image_id, site_id, action, label, previous, at) "
+                    "VALUES (?, ?, ?, 'add', ?, NULL, ?)", (annotator_id, image_id, site_id, label, t))
+    return site_id
+
+
+def undo(con: sqlite3.Connection, annotator_id: int, image_id: int) -> dict | None:
+    """Revert the annotator's latest change on the image that is not yet undone: a label goes back to its
+    previous value, an added site is withdrawn (``deleted_at``). Logged as an ``undo`` event. Returns
+    ``{"site_id", "label"}`` (the label now in force, None: unlabelled or withdrawn) or None when there is
+    nothing to undo."""
+    with write(con):
+        ev = con.execute("SELECT * FROM events WHERE annotator_id = ? AND image_id = ? AND undone = 0 "
+                         "AND action IN ('label', 'add') ORDER BY id DESC LIMIT 1",
+                         (annotator_id, image_id)).fetchone()
+        if ev is None:
+            return None
+        t = now()
+        site_id, restored = int(ev["site_id"]), ev["previous"]
+        if ev["action"] == "add":
+            con.execute("UPDATE sites SET deleted_at = ? WHERE id = ?", (t, site_id))
+            con.execute("DELETE FROM labels WHERE site_id = ?", (site_id,))
+            restored = None
+        elif restored is None:
+            con.execute("DELETE FROM labels WHERE annotator_id = ? AND site_id = ?", (annotator_id, site_id))
+        else:
+            con.execute("INSERT INTO labels(annotator_id, site_id, label, updated_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(annotator_id, site_id) DO UPDATE SET label = excluded.label, "
+                        "updated_at = excluded.updated_at", (annotator_id, site_id, restored, t))
+        con.execute("UPDATE events SET undone = 1 WHERE id = ?", (ev["id"],))
+        con.execute("INSERT INTO events(annotator_id, image_id, site_id, action, label, previous, at) "
+                    "VALUES (?, ?, ?, 'undo', ?, ?, ?)", (annotator_id, image_id, site_id, restored, ev["label"], t))
+    return {"site_id": site_id, "label": restored, "undone": ev["action"]}
+
+
+def visible_sites(con: sqlite3.Connection, image_id: int, annotator_id: int) -> list[sqlite3.Row]:
+    """Sites an annotator labels on an image: every candidate site and the columns they added themselves
+    (not withdrawn), with their own label (None: not yet)."""
+    return con.execute(
+        "SELECT s.id, s.x_px, s.y_px, s.sublattice, s.added_by, l.label FROM sites s "
+        "LEFT JOIN labels l ON l.site_id = s.id AND l.annotator_id = ? "
+        "WHERE s.image_id = ? AND s.deleted_at IS NULL AND (s.added_by IS NULL OR s.added_by = ?) ORDER BY s.id",
+        (annotator_id, image_id, annotator_id)).fetchall()
+
+
+def progress(con: sqlite3.Connection, image_id: int, annotator_id: int) -> tuple[int, int]:
+    """(labelled, total) over the sites the annotator sees on the image."""
+    row = con.execute(
+        "SELECT COUNT(*) AS total, COUNT(l.label) AS done FROM sites s "
+        "LEFT JOIN labels l ON l.site_id = s.id AND l.annotator_id = ? "
+        "WHERE s.image_id = ? AND s.deleted_at IS NULL AND (s.added_by IS NULL OR s.added_by = ?)",
+        (annotator_id, image_id, annotator_id)).fetchone()
+    return int(row["done"]), int(row["total"])
+
+
+def is_finished(con: sqlite3.Connection, image_id: int, annotator_id: int) -> bool:
+    return con.execute("SELECT 1 FROM finished WHERE annotator_id = ? AND image_id = ?",
+                       (annotator_id, image_id)).fetchone() is not None

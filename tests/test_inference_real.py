@@ -1,0 +1,110 @@
+"""A real experimental micrograph end to end: a 1024 x 1024 HAADF frame of Se-implanted monolayer MoS2 (60 kV,
+Gatan DigiScan .dm3, 0.127 Å/px; noise, contamination, a hole, a DC offset of ~2.9e6 counts), shipped as example
+data by temul-toolkit (tests/inference_fixtures.py). Context from the file's tags, columns on the intensity
+maxima, consistent sublattices, the hole masked; what the model knows (feature sets, training cases).
+
+The model is a real checkpoint trained on synthetic features (its classes mean nothing for this image: the
+tests judge geometry, metadata and refusals, not classes)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from inference.__main__ import main as inference_main
+from inference.io import read_image
+
+SQRT3 = 3 ** 0.5
+
+
+@pytest.fixture(scope="module")
+def classified(real_dm3, synthetic_checkpoints, tmp_path_factory):
+    out = tmp_path_factory.mktemp("real") / "mos2"
+    rc = inference_main(["classify", str(real_dm3), "--model", str(synthetic_checkpoints["mlp-simple"]),
+                         "--host", "MoS2", "--dopant", "V", "--patch-size-px", "17", "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader(open(out / "sites.csv")))
+    return out, summary, rows
+
+
+def test_context_is_read_from_the_dm3_tags(real_dm3):
+    f = read_image(real_dm3)
+    assert f.image.shape == (1024, 1024) and f.image.min() > 2.5e6  # the DC offset
+    assert f.values["beam_energy_kev"] == 60.0 and f.values["detector"] == "HAADF"
+    assert f.values["pixel_size_angstrom"] == pytest.approx(0.126953125)
+    assert "Microscope Info/Voltage" in f.sources["beam_energy_kev"]
+    assert "Detector" in f.sources["detector"]
+
+
+def test_real_micrograph_columns_sit_on_the_intensity_maxima(classified, real_dm3):
+    out, s, rows = classified
+    assert s["context"]["beam_energy_kev"] == 60 and s["context"]["detector"] == "HAADF"
+    assert "dm3 tag" in s["context_sources"]["beam_energy_kev"] and s["context_sources"]["host"] == "option --host"
+    # measured lattice: ~2.98 Å against the catalog's 3.16 Å (the file's calibration is ~6 % off), reported
+    assert 2.85 < s["lattice_constant_angstrom_image"] < 3.10
+    assert s["lattice_constant_ratio_image_to_catalog"] == pytest.approx(s["lattice_constant_angstrom_image"] / 3.16)
+    assert any("differs from the catalog" in n for n in s["notes"])
+    # the hole is masked, the rest is lattice
+    assert 0.9 < s["lattice_area_fraction"] < 0.999 and s["masked_area_nm2"] > 0.3
+    image = read_image(real_dm3).image
+    a = s["lattice_constant_px"]
+    xy = np.array([[float(r["y_px"]), float(r["x_px"])] for r in rows])
+    has_peak = np.array([r["has_peak"] == "1" for r in rows])
+    # local intensity maxima of the image smoothed over ~0.1 a, found independently of the classifier
+    sm = ndimage.gaussian_filter(image, 0.1 * a)
+    peaks = np.argwhere(sm == ndimage.maximum_filter(sm, size=int(0.3 * a) | 1))
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(peaks).query(xy)
+    on_peak = d <= 0.15 * a
+    assert on_peak[has_peak].mean() >= 0.95, on_peak[has_peak].mean()
+    assert has_peak.sum() >= 2500 and len(rows) >= 4000
+    # sublattices: the three nearest sites of a site are of the other sublattice
+    sub = np.array([r["sublattice"] for r in rows])
+    nd, ni = cKDTree(xy).query(xy, k=4)
+    full = (nd[:, 1:] <= 1.3 * a / SQRT3).all(axis=1)
+    other = (sub[ni[:, 1:]] != sub[:, None]).all(axis=1)
+    assert full.sum() > 3500 and other[full].all()  # measured: 4 016 sites, every one
+    assert (out / "overlay.png").stat().st_size > 50_000
+
+
+def test_unseen_context_is_refused_and_allowed_with_the_flag(real_dm3, synthetic_checkpoints, tmp_path, capsys):
+    args = ["classify", str(real_dm3), "--model", str(synthetic_checkpoints["mlp-simple"]), "--host", "MoS2",
+            "--dopant", "Re", "--patch-size-px", "17"]
+    rc = inference_main([*args, "--out", str(tmp_path / "refused")])
+    err = capsys.readouterr().err
+    assert rc == 4 and len(err.strip().splitlines()) == 1
+    assert "never trained on MoS2+Re 60 keV HAADF" in err and "MoS2+V 60 keV HAADF" in err  # the nearest case
+    assert not (tmp_path / "refused").exists()
+    rc = inference_main([*args, "--allow-unseen-context", "--out", str(tmp_path / "allowed")])
+    assert rc == 0
+    s = json.loads((tmp_path / "allowed" / "summary.json").read_text())
+    assert s["unseen_context"] is True and any(n.startswith("UNSEEN CONTEXT") for n in s["notes"])
+
+
+def test_mlp_nocontext_checkpoint_classifies(real_dm3, synthetic_checkpoints, tmp_path, capsys):
+    """MLP-NoContext reads the 6 Zernike columns only (its checkpoint says so)."""
+    rc = inference_main(["classify", str(real_dm3), "--model", str(synthetic_checkpoints["mlp-nocontext"]),
+                         "--host", "MoS2", "--dopant", "V", "--patch-size-px", "17", "--out", str(tmp_path / "o")])
+    assert rc == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["feature_set"] == "zernike" and s["n_sites"] > 4000
+    assert 0 <= s["uncertainty"]["fraction_above_threshold"] <= 1
+
+
+def test_checkpoint_carries_what_inference_needs(synthetic_checkpoints):
+    import torch
+
+    from contract.features import FEATURE_NAMES
+
+    for name, fs, n in (("mlp-simple", "all", 31), ("mlp-nocontext", "zernike", 6)):
+        meta = torch.load(synthetic_checkpoints[name], weights_only=True)["stem_context"]
+        assert tuple(meta["feature_names"]) == FEATURE_NAMES
+        assert meta["feature_set"] == fs and len(meta["feature_columns"]) == n
+        cases = meta["training_cases"]
+        assert len(cases) == 12 and sum(c["n_rows"] for c in cases) == meta["n_training_rows"] == 1600
+        assert {"host", "dopant", "beam_energy_kev", "detector", "n_rows"} <= set(cases[0])

@@ -37,6 +37,16 @@ def read_config(path: str | Path) -> dict:
     return cfg
 
 
+def make_out(out: str | Path) -> Path:
+    """The output directory, created; ``InputError`` when it cannot be (read-only, no permission, a file)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"--out {str(out)!r}: cannot create the output directory: {err.strerror or err}") from err
+    return out
+
+
 def check_fingerprint(out: Path, **inputs) -> None:
     """Resume only what was started from the same inputs: ``out/inputs.json`` records them; an existing run
     directory made from other inputs is an ``InputError`` (its checkpoint would be resumed on the wrong data)."""
@@ -108,8 +118,7 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
     size = int(size_px or cfg["model"].get("image_size", 25))
     if size < 5 or size % 2 == 0:
         raise InputError(f"sub-image size must be odd and >= 5 pixels, got {size}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out(out)
     positions = find_columns(image, px, min_distance_angstrom, smooth_sigma_angstrom)
     _log(f"{len(positions)} columns in {Path(image_path).name} ({image.shape[1]} x {image.shape[0]} px, "
          f"{px:.4g} A/px)", stream)
@@ -270,8 +279,7 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
 
     started = time.perf_counter()
     read_config(config)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out(out)
     kind, source, array_path = open_4d_source(data, array)
     check_fingerprint(out, data=str(Path(data).resolve()), array=array, shape=list(source.shape)
                       if kind == "array" else list(source.scan_shape), config=Path(config).read_text(),

@@ -63,8 +63,12 @@ def simulate_fourdstem(config_path: str | Path, out: str | Path, *, cluster: str
                              f"{cfg_hash[:12]}); choose another --out")
         done = store.done_tasks(out)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        store.create_store(out, cfg, cfg_hash, tasks, scan_attrs(cfg, tasks), versions())
+        attrs = scan_attrs(cfg, tasks)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            store.create_store(out, cfg, cfg_hash, tasks, attrs, versions())
+        except OSError as err:  # a read-only or missing file system, no permission, a full disk
+            raise StoreError(f"--out {str(out)!r}: cannot create the store: {err.strerror or err}") from err
         done = [False] * len(tasks)
     todo = [t for t in tasks if not done[t.index]]
     n_rows = sum(a[schema.ATTR_SCAN_SHAPE][0] * a[schema.ATTR_SCAN_SHAPE][1]

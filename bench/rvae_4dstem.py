@@ -73,7 +73,7 @@ def rvae_scores(maps: dict, k: int, period: int, fold, smooth_px: float = 0.0) -
     from rvae.maps import anomaly_score, circular_channels
 
     z = np.stack([maps[f"z{j + 1}"] for j in range(k)], -1)
-    angle = circular_channels(maps["angle"] / period, period)
+    angle = circular_channels(maps["angle"] / period, period, maps["angle_std"])  # uncertain angles count less
     return {"rvae_anomaly": anomaly_score(np.concatenate([z, angle], -1), fold, smooth_px),
             "rvae_latents": anomaly_score(z, fold, smooth_px),
             "rvae_reconstruction": anomaly_score(maps["reconstruction_error"], fold, smooth_px)}
@@ -188,6 +188,7 @@ def main(argv=None) -> dict:
                 "localisation": evaluate(score_maps, truth, meta),
                 "angle": angle_scores(maps["angle"], com["com_direction"], truth)}
             panels.append((f"{scan} {dose:.0e}", {"rVAE angle": maps["angle"], **score_maps}, markers))
+            del res
     for key, r in results.items():
         for name, s in r["localisation"].items():
             rows.append({"scan/dose": key, "map": name, "AUC": f"{s['roc_auc']:.3f}",
@@ -208,6 +209,7 @@ def main(argv=None) -> dict:
               f"{results[key]['fit_4dstem_cpu_seconds']:.0f} CPU-seconds")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     payload = {"store": str(store), "config": a.config, "simulate_seconds_this_run": simulate_seconds,
+               "fresh": a.fresh,  # False: fits found in --out were resumed, their times are not training times
                "positive_within_angstrom": POSITIVE_WITHIN, "negative_beyond_angstrom": NEGATIVE_BEYOND,
                "results": results, "budget_seconds": BUDGET_SECONDS, "figure": "this file's name with .png",
                "versions": versions("torch", "pytorch-lightning", "abtem", "numpy", "scikit-learn", "zarr")}

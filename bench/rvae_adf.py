@@ -200,6 +200,7 @@ def main(argv=None) -> dict:
           f" = {seconds / BUDGET_SECONDS:.2f} x the 15 min budget; {cpu:.0f} CPU-seconds; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     payload = {"field": {k: v for k, v in vars(spec).items()}, "window_angstrom": WINDOW_ANGSTROM, "period": PERIOD,
+               "fresh": a.fresh,  # False: a fit found in --out was resumed, its time is not a training time
                "n_columns_found": result["n_columns"], "n_truth": int(len(truth["x_px"])),
                "n_matched": int(len(fi)), "n_scored": int(interior.sum()), "rvae": rvae, "baselines": baseline,
                "fit_image_seconds": seconds, "fit_image_cpu_seconds": cpu, "budget_seconds": BUDGET_SECONDS,

@@ -318,14 +318,15 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
     k = enc["z"].shape[1]
     z = enc["z"].reshape(sy, sx, k)
     angle = enc["angle"].reshape(sy, sx)
+    angle_std = enc["angle_std"].reshape(sy, sx)
     maps = {"angle": angle * module.model.period, **{f"z{j + 1}": z[..., j] for j in range(k)},
             "reconstruction_error": enc["reconstruction_error"].reshape(sy, sx)}
     np.save(out / "latents.npy", z.transpose(1, 0, 2))
     np.save(out / "angle.npy", angle.T)
-    np.save(out / "angle_std.npy", enc["angle_std"].reshape(sy, sx).T)
+    np.save(out / "angle_std.npy", angle_std.T)
     np.save(out / "reconstruction_error.npy", maps["reconstruction_error"].T)
     if fold is not None:
-        channels = np.concatenate([z, circular_channels(angle, module.model.period)], axis=-1)
+        channels = np.concatenate([z, circular_channels(angle, module.model.period, angle_std)], axis=-1)
         maps["anomaly"] = anomaly_score(channels, fold)
         np.save(out / "anomaly.npy", maps["anomaly"].T)
     else:
@@ -343,4 +344,4 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
                "axes": "npy maps are (scan x, scan y[, k]) as abTEM orders scans"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _log(f"wrote {out}/latents.npy, angle.npy, com.npz, maps.png, summary.json ({summary['seconds']:.0f} s)", stream)
-    return {**summary, "maps": maps, "com": com, "encoded": enc}
+    return {**summary, "maps": {**maps, "angle_std": angle_std}, "com": com, "encoded": enc}

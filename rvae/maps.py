@@ -35,9 +35,14 @@ def periodic_residual(values: np.ndarray, period: tuple[int, int]) -> np.ndarray
     return np.asarray(values, dtype=np.float64) - periodic_average(values, period)
 
 
-def circular_channels(angle: np.ndarray, period: int = 1) -> np.ndarray:
-    """(...,) angles φ -> (..., 2) (cos nφ, sin nφ)."""
-    return np.stack([np.cos(period * angle), np.sin(period * angle)], axis=-1)
+def circular_channels(angle: np.ndarray, period: int = 1, angle_std: np.ndarray | None = None) -> np.ndarray:
+    """(...,) angles φ -> (..., 2) (cos nφ, sin nφ); with the posterior's circular standard deviation
+    ``angle_std`` (of φ), its expectation A·(cos nφ, sin nφ) under the von Mises posterior, A = exp(-(n σ)² / 2)
+    the mean resultant length: an angle the model is unsure of contributes little."""
+    c = np.stack([np.cos(period * angle), np.sin(period * angle)], axis=-1)
+    if angle_std is not None:
+        c = c * np.exp(-0.5 * (period * np.asarray(angle_std)) ** 2)[..., None]
+    return c
 
 
 def smooth(values: np.ndarray, sigma_px: float, periodic: bool = True) -> np.ndarray:

@@ -89,3 +89,19 @@ def test_defect_localisation_auc_and_distances():
     assert r["per_defect_distance_angstrom"] == [0.0, 0.25]
     rng = np.random.default_rng(0)
     assert abs(defect_localisation(rng.random((ny, nx)), dist, 1.0, 3.0)["roc_auc"] - 0.5) < 0.15
+
+
+def test_uncertain_angles_are_shrunk_by_their_mean_resultant_length():
+    a = np.array([0.3, 0.3])
+    c = circular_channels(a, period=2, angle_std=np.array([0.0, 10.0]))
+    np.testing.assert_allclose(c[0], [np.cos(0.6), np.sin(0.6)])
+    assert np.abs(c[1]).max() < 1e-10  # a uniform posterior says nothing
+
+
+def test_smoothing_wraps_a_periodic_scan():
+    from rvae.maps import smooth
+
+    m = np.zeros((8, 8))
+    m[0, 0] = 1.0
+    s = smooth(m, 1.0)
+    assert s.sum() == pytest.approx(1.0) and s[-1, -1] == pytest.approx(s[1, 1])

@@ -11,16 +11,18 @@ CLUSTER ?= local
 PYTEST_ARGS ?=
 # e.g. TRAIN_ARGS='--max-epochs 100' (~10 min): the paper's epochs undertrain on the small demo store
 TRAIN_ARGS ?=
+# e.g. RVAE_ARGS='--max-epochs 10' for a quicker rVAE demo, or '--fresh' to refit from scratch
+RVAE_ARGS ?=
 LABEL_PROJECT ?= data/label-demo
 LABEL_PORT ?= 8000
 # optional checkpoint whose classes the page shows as suggestions on request, e.g. runs/demo/mlp-deep/checkpoints/last.ckpt
 LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features verify train evaluate label test test-fast bench slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features verify train evaluate label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,12 @@ evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
 label: $(STAMP) ## Label columns in the browser on a demo field (simulated once, ~20 s; LABEL_PORT=8000, LABEL_MODEL=CKPT)
 	$(PY) -m labelling demo --project $(LABEL_PROJECT) $(if $(LABEL_MODEL),--model $(LABEL_MODEL))
 	$(PY) -m labelling serve --project $(LABEL_PROJECT) --port $(LABEL_PORT)
+
+rvae-adf: $(STAMP) ## rVAE on ADF (seed 002): render a two-grain field, fit-image, score vs truth and PCA -> bench/results/
+	$(PY) bench/rvae_adf.py $(RVAE_ARGS)
+
+rvae-4dstem: $(STAMP) ## rVAE on 4D-STEM (seed 004): simulate once into data/fourdstem.zarr, fit per dose, COM baseline, defect AUCs -> bench/results/
+	$(PY) bench/rvae_4dstem.py $(RVAE_ARGS)
 
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh

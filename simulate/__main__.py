@@ -6,6 +6,7 @@
     python -m simulate structures --config CONFIG --out DIR     # one CIF per (combo, environment)
     python -m simulate fullfield --host WSe2 --dopant Cr --energy-kev 60 --detector MAADF --out DIR
     python -m simulate verify STORE [--repair]                 # check every shard; rerun the tasks of bad ones
+    python -m simulate fourdstem --config configs/dataset/fourdstem.yaml --out data/fourdstem.zarr [--resume]
 
 ``python -m simulate --config ...`` (no subcommand) is ``run``. Failures: one line on stderr and the exit codes
 of ``contract.errors`` (``--debug`` for the traceback).
@@ -81,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--cluster", choices=("local", "slurm"), default="local", help="for --repair")
     verify.add_argument("--cluster-config", default=None, help="cluster YAML, for --repair")
     verify.add_argument("--workers", type=int, default=None, help="Dask workers, for --repair")
+
+    four = sub.add_parser("fourdstem", help="4D-STEM: pixelated-detector scans of graphene/zincblende with defects "
+                          "into a zarr store (clean patterns and Poisson counts per dose)")
+    four.add_argument("--config", required=True, help="4D-STEM dataset YAML (configs/dataset/fourdstem.yaml)")
+    four.add_argument("--out", required=True, help="output zarr store, e.g. data/fourdstem.zarr")
+    four.add_argument("--cluster", choices=("local", "slurm"), default="local")
+    four.add_argument("--cluster-config", default=None)
+    four.add_argument("--workers", type=int, default=None)
+    four.add_argument("--resume", action="store_true", help="finish an existing store: skip tasks already done")
     return parser
 
 
@@ -127,6 +137,11 @@ def _dispatch(argv: list[str]) -> int:
         except ValueError as err:  # bad host, detector, fractions, grid: say which
             raise ConfigError(str(err)) from None
         print(f"wrote {out}/image.npy, image.json, truth.csv, truth.json")
+    elif args.command == "fourdstem":
+        from .fourdstem_run import simulate_fourdstem
+
+        simulate_fourdstem(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
+                           n_workers=args.workers, resume=args.resume)
     elif args.command == "check":
         from .config import config_hash, load
         from .plan import make_plan

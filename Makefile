@@ -82,6 +82,9 @@ bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison);
 	$(PY) bench/simulate.py
 	$(PY) bench/features.py
 	$(PY) bench/training.py
+	if [ -f runs/demo/mlp-deep/checkpoints/last.ckpt ]; then $(PY) bench/inference.py; else echo "bench/inference.py: no runs/demo model, run make train first"; fi
+	$(PY) bench/verify.py
+	STEM_BENCH_RESULTS=bench/results $(PY) -m pytest -q tests/test_labelling_browser.py  # screenshot + labelling speed
 
 clean: ## Remove generated data and logs (keeps .venv)
 	rm -rf data runs lightning_logs .pytest_cache

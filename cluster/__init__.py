@@ -13,7 +13,7 @@ from .client import KINDS, open_client
 from .config import load_slurm_config, render_job_script
 from .errors import ClusterError, TaskError
 from .local import DEFAULT_MEMORY_PER_WORKER, local_worker_count
-from .progress import format_duration, format_status, track
+from .progress import format_duration, format_status, track, track_items
 from .slurm import preflight_job_script
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "preflight_job_script",
     "render_job_script",
     "track",
+    "track_items",
 ]

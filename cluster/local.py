@@ -78,5 +78,7 @@ def local_cluster_kwargs(n_workers: int | None, options: Mapping[str, Any]) -> d
         # the scheduler's HTTP endpoints (health, metrics) default to port 8787 even with the dashboard
         # off; a free port avoids "Port 8787 is already in use" warnings next to other clusters
         scheduler_kwargs={"dashboard_address": ":0"},
-        silence_logs=logging.ERROR,
+        # a failed task reaches the driver as its exception (with the remote traceback, shown by --debug); the
+        # worker's own "Compute Failed" ERROR log would print that traceback on every terminal run
+        silence_logs=logging.CRITICAL,
     )

@@ -113,3 +113,24 @@ def track(
     finally:
         if bar is not None:
             bar.close()
+
+
+def track_items(items: Iterable[Any], *, label: str, unit: str = "item", total: int | None = None,
+                stream: TextIO | None = None, interval_s: float = STATUS_INTERVAL_S) -> Iterator[Any]:
+    """Yield ``items`` (work done in this process, e.g. reading shard after shard) with the progress
+    :func:`track` shows for futures: a :func:`format_status` line at most every ``interval_s`` seconds and a
+    final line, on ``stream`` (default ``sys.stderr``); nothing for work shorter than ``interval_s``."""
+    stream = sys.stderr if stream is None else stream
+    items = list(items) if total is None else items
+    total = len(items) if total is None else total
+    start = last = time.monotonic()
+    done = printed = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= interval_s:
+            print(format_status(label, done, total, now - start, unit), file=stream, flush=True)
+            last, printed = now, done
+    if printed and printed != done:
+        print(format_status(label, done, total, time.monotonic() - start, unit), file=stream, flush=True)

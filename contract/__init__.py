@@ -12,7 +12,12 @@ module             what it defines
 ``features``       the 31-column feature layout (names, column groups, feature sets) and ``assemble_features``,
                    the one function that builds a feature row
 ``store``          the zarr store schema (array names, dtypes, attributes), ``open_group`` and ``read_meta``,
-                   the one typed reader of a store's metadata
+                   the one typed reader of a store's metadata; ``chunk_compressors`` (crc32c on every chunk) and
+                   ``read_checked`` (a read that names the damaged shard: ``CorruptDataError``)
+``verify``         the findings of a store verification and the shard checks ``simulate verify`` and
+                   ``features verify`` share
+``fourdstem``      the 4D-STEM store schema (``python -m simulate fourdstem``: patterns per scan and dose,
+                   per-position truth) and ``read_scan_meta``, read by the ``rvae`` stage
 ``catalog``        the host/dopant catalog (``catalog.yaml``, shipped as package data) and its validated loader
 ``patches``        the patch geometry shared by simulation and micrographs: √3·a window, odd size, bilinear
                    resampling

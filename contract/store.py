@@ -120,7 +120,14 @@ def read_meta(path: str | Path, require: tuple[str, ...] = (LABEL, CASE)) -> Sto
     ``(FEATURES, LABEL, CASE)`` for training)."""
     group = open_group(path)
     name = str(path)
-    arrays = tuple(sorted(k for k in group.array_keys()))
+    try:  # every member's zarr.json, once
+        members = {k: group[k] for k in group.array_keys()}
+    except Exception as err:
+        from .errors import CorruptDataError
+
+        raise CorruptDataError(f"store {name!r}: an array's metadata (zarr.json) does not parse "
+                               f"({decode_reason(err)}); run `python -m simulate verify {name}`") from err
+    arrays = tuple(sorted(members))
     for a in require:
         if a not in arrays:
             hint = {FEATURES: f": run `python -m features encode --store {name}` first",
@@ -129,30 +136,44 @@ def read_meta(path: str | Path, require: tuple[str, ...] = (LABEL, CASE)) -> Sto
     attrs = dict(group.attrs)
     if ATTR_CASES not in attrs or not attrs[ATTR_CASES]:
         raise StoreError(f"store {name!r} has no attrs[{ATTR_CASES!r}] (host, dopant, energy, detector per case)")
+    if not isinstance(attrs[ATTR_CASES], list) or not all(isinstance(c, dict) for c in attrs[ATTR_CASES]):
+        raise StoreError(f"store {name!r}: attrs[{ATTR_CASES!r}] must be a list of mappings (host, dopant, ...)")
     rows_from = next((a for a in (LABEL, PATCHES, FEATURES, CASE) if a in arrays), None)
     if rows_from is None:
         raise StoreError(f"store {name!r} has none of the row arrays {LABEL!r}, {PATCHES!r}, {FEATURES!r}")
-    n_rows = int(group[rows_from].shape[0])
+    n_rows = int(members[rows_from].shape[0])
     for a in (LABEL, CASE, ENVIRONMENT, PATCHES, FEATURES):
-        if a in arrays and group[a].shape[0] != n_rows:
-            raise StoreError(f"store {name!r}: {a!r} has {group[a].shape[0]} rows, {rows_from!r} has {n_rows}")
+        if a == FEATURES and a not in require and rows_from != FEATURES:
+            continue  # unusable features are the feature stage's to rewrite, not a reason to refuse the store
+        if a in arrays and members[a].shape[0] != n_rows:
+            raise StoreError(f"store {name!r}: {a!r} has {members[a].shape[0]} rows, {rows_from!r} has {n_rows}")
+    for a, dtype in ((PATCHES, PATCH_DTYPE), (FEATURES, FEATURE_DTYPE), *ROW_ARRAYS.items()):
+        if a == FEATURES and a not in require:
+            continue
+        if a in arrays and str(members[a].dtype) != dtype:
+            raise StoreError(f"store {name!r}: {a!r} has dtype {members[a].dtype}, expected {dtype}: not written by "
+                             f"this software's stages (or rewritten by hand)")
     rows_per_shard = attrs.get(ATTR_ROWS_PER_SHARD)
     if not isinstance(rows_per_shard, int) or rows_per_shard < 1:
         raise StoreError(f"store {name!r}: attrs[{ATTR_ROWS_PER_SHARD!r}] must be a positive integer, "
                          f"got {rows_per_shard!r}")
     patch_size = attrs.get(ATTR_PATCH_SIZE)
     if PATCHES in arrays:
-        shape = group[PATCHES].shape
+        shape = members[PATCHES].shape
         if len(shape) != 3 or shape[1] != shape[2] or shape[1] % 2 == 0:
             raise StoreError(f"store {name!r}: {PATCHES!r} must be (N, P, P) with P odd, got {shape}")
         patch_size = int(shape[1])
     feature_names = None
     if FEATURES in arrays:
-        names = group[FEATURES].attrs.get(ATTR_FEATURE_NAMES)
-        if names is None or len(names) != group[FEATURES].shape[1]:
-            raise StoreError(f"store {name!r}: features.attrs[{ATTR_FEATURE_NAMES!r}] must list "
-                             f"{group[FEATURES].shape[1]} names, got {names!r}")
-        feature_names = tuple(str(n) for n in names)
+        names = members[FEATURES].attrs.get(ATTR_FEATURE_NAMES)
+        shape = members[FEATURES].shape
+        if names is None or len(shape) != 2 or len(names) != shape[1]:
+            if FEATURES in require:
+                raise StoreError(f"store {name!r}: features.attrs[{ATTR_FEATURE_NAMES!r}] must list "
+                                 f"{shape[-1]} names, got {names!r}; re-encode it with "
+                                 f"`python -m features encode --store {name}`")
+        else:  # (None when unusable and not required: `has_features` is then False)
+            feature_names = tuple(str(n) for n in names)
     cases = tuple(dict(c) for c in attrs[ATTR_CASES])
     detectors = attrs.get(ATTR_DETECTORS) or sorted({str(c.get("detector")) for c in cases})
     tasks = attrs.get(ATTR_TASKS)
@@ -162,3 +183,66 @@ def read_meta(path: str | Path, require: tuple[str, ...] = (LABEL, CASE)) -> Sto
                      detectors=tuple(detectors), n_tasks=None if tasks is None else len(tasks),
                      config_hash=attrs.get(ATTR_CONFIG_HASH), config=attrs.get(ATTR_CONFIG),
                      feature_names=feature_names, arrays=arrays, attrs=attrs)
+
+
+# ------------------------------------------------------------------------------------------ integrity
+FEATURE_STAGE_ARRAYS = (FEATURES, FEATURES_DONE)
+"""Arrays the feature stage writes (and ``python -m features verify`` checks); the others are the simulation's."""
+
+
+def chunk_compressors() -> tuple:
+    """Codecs after ``bytes`` for every array of a new store: zstd, then a crc32c checksum of each stored chunk,
+    so a flipped byte anywhere in a chunk fails to decode instead of reading as wrong numbers (zarr's shard
+    index already carries its own crc32c)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return (ZstdCodec(), Crc32cCodec())
+
+
+def repair_command(store: str | Path, array: str) -> str:
+    """The command that verifies and repairs ``array`` of ``store``."""
+    if array in FEATURE_STAGE_ARRAYS:
+        return f"python -m features verify --store {store} --repair"
+    return f"python -m simulate verify {store} --repair"
+
+
+def decode_reason(err: BaseException) -> str:
+    """``Type: message`` of a decoding error, short (zarr's checksum message carries raw bytes)."""
+    text = " ".join(str(err).split()).split(". Stored:")[0]
+    return f"{type(err).__name__}: {text[:160]}"
+
+
+def rows_per_stored_block(array) -> int:
+    """Rows along axis 0 of one shard (one chunk for an array that is not sharded)."""
+    blocks = getattr(array, "shards", None) or array.chunks
+    return int(blocks[0])
+
+
+def read_checked(array, start: int, stop: int, *, store: str | Path, name: str):
+    """``array[start:stop]`` as a NumPy array, or ``CorruptDataError`` naming the store, the array, the first
+    shard of the range that does not decode and its rows, and the repair command.
+
+    A decoding failure (checksum mismatch, truncated or garbled shard or chunk) is corruption; an ``OSError``
+    (permissions, a vanished file system) is not, and is raised as ``StoreError``.
+    """
+    import numpy as np
+
+    from .errors import CorruptDataError
+
+    try:
+        return np.asarray(array[start:stop])
+    except OSError as err:
+        raise StoreError(f"store {str(store)!r}: cannot read array {name!r} rows {start}-{stop - 1}: {err}") from err
+    except Exception as err:  # a decoding failure: find the shard that holds it
+        step = rows_per_stored_block(array)
+        shard, reason = start // step, decode_reason(err)
+        for first in range(start - start % step, stop, step):
+            try:
+                array[max(first, start):min(first + step, stop)]
+            except Exception as shard_err:
+                shard, reason = first // step, decode_reason(shard_err)
+                break
+        lo, hi = shard * step, min(int(array.shape[0]), (shard + 1) * step)
+        unit = "shard" if getattr(array, "shards", None) else "chunk"
+        raise CorruptDataError(f"store {str(store)!r}: array {name!r} {unit} {shard} (rows {lo}-{hi - 1}) is "
+                               f"damaged ({reason}); run `{repair_command(store, name)}`") from err

@@ -1,6 +1,7 @@
 """Command line of the feature stage (``python -m features --help`` lists the subcommands).
 
     python -m features encode --store STORE.zarr [--cluster local|slurm] [--device cpu|gpu] [--cluster-config PATH]
+    python -m features verify --store STORE.zarr [--repair]   # check every feature shard; re-encode bad ones
     python -m features symmetry IMAGE [--kernel-px K] [--n-max N] [--convention motif] --out MAPS.npz [--plot]
     python -m features symmetry --store PLANEGROUPS.zarr [--kernel-px K] [--cluster local|slurm] [--device cpu|gpu]
 
@@ -28,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu: NumPy; gpu: CuPy workers")
     enc.add_argument("--cluster-config", default=None, help="YAML for the cluster layer (cluster.open_client)")
     enc.add_argument("--n-workers", type=int, default=None, help="number of Dask workers (default: the config's)")
+    ver = sub.add_parser("verify", help="read every feature shard and marker; --repair re-encodes exactly the bad ones")
+    ver.add_argument("--store", required=True, help="zarr store with features (`python -m features encode`)")
+    ver.add_argument("--repair", action="store_true", help="re-encode the bad shards (resume rules): byte-identical")
+    for flag, kw in (("--cluster", dict(default="local", choices=("local", "slurm"))),
+                     ("--device", dict(default="cpu", choices=("cpu", "gpu"))),
+                     ("--cluster-config", dict(default=None)), ("--n-workers", dict(type=int, default=None))):
+        ver.add_argument(flag, help="as for encode, used by --repair", **kw)
     sym = sub.add_parser("symmetry", help="dense Zernike symmetry maps of an image file or a plane-group store")
     sym.add_argument("image", nargs="?", default=None, help=".npy, .tif, .dm3, .dm4 or .emd (as `inference` reads)")
     sym.add_argument("--out", default=None, help="MAPS.npz for an image (rot2 rot3 rot4 rot6 mirror sin2a cos2a, valid)")
@@ -54,6 +62,10 @@ def _dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(with_default_subcommand(argv, "encode"))
     if args.command == "symmetry":
         return _symmetry(args)
+    if args.command == "verify":
+        from .verify import verify_main
+
+        return verify_main(args)
     from cluster import open_client
 
     from .encode import encode_store, store_plan

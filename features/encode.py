@@ -29,7 +29,8 @@ import numpy as np
 from contract import store as schema
 from contract.classes import SUBLATTICE_IDS
 from contract.features import FEATURE_NAMES, N_FEATURES, assemble_features
-from contract.store import StoreError, StoreMeta
+from contract.errors import CorruptDataError
+from contract.store import StoreError, StoreMeta, read_checked, repair_command
 
 from .context import case_context
 from .normalise import standardised_contrast_features
@@ -97,13 +98,13 @@ def prepare_outputs(store_path, plan: EncodePlan) -> np.ndarray:
           and tuple(g[schema.FEATURES].attrs.get(schema.ATTR_FEATURE_NAMES, [])) == FEATURE_NAMES)
     if not ok:
         g.create_array(schema.FEATURES, shape=shape, dtype=schema.FEATURE_DTYPE, chunks=chunks, shards=shards,
-                       fill_value=np.nan, overwrite=True,
+                       fill_value=np.nan, overwrite=True, compressors=schema.chunk_compressors(),
                        attributes={schema.ATTR_FEATURE_NAMES: list(FEATURE_NAMES),
                                    "normalisation": "per-patch standardisation on the unit disk (features.normalise)",
                                    schema.ATTR_VERSIONS: _versions()})
         g.create_array(schema.FEATURES_DONE, shape=(meta.n_shards,), dtype=schema.MARKER_DTYPE, chunks=(1,),
-                       fill_value=0, overwrite=True)
-    return np.asarray(g[schema.FEATURES_DONE][:])
+                       fill_value=0, overwrite=True, compressors=schema.chunk_compressors())
+    return read_checked(g[schema.FEATURES_DONE], 0, meta.n_shards, store=store_path, name=schema.FEATURES_DONE)
 
 
 def _versions() -> dict:
@@ -117,12 +118,11 @@ def shard_site_sums(store_path: str, start: int, stop: int, sublattice_of_enviro
                     n_cases: int) -> tuple[np.ndarray, np.ndarray]:
     """Task of the first pass: per-(case, sublattice) sum and count of central intensities in rows [start, stop)."""
     g = schema.open_group(store_path)
-    centre = central_intensity(np.asarray(g[schema.PATCHES][start:stop]))
-    bad = ~np.isfinite(centre)
-    if bad.any():
-        raise ValueError(f"patch {start + int(np.flatnonzero(bad)[0])} has NaN or infinite centre pixels")
-    case = np.asarray(g[schema.CASE][start:stop], dtype=np.int64)
-    subl = _sublattice(sublattice_of_environment, g[schema.ENVIRONMENT][start:stop], start)
+    patches, case, environment = _read_inputs(g, store_path, start, stop, finite_check=False)
+    centre = central_intensity(patches)
+    _refuse_non_finite(~np.isfinite(centre), store_path, start, stop, "centre pixels")
+    case = case.astype(np.int64)
+    subl = _sublattice(sublattice_of_environment, environment, start)
     sums = np.zeros((n_cases, 2))
     counts = np.zeros((n_cases, 2))
     np.add.at(sums, (case, subl), centre)
@@ -152,15 +152,37 @@ def encode_shard(store_path: str, shard: int, start: int, stop: int, context: np
                  site_table: np.ndarray, sublattice_of_environment: np.ndarray, device: str) -> int:
     """Task of the second pass: encode rows [start, stop) (= one shard), write them, then mark the shard done."""
     g = schema.open_group(store_path, mode="r+")
+    patches, case, environment = _read_inputs(g, store_path, start, stop)
     try:
-        rows = encode_rows(g[schema.PATCHES][start:stop], g[schema.CASE][start:stop], g[schema.ENVIRONMENT][start:stop],
-                           context, site_table, sublattice_of_environment, device)
+        rows = encode_rows(patches, case, environment, context, site_table, sublattice_of_environment, device)
     except ValueError as exc:  # name the store row, not only the index inside the shard
         raise ValueError(f"shard {shard} (store rows {start}-{stop - 1}, patch index within the shard): "
                          f"{exc}") from exc
     g[schema.FEATURES][start:stop] = rows
     g[schema.FEATURES_DONE][shard] = 1  # after the rows: a marker never points at unwritten data
     return stop - start
+
+
+def _read_inputs(g, store_path, start: int, stop: int, finite_check: bool = True):
+    """(patches, case, environment) of rows [start, stop); ``CorruptDataError`` naming the shard when one does
+    not decode or (``finite_check``) a patch is not finite: every task is marked done, so NaN means damage."""
+    arrays = tuple(read_checked(g[a], start, stop, store=store_path, name=a)
+                   for a in (schema.PATCHES, schema.CASE, schema.ENVIRONMENT))
+    if finite_check:
+        _refuse_non_finite(~np.isfinite(arrays[0].reshape(len(arrays[0]), -1)).all(axis=1), store_path, start,
+                           stop, "values")
+    return arrays
+
+
+def _refuse_non_finite(bad: np.ndarray, store_path, start: int, stop: int, what: str) -> None:
+    if not bad.any():
+        return
+    rows = start + np.flatnonzero(bad)
+    shard = start // max(1, stop - start)
+    raise CorruptDataError(f"store {str(store_path)!r}: array {schema.PATCHES!r} shard {shard} (rows {start}-"
+                           f"{stop - 1}): {len(rows)} patch(es) with NaN or infinite {what} (first rows "
+                           f"{rows[:5].tolist()}) although every task is marked done: the shard is damaged; run "
+                           f"`{repair_command(store_path, schema.PATCHES)}`")
 
 
 def _sublattice(sublattice_of_environment: np.ndarray, environment, first_row: int) -> np.ndarray:

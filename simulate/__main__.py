@@ -5,6 +5,8 @@
     python -m simulate check --config CONFIG                    # validate and summarise, submit nothing
     python -m simulate structures --config CONFIG --out DIR     # one CIF per (combo, environment)
     python -m simulate fullfield --host WSe2 --dopant Cr --energy-kev 60 --detector MAADF --out DIR
+    python -m simulate verify STORE [--repair]                 # check every shard; rerun the tasks of bad ones
+    python -m simulate fourdstem --config configs/dataset/fourdstem.yaml --out data/fourdstem.zarr [--resume]
     python -m simulate planegroups --config configs/dataset/planegroups-demo.yaml --out data/planegroups-demo.zarr
     python -m simulate planegroups-materials --out data/planegroups-materials
 
@@ -73,6 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pixel-miscalibration", type=float, default=0.0,
                    help="the recorded pixel size is off by this fraction (0.05: 5 %% too large)")
     field.add_argument("--out", required=True, help="output directory")
+
+    verify = sub.add_parser("verify", help="read every shard, checksum, marker and the config hash of a store; "
+                            "--repair reruns exactly the tasks that own bad shards")
+    verify.add_argument("store", help="zarr store written by `python -m simulate run`")
+    verify.add_argument("--repair", action="store_true",
+                        help="rerun the tasks owning bad shards (resume rules), so the store ends byte-identical")
+    verify.add_argument("--cluster", choices=("local", "slurm"), default="local", help="for --repair")
+    verify.add_argument("--cluster-config", default=None, help="cluster YAML, for --repair")
+    verify.add_argument("--workers", type=int, default=None, help="Dask workers, for --repair")
+
+    four = sub.add_parser("fourdstem", help="4D-STEM: pixelated-detector scans of graphene/zincblende with defects "
+                          "into a zarr store (clean patterns and Poisson counts per dose)")
+    four.add_argument("--config", required=True, help="4D-STEM dataset YAML (configs/dataset/fourdstem.yaml)")
+    four.add_argument("--out", required=True, help="output zarr store, e.g. data/fourdstem.zarr")
+    four.add_argument("--cluster", choices=("local", "slurm"), default="local")
+    four.add_argument("--cluster-config", default=None)
+    four.add_argument("--workers", type=int, default=None)
+    four.add_argument("--resume", action="store_true", help="finish an existing store: skip tasks already done")
     planegroups = sub.add_parser("planegroups", help="images of the 17 plane groups, labelled by computation")
     planegroups.add_argument("--config", required=True, help="configs/dataset/planegroups*.yaml")
     planegroups.add_argument("--out", required=True, help="output zarr store")
@@ -103,7 +123,13 @@ def _dispatch(argv: list[str]) -> int:
         from .config import load
         from .structures import write_environment_cifs
 
-        paths = write_environment_cifs(load(args.config), args.out)
+        cfg = load(args.config)
+        try:
+            paths = write_environment_cifs(cfg, args.out)
+        except OSError as err:  # a read-only or missing file system, no permission, a full disk
+            from contract.errors import InputError
+
+            raise InputError(f"--out {args.out!r}: cannot write the CIF files: {err.strerror or err}") from err
         print(f"wrote {len(paths)} CIF files under {args.out}")
     elif args.command == "fullfield":
         from .fullfield import ScanDistortion, parse_fractions, run_fullfield
@@ -129,6 +155,11 @@ def _dispatch(argv: list[str]) -> int:
         except ValueError as err:  # bad host, detector, fractions, grid: say which
             raise ConfigError(str(err)) from None
         print(f"wrote {out}/image.npy, image.json, truth.csv, truth.json")
+    elif args.command == "fourdstem":
+        from .fourdstem_run import simulate_fourdstem
+
+        simulate_fourdstem(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
+                           n_workers=args.workers, resume=args.resume)
     elif args.command == "planegroups":
         from .planegroups import simulate_planegroups
 
@@ -151,11 +182,45 @@ def _dispatch(argv: list[str]) -> int:
         print(f"{cfg['name']}: OK, {len(cfg['combos'])} combos, {len(plan.environment_ids)} environments, "
               f"{len(plan.tasks)} tasks, {len(plan.cases)} cases, {plan.n_rows} patches, gpts "
               f"{cfg['multislice']['gpts']}, hash {config_hash(cfg)[:12]}")
+    elif args.command == "verify":
+        return _verify(args)
     else:
         from .run import simulate
 
         simulate(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
                  n_workers=args.workers, resume=args.resume)
+    return 0
+
+
+def _verify(args) -> int:
+    from contract.errors import CorruptDataError
+    from contract.store import repair_command
+
+    from .verify import repair_store, verify_store
+
+    report, context = verify_store(args.store)
+    for line in report.lines():
+        print(line)
+    if report.ok:
+        print("verify: OK, every shard decodes and matches the plan; every task is marked done")
+        return 0
+    if not args.repair:
+        tasks = sorted(context["tasks"])
+        raise CorruptDataError(
+            f"store {args.store!r}: {len(report.findings)} problem(s)"
+            + (f" in {len(tasks)} task(s) {tasks}" if tasks else "")
+            + (f"; repair with `{repair_command(args.store, 'patches')}` (reruns exactly those tasks)"
+               if report.repairable else
+               f"; it cannot be repaired in place ({next(f for f in report.findings if not f.repairable).describe()})"
+               ": simulate its config into a new store"))
+    after = repair_store(args.store, report, context, cluster=args.cluster, cluster_config=args.cluster_config,
+                         n_workers=args.workers)
+    for line in after.lines()[1:]:
+        print(line)
+    if not after.ok:
+        raise CorruptDataError(f"store {args.store!r}: {len(after.findings)} problem(s) remain after the repair "
+                               f"(first: {after.findings[0].describe()})")
+    print(f"verify: repaired: reran {len(context['tasks'])} task(s); the store verifies OK")
     return 0
 
 

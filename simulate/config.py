@@ -7,6 +7,7 @@ A config error is a ``ConfigError`` whose message starts with the dotted name of
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -33,6 +34,38 @@ NOISE_KEYS = (
     "scan_jitter_px",
     "centre_offset_px",
 )
+
+
+KNOWN_KEYS = {
+    "": ("name", "seed", "materials", "selection", "environments", "imaging", "multislice", "noise", "patches"),
+    "imaging": ("beam_energies_kev", "convergence_semiangle_mrad", "detectors"),
+    "multislice": ("supercell_repeats", "vacuum_angstrom", "slice_thickness_angstrom", "gpts", "scan_margin_px",
+                   "frozen_phonons", "frozen_phonon_sigma_angstrom", "parametrization", "device",
+                   "fftw_planning_effort"),
+    "noise": NOISE_KEYS,
+    "patches": ("patch_size_px", "patches_per_image"),
+    "selection": ("combos", "hosts", "dopants"),
+}
+"""Keys a dataset config may hold, per section ("" = top level); ``materials`` is checked by the catalog."""
+
+
+def _check_keys(cfg: dict) -> None:
+    """``ConfigError`` for a section that is not a mapping or a key no code reads (a typo would otherwise be
+    ignored silently and the default used)."""
+    for section, known in KNOWN_KEYS.items():
+        node = cfg if not section else cfg.get(section)
+        if section and node is None:
+            continue  # a missing section is reported by its own validation, naming the field it needs
+        if not isinstance(node, dict):
+            if section == "selection" and node == "all":
+                continue
+            raise ConfigError(f"{section or 'config'}: must be a mapping, got {type(node).__name__} {node!r}"[:200])
+        for key in node:
+            if key not in known:
+                field = f"{section}.{key}" if section else str(key)
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+                raise ConfigError(f"{field}: unknown key; {hint}")
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -278,7 +311,10 @@ def _validate_patches(cfg: dict) -> None:
 def resolve(raw: dict) -> dict:
     """Validate ``raw`` and return the resolved config: selection expanded to ``combos``, environments to ids,
     ``gpts`` to one grid size per energy. Raises ``ConfigError`` naming the field on the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: must be a mapping of sections, got {type(raw).__name__}")
     cfg = copy.deepcopy(raw)
+    _check_keys(cfg)
     if "name" not in cfg or not isinstance(cfg["name"], str):
         raise ConfigError("name: missing (a short dataset name)")
     seed = cfg.get("seed")

@@ -61,8 +61,11 @@ def prepare_store(cfg: dict, out: Path, resume: bool):
                              f"{cfg_hash[:12]}); choose another --out")
         done = done_tasks(out)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        create_store(out, plan, store_attrs(cfg, cfg_hash, plan))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            create_store(out, plan, store_attrs(cfg, cfg_hash, plan))
+        except OSError as err:  # a read-only or missing file system, no permission, a full disk
+            raise StoreError(f"--out {str(out)!r}: cannot create the store: {err.strerror or err}") from err
         done = [False] * len(plan.tasks)
     todo = [t for t in plan.tasks if not done[t.index]]
     return plan, cfg_hash, todo
@@ -75,8 +78,6 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
 
     ``client``: an already connected ``distributed.Client`` to use instead of starting a cluster
     (``cluster``, ``cluster_config`` and ``n_workers`` are then ignored)."""
-    from cluster import open_client, track
-
     stream = sys.stderr if stream is None else stream
     cfg = config_mod.load(config_path)  # raises ConfigError before anything is created or submitted
     out = Path(out)
@@ -90,17 +91,27 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     if len(todo) < len(plan.tasks):
         print(f"simulate: resuming: {len(plan.tasks) - len(todo)} of {len(plan.tasks)} tasks already done", file=stream)
     started = time.perf_counter()
-    workers = n_workers if n_workers is not None else (min(len(todo), _default_local_workers()) if cluster == "local" else None)
-    with contextlib.nullcontext(client) if client is not None else \
-            open_client(cluster, n_workers=workers, config_path=cluster_config) as active:
-        print(f"simulate: {len(active.scheduler_info(n_workers=-1)['workers'])} Dask workers", file=stream)
-        futures = [active.submit(run_task, t, cfg, cfg_hash, str(out.resolve()), key=t.key, pure=False, retries=2)
-                   for t in todo]
-        task_seconds = [r["seconds"] for r in track(futures, label="simulate", unit="task", stream=stream)]
+    task_seconds = run_tasks(todo, cfg, cfg_hash, out, cluster=cluster, cluster_config=cluster_config,
+                             n_workers=n_workers, stream=stream, client=client)
     elapsed = time.perf_counter() - started
     print(f"simulate: done: {len(todo)} tasks in {elapsed:.1f} s ({sum(task_seconds):.1f} task-seconds)", file=stream)
     return {"tasks_run": len(todo), "tasks_total": len(plan.tasks), "seconds": elapsed,
             "task_seconds": task_seconds}
+
+
+def run_tasks(todo, cfg: dict, cfg_hash: str, out: Path, *, cluster: str = "local", cluster_config: str | None = None,
+              n_workers: int | None = None, stream: TextIO | None = None, client=None) -> list[float]:
+    """Run the tasks ``todo`` of a store on a Dask cluster (or ``client``); returns each task's seconds."""
+    from cluster import open_client, track
+
+    stream = sys.stderr if stream is None else stream
+    workers = n_workers if n_workers is not None else (min(len(todo), _default_local_workers()) if cluster == "local" else None)
+    with contextlib.nullcontext(client) if client is not None else \
+            open_client(cluster, n_workers=workers, config_path=cluster_config) as active:
+        print(f"simulate: {len(active.scheduler_info(n_workers=-1)['workers'])} Dask workers", file=stream)
+        futures = [active.submit(run_task, t, cfg, cfg_hash, str(Path(out).resolve()), key=t.key, pure=False,
+                                 retries=2) for t in todo]
+        return [r["seconds"] for r in track(futures, label="simulate", unit="task", stream=stream)]
 
 
 def _default_local_workers() -> int:

@@ -20,7 +20,9 @@ from contract.store import (
     ROW_ARRAYS,
     TASK_DONE,
     StoreError,
+    chunk_compressors,
     open_group,
+    read_checked,
 )
 
 from .plan import Plan
@@ -35,26 +37,30 @@ def _row_chunks(plan: Plan) -> int:
 def create_store(path: str | Path, plan: Plan, attrs: dict) -> zarr.Group:
     """Create an empty store for ``plan``; fails if ``path`` exists."""
     p = plan.patch_size_px
+    crc = chunk_compressors()  # every chunk checksummed: `python -m simulate verify` finds any damaged byte
     root = zarr.open_group(str(path), mode="w-", zarr_format=3)
     root.create_array(PATCHES, shape=(plan.n_rows, p, p), dtype=PATCH_DTYPE, chunks=(_row_chunks(plan), p, p),
-                      shards=(plan.rows_per_shard, p, p), fill_value=np.nan)
+                      shards=(plan.rows_per_shard, p, p), fill_value=np.nan, compressors=crc)
     for name, dtype in ROW_ARRAYS.items():
         root.create_array(name, shape=(plan.n_rows,), dtype=dtype, chunks=(_row_chunks(plan),),
-                          shards=(plan.rows_per_shard,), fill_value=0)
+                          shards=(plan.rows_per_shard,), fill_value=0, compressors=crc)
     clean = root.create_group(CLEAN)
     n_clean = len(plan.tasks) * plan.clean_rows_per_task
     clean.create_array(PATCHES, shape=(n_clean, p, p), dtype=PATCH_DTYPE, chunks=(plan.clean_rows_per_task, p, p),
-                       fill_value=np.nan)
+                       fill_value=np.nan, compressors=crc)
     for name, dtype in ROW_ARRAYS.items():
-        clean.create_array(name, shape=(n_clean,), dtype=dtype, chunks=(plan.clean_rows_per_task,), fill_value=0)
-    root.create_array(TASK_DONE, shape=(len(plan.tasks),), dtype=MARKER_DTYPE, chunks=(1,), fill_value=0)
+        clean.create_array(name, shape=(n_clean,), dtype=dtype, chunks=(plan.clean_rows_per_task,), fill_value=0,
+                           compressors=crc)
+    root.create_array(TASK_DONE, shape=(len(plan.tasks),), dtype=MARKER_DTYPE, chunks=(1,), fill_value=0,
+                      compressors=crc)
     root.attrs.update(attrs)
     return root
 
 
 def done_tasks(path: str | Path) -> np.ndarray:
     """(n_tasks,) bool: which tasks have written all their rows."""
-    return open_group(path)[TASK_DONE][:].astype(bool)
+    markers = open_group(path)[TASK_DONE]
+    return read_checked(markers, 0, markers.shape[0], store=path, name=TASK_DONE).astype(bool)
 
 
 def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray]) -> None:

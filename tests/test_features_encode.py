@@ -114,7 +114,7 @@ def test_interrupted_then_resumed_gives_identical_features(tiny_store, tmp_path)
     corrupt[0, 0] = np.nan
     g["patches"][bad_row] = corrupt
     with open_client("local", n_workers=2) as client:
-        with pytest.raises(Exception, match=f"shard {bad_shard} .*patch 3 contains NaN"):
+        with pytest.raises(Exception, match=f"'patches' shard {bad_shard} .*NaN.*first rows \\[{bad_row}\\]"):
             encode_store(broken, client)
     done = zarr.open_group(str(broken), mode="r")["features_done"][:]
     assert done[bad_shard] == 0 and done.sum() < len(done)

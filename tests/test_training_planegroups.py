@@ -160,3 +160,16 @@ def test_demo_fits_both_arms_predicts_and_writes_the_comparison(store, tmp_path,
                           str(tmp_path / "frame.npy"), "--out", str(tmp_path / "x")], cwd=REPO, capture_output=True,
                          text=True)
     assert run.returncode == 2 and "checkpoint" in run.stderr
+
+
+def test_phase_fit_bad_input_exits_2(tmp_path):
+    cfg = ["--config", str(REPO / "configs/train/planegroups/base.yaml"), "--config",
+           str(REPO / "configs/train/planegroups/image.yaml")]
+    run = subprocess.run([sys.executable, "-m", "training", "phase", "fit", *cfg, "--data.store",
+                          str(tmp_path / "none.zarr"), "--run_dir", str(tmp_path / "run")], cwd=REPO,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "does not exist" in run.stderr and run.stderr.count("\n") == 1
+    run = subprocess.run([sys.executable, "-m", "training", "phase", "fit", *cfg, "--data.patch_size", "3"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    assert not (tmp_path / "run").exists()

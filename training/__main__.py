@@ -13,6 +13,7 @@ Failures: one line on stderr and the exit codes of ``contract.errors`` (``--debu
 from __future__ import annotations
 
 import sys
+import warnings
 
 from contract.cli import run_command
 
@@ -45,43 +46,56 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
-    command = argv[0] if argv else "--help"
-    rest = argv[1:]
-    if command in ("-h", "--help"):
-        print(usage())
-    elif command in LIGHTNING_SUBCOMMANDS:
-        from .cli import run_cli
+    from argparse import ArgumentError
 
-        run_cli(argv)
-    elif command == "evaluate" and "--runs" in rest:  # a phase-classifier run directory: the arm comparison
-        from .phase_cli import main as phase_main
+    from contract.cli import one_line
+    from contract.errors import InputError
 
-        return phase_main(["evaluate", *rest])
-    elif command == "evaluate":
-        from .evaluate import main as evaluate_main
-
-        evaluate_main(rest)
-    elif command == "demo":
-        from .demo import main as demo_main
-
-        demo_main(rest)
-    elif command == "demo-table":
-        from .demo import table_main
-
-        table_main(rest)
-    elif command == "phase":
-        from .phase_cli import main as phase_main
-
-        return phase_main(rest)
-    elif command == "submit":
-        from .submit import main as submit_main
-
-        submit_main(rest)
-    else:
+    if not argv:
         print(usage(), file=sys.stderr)
-        from contract.errors import InputError
+        raise InputError(f"a subcommand is required: one of {', '.join(SUBCOMMANDS)}")
+    command, rest = argv[0], argv[1:]
+    with warnings.catch_warnings():  # run_cli(argv) with argv = sys.argv[1:]: LightningCLI's warning about it is noise
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        if command in ("-h", "--help"):
+            print(usage())
+        elif command in LIGHTNING_SUBCOMMANDS:
+            from .cli import run_cli
 
-        raise InputError(f"unknown subcommand {command!r}; use one of {', '.join(SUBCOMMANDS)}")
+            try:
+                run_cli(argv)
+            except ArgumentError as err:  # jsonargparse: a bad option, config key, value or file
+                raise InputError(f"{one_line(err)} (`{PROG} {command} --help` lists the options)") from err
+        elif command == "evaluate" and "--runs" in rest:  # a phase-classifier run directory: the arm comparison
+            from .phase_cli import main as phase_main
+
+            return phase_main(["evaluate", *rest])
+        elif command == "phase":
+            from .phase_cli import main as phase_main
+
+            return phase_main(rest)
+        elif command == "evaluate":
+            from .evaluate import main as evaluate_main
+
+            evaluate_main(rest)
+        elif command == "demo":
+            from .demo import main as demo_main
+
+            demo_main(rest)
+        elif command == "demo-table":
+            from .demo import table_main
+
+            try:
+                table_main(rest)
+            except FileNotFoundError as err:  # no demo run under --runs
+                raise InputError(one_line(err)) from err
+        elif command == "submit":
+            from .submit import main as submit_main
+
+            submit_main(rest)
+        else:
+            print(usage(), file=sys.stderr)
+            raise InputError(f"unknown subcommand {command!r}; use one of {', '.join(SUBCOMMANDS)}")
     return 0
 
 

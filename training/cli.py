@@ -15,6 +15,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from contract.cli import one_line
+from contract.errors import ConfigError, StemError
+
 from .data import FeatureDataModule
 from .module import DefectClassifier
 
@@ -63,6 +66,28 @@ class TrainCLI(LightningCLI):
         ]
         return super()._instantiate_trainer(config, callbacks)
 
+    def instantiate_classes(self) -> None:
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+        try:
+            super().instantiate_classes()
+        except StemError:
+            raise
+        except (ValueError, TypeError, MisconfigurationException) as err:  # a value the classes refuse: one line
+            raise ConfigError(one_line(err)) from err
+
+    def _check_data(self) -> None:
+        """Refuse a missing, unencoded or damaged store and an impossible split before the loggers create
+        anything under run_dir (``split_rows`` reads the labels, cases and done-markers)."""
+        try:
+            self.datamodule.split_rows()
+        except StemError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"data: {one_line(err)}") from err
+
+    before_fit = before_validate = before_test = before_predict = _check_data
+
     def fit(self, model, datamodule=None, ckpt_path: Optional[str] = None, **kwargs) -> None:
         if ckpt_path == "last":
             ckpt_path = newest_checkpoint(self._get(self.config, "run_dir"))
@@ -77,5 +102,5 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> TrainCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "yaml"},
+        parser_kwargs={"parser_mode": "yaml", "exit_on_error": False},  # errors raise: one line, exit 2
     )

@@ -268,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-train-accuracy", action="store_true", help="skip predicting the training rows")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
+    if not Path(a.ckpt).is_file():
+        from contract.errors import InputError
+
+        raise InputError(f"--ckpt {a.ckpt!r} does not exist (a run's checkpoints are in RUN_DIR/checkpoints/)")
     m = evaluate(a.ckpt, a.store, a.out, a.batch_size, a.umap_samples, not a.no_train_accuracy, a.device)
     t = m["test"]
     print(f"test accuracy {t['accuracy']:.4f}  entropy {t['mean_entropy_nats']:.4f} nats  ECE {t['ece']:.4f}  "

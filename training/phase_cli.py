@@ -35,7 +35,8 @@ class PhaseCLI(TrainCLI):
 
 def run_phase_cli(args: list[str] | None = None, run: bool = True) -> PhaseCLI:
     return PhaseCLI(PhaseClassifier, PlaneGroupDataModule, args=args, run=run,
-                    save_config_kwargs={"overwrite": True}, parser_kwargs={"parser_mode": "yaml"})
+                    save_config_kwargs={"overwrite": True},
+                    parser_kwargs={"parser_mode": "yaml", "exit_on_error": False})  # errors raise: one line, exit 2
 
 
 def arm_config_args(arm: str, config_dir: str | Path = CONFIG_DIR) -> list[str]:
@@ -58,7 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING:
-        run_phase_cli([command, *rest])
+        from argparse import ArgumentError
+
+        from contract.cli import one_line
+        from contract.errors import InputError
+
+        try:
+            run_phase_cli([command, *rest])
+        except ArgumentError as err:  # jsonargparse: a bad option, config key, value or file
+            raise InputError(f"{one_line(err)} (`python -m training phase {command} --help` lists the options)") from err
         return 0
     from .phase_evaluate import write_comparison
     from .phase_kfold import run_demo, run_kfold

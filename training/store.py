@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from contract import store as schema
+from contract.errors import CorruptDataError
 from contract.features import check_feature_names
-from contract.store import StoreError, StoreMeta
+from contract.store import StoreError, StoreMeta, read_checked, repair_command, rows_per_stored_block
 
 
 @dataclass
@@ -42,14 +43,24 @@ class StoreIndex:
 
 def read_index(path: str | Path) -> StoreIndex:
     """Read labels, cases, per-row host and detector; check the feature layout."""
+    if path is None or str(path) == "":
+        raise StoreError("data.store is not set: pass --data.store STORE.zarr (a store with features)")
     meta = schema.read_meta(path, require=(schema.FEATURES, schema.LABEL, schema.CASE))
     try:
         check_feature_names(meta.feature_names, source=f"store {meta.path!r}")
     except ValueError as err:
         raise StoreError(f"{err}; re-encode it with `python -m features encode --store {meta.path}`") from None
     group = schema.open_group(path)
-    label = np.asarray(group[schema.LABEL][:])
-    case = np.asarray(group[schema.CASE][:])
+    label = read_checked(group[schema.LABEL], 0, meta.n_rows, store=meta.path, name=schema.LABEL)
+    case = read_checked(group[schema.CASE], 0, meta.n_rows, store=meta.path, name=schema.CASE)
+    if schema.FEATURES_DONE in meta.arrays:  # written by the feature stage: every shard must be encoded
+        done = read_checked(group[schema.FEATURES_DONE], 0, group[schema.FEATURES_DONE].shape[0], store=meta.path,
+                            name=schema.FEATURES_DONE)
+        if not (done == 1).all():
+            missing = np.flatnonzero(done != 1)
+            raise StoreError(f"store {meta.path!r}: features of {len(missing)} of {len(done)} shards are not "
+                             f"encoded (first: {missing[:5].tolist()}); finish them with "
+                             f"`python -m features encode --store {meta.path}`")
     if case.size and (case.min() < 0 or case.max() >= len(meta.cases)):
         raise StoreError(f"store {meta.path!r}: {schema.CASE!r} values outside 0..{len(meta.cases) - 1}")
     hosts = np.array([c["host"] for c in meta.cases])
@@ -66,7 +77,8 @@ def read_rows(path: str | Path, rows: np.ndarray, columns: list[int], block_rows
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size and np.any(np.diff(rows) < 0):
         raise ValueError("rows must be sorted ascending")
-    array = schema.open_group(path)[schema.FEATURES]
+    group = schema.open_group(path)
+    array = group[schema.FEATURES]
     out = np.empty((rows.size, len(columns)), dtype=np.float32)
     if rows.size == 0:
         return out
@@ -76,11 +88,18 @@ def read_rows(path: str | Path, rows: np.ndarray, columns: list[int], block_rows
         lo, hi = np.searchsorted(rows, [start, start + block_rows])
         if hi == lo:
             continue
-        block = np.asarray(array[start : min(start + block_rows, array.shape[0])])
+        block = read_checked(array, start, min(start + block_rows, array.shape[0]), store=path, name=schema.FEATURES)
         out[filled : filled + hi - lo] = block[rows[lo:hi] - start][:, cols]
         filled += hi - lo
     if not np.isfinite(out).all():
         bad = rows[np.flatnonzero(~np.isfinite(out).all(axis=1))[:5]]
+        if schema.FEATURES_DONE in group.array_keys():  # marked encoded, yet NaN: a damaged (or deleted) shard
+            step = rows_per_stored_block(array)
+            shard = int(bad[0]) // step
+            raise CorruptDataError(f"store {str(path)!r}: array {schema.FEATURES!r} shard {shard} (rows "
+                                   f"{shard * step}-{min(array.shape[0], (shard + 1) * step) - 1}) holds NaN or inf "
+                                   f"in rows {bad.tolist()} although it is marked encoded: it is damaged; run "
+                                   f"`{repair_command(path, schema.FEATURES)}`")
         raise StoreError(f"store {str(path)!r}: non-finite features in rows {bad.tolist()}: were all shards "
                          f"encoded? (`python -m features encode --store {path}`)")
     return out

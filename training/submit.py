@@ -77,9 +77,15 @@ def check_inputs(configs: Sequence[str | Path], store: str | Path) -> dict:
     from .module import DefectClassifier
     from .store import read_index
 
+    from contract.cli import one_line
+    from contract.errors import ConfigError
+
     cfg = merged_config(configs)
-    DefectClassifier(**cfg.get("model", {}))  # raises naming the bad model.* field
-    FeatureDataModule(**{**cfg.get("data", {}), "store": str(store)})
+    try:
+        DefectClassifier(**cfg.get("model", {}))  # raises naming the bad model.* field
+        FeatureDataModule(**{**cfg.get("data", {}), "store": str(store)})
+    except (ValueError, TypeError) as err:  # a bad value or an unknown key of model/data
+        raise ConfigError(f"{', '.join(str(c) for c in configs)}: {one_line(err)}") from err
     read_index(store)  # raises if the store or its features are missing
     return cfg
 

@@ -1,0 +1,224 @@
+"""``python -m simulate verify STORE [--repair]``: read every shard of a simulated store, check it, and repair
+it by rerunning exactly the tasks that own bad shards.
+
+Checked, against what the store's own ``attrs["config"]`` gives (the plan):
+
+* the config hash (``attrs["config_hash"]`` = hash of ``attrs["config"]``) and the attributes derived from the
+  config (cases, tasks, environments, row layout);
+* every array's presence, shape, dtype and shard size;
+* every shard of ``patches``, ``label``, ``case``, ``environment`` and every per-task chunk of ``clean/``:
+  it decodes (zarr's crc32c checksums of the shard index and, in stores written since checksums were added,
+  of every chunk), patches are finite (NaN is the fill value: never written), and ``label``, ``case`` and
+  ``environment`` hold exactly the values the plan puts in those rows;
+* every ``task_done`` marker decodes and is 1.
+
+A store written before chunk checksums (its arrays' codecs end in ``zstd``) is checked the same way, but a
+flipped byte inside a patch chunk that still decompresses to finite numbers cannot be seen there.
+
+``--repair`` sets the markers of the tasks that own bad shards to 0 and reruns exactly those tasks with the
+resume rules of ``python -m simulate run --resume`` (same seeds, same shards), so the store ends
+byte-identical to an undamaged one; then it verifies again. Attributes derived from the config are rewritten
+from it. A missing or inconsistent config, a missing array or one of another shape or dtype cannot be
+repaired in place: simulate the config into a new store.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from contract import store as schema
+from contract.errors import CorruptDataError
+from contract.verify import (
+    Finding,
+    Report,
+    block_unit,
+    first_difference,
+    marker_problem,
+    non_finite_rows,
+    open_checked,
+    read_shard,
+    remove_blocks,
+)
+
+from . import config as config_mod
+from .environments import ENVIRONMENTS
+from .plan import Plan, make_plan
+
+DERIVED_ATTRS = (schema.ATTR_CASES, schema.ATTR_ENVIRONMENTS, schema.ATTR_DETECTORS, schema.ATTR_PATCH_SIZE,
+                 "pixel_size_angstrom", "patches_per_image", schema.ATTR_ROWS_PER_SHARD, schema.ATTR_ROWS_PER_TASK,
+                 schema.ATTR_CLEAN_ROWS_PER_TASK, schema.ATTR_TASKS, "dataset", "units")
+"""Group attributes that ``simulate.run.store_attrs`` derives from the config (``versions`` is not checked:
+a store verified on another machine has other library versions)."""
+
+
+def config_from_attrs(stored: dict) -> dict:
+    """The resolved config as the run used it: JSON turned ``multislice.gpts``' integer energies into strings."""
+    cfg = copy.deepcopy(stored)
+    gpts = cfg.get("multislice", {}).get("gpts")
+    if isinstance(gpts, dict):
+        cfg["multislice"]["gpts"] = {int(k): v for k, v in gpts.items()}
+    return cfg
+
+
+def _json(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def task_label(plan: Plan, task: int) -> str:
+    t = plan.tasks[task]
+    return f"task {task} ({t.host}+{t.dopant} {t.beam_energy_kev} keV)"
+
+
+def store_plan(group, name: str) -> tuple[dict | None, str | None, Plan | None, list[Finding]]:
+    """(config, config hash, plan, findings) from the group attributes; plan None when they cannot be used."""
+    attrs = dict(group.attrs)
+    if not isinstance(attrs.get(schema.ATTR_CONFIG), dict):
+        return None, None, None, [Finding("attrs", f"attrs[{schema.ATTR_CONFIG!r}] is missing: not written by "
+                                          "`python -m simulate run`, or its zarr.json was edited; nothing to check "
+                                          "the shards against", repairable=False)]
+    cfg = config_from_attrs(attrs[schema.ATTR_CONFIG])
+    cfg_hash = config_mod.config_hash(cfg)
+    if attrs.get(schema.ATTR_CONFIG_HASH) != cfg_hash:
+        return None, None, None, [Finding("attrs", f"attrs[{schema.ATTR_CONFIG_HASH!r}] "
+                                          f"{str(attrs.get(schema.ATTR_CONFIG_HASH))[:12]!r} is not the hash of "
+                                          f"attrs[{schema.ATTR_CONFIG!r}] ({cfg_hash[:12]}): the attributes were "
+                                          "edited; the seeds depend on the hash", repairable=False)]
+    try:
+        plan = make_plan(cfg)
+    except Exception as err:
+        return None, None, None, [Finding("attrs", f"attrs[{schema.ATTR_CONFIG!r}] gives no plan "
+                                          f"({type(err).__name__}: {err})", repairable=False)]
+    from .run import store_attrs
+
+    expected = _json(store_attrs(cfg, cfg_hash, plan))
+    differ = [k for k in DERIVED_ATTRS if _json(attrs.get(k)) != expected.get(k)]
+    findings = []
+    if differ:
+        findings.append(Finding("attrs", f"{', '.join(differ)} differ from what attrs['config'] gives "
+                                "(--repair rewrites them from it)"))
+    return cfg, cfg_hash, plan, findings
+
+
+def expected_rows(plan: Plan, task: int, position: int) -> dict[str, np.ndarray]:
+    """``label``, ``case`` and ``environment`` of the shard of environment ``position`` of ``task``."""
+    env = ENVIRONMENTS[plan.environment_ids[position]]
+    t, n = plan.tasks[task], plan.patches_per_image
+    case = np.repeat([plan.case_index(t, d) for d in range(len(plan.detectors))], n)
+    return {schema.LABEL: np.full(plan.rows_per_shard, env.label), schema.CASE: case,
+            schema.ENVIRONMENT: np.full(plan.rows_per_shard, env.id)}
+
+
+def expected_clean_rows(plan: Plan, task: int) -> dict[str, np.ndarray]:
+    t, n_det = plan.tasks[task], len(plan.detectors)
+    envs = [ENVIRONMENTS[e] for e in plan.environment_ids]
+    return {schema.LABEL: np.repeat([e.label for e in envs], n_det),
+            schema.CASE: np.tile([plan.case_index(t, d) for d in range(n_det)], len(envs)),
+            schema.ENVIRONMENT: np.repeat([e.id for e in envs], n_det)}
+
+
+def _check_rows(arrays: dict, start: int, stop: int, block: int, owner: str, expected: dict,
+                findings: list[Finding]) -> None:
+    for name, array in arrays.items():
+        if array is None:
+            continue
+        data = read_shard(array, name, start, stop, block, owner, findings)
+        if data is None:
+            continue
+        short = name.split("/")[-1]
+        problem = non_finite_rows(data) if short == schema.PATCHES else (
+            first_difference(data, expected[short]) if not np.array_equal(data, expected[short]) else None)
+        if problem:
+            findings.append(Finding(name, problem, block, (start, stop), owner, unit=block_unit(array)))
+
+
+def verify_store(path: str | Path) -> tuple[Report, dict]:
+    """Check every shard of the store at ``path``; returns (report, context for ``repair_store``).
+
+    ``StoreError`` (exit 2) when ``path`` is not a zarr store at all; everything else is a finding."""
+    name = str(path)
+    group = schema.open_group(path)
+    cfg, cfg_hash, plan, findings = store_plan(group, name)
+    context = {"config": cfg, "config_hash": cfg_hash, "plan": plan, "tasks": set()}
+    if plan is None:
+        return Report(name, "group attributes", findings), context
+    p, n_env = plan.patch_size_px, len(plan.environment_ids)
+    n_clean = len(plan.tasks) * plan.clean_rows_per_task
+    main = {schema.PATCHES: open_checked(group, schema.PATCHES, (plan.n_rows, p, p), schema.PATCH_DTYPE,
+                                         plan.rows_per_shard, findings)}
+    clean = {f"{schema.CLEAN}/{schema.PATCHES}": open_checked(group, f"{schema.CLEAN}/{schema.PATCHES}",
+                                                              (n_clean, p, p), schema.PATCH_DTYPE,
+                                                              plan.clean_rows_per_task, findings)}
+    for a, dtype in schema.ROW_ARRAYS.items():
+        main[a] = open_checked(group, a, (plan.n_rows,), dtype, plan.rows_per_shard, findings)
+        c = f"{schema.CLEAN}/{a}"
+        clean[c] = open_checked(group, c, (n_clean,), dtype, plan.clean_rows_per_task, findings)
+    markers = open_checked(group, schema.TASK_DONE, (len(plan.tasks),), schema.MARKER_DTYPE, 1, findings)
+    from cluster import track_items
+
+    for task in track_items(range(len(plan.tasks)), label="verify", unit="task"):
+        owner = task_label(plan, task)
+        before = len(findings)
+        for position in range(n_env):
+            start = plan.shard_start(plan.tasks[task], position)
+            _check_rows(main, start, start + plan.rows_per_shard, start // plan.rows_per_shard, owner,
+                        expected_rows(plan, task, position), findings)
+        c0 = task * plan.clean_rows_per_task
+        _check_rows(clean, c0, c0 + plan.clean_rows_per_task, task, owner, expected_clean_rows(plan, task), findings)
+        if markers is not None:
+            value = read_shard(markers, schema.TASK_DONE, task, task + 1, task, owner, findings)
+            problem = marker_problem(value)
+            if problem:
+                findings.append(Finding(schema.TASK_DONE, problem, task, (task, task + 1), owner, unit="marker"))
+        if len(findings) > before:
+            context["tasks"].add(task)
+    checked = (f"{cfg['name']}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
+               f"{len(plan.tasks) * n_env} shards x {len(main)} arrays, {len(plan.tasks)} chunks x {len(clean)} "
+               f"clean arrays, {len(plan.tasks)} markers")
+    return Report(name, checked, findings), context
+
+
+def _remove_task_blocks(path, group, plan: Plan, tasks: list[int]) -> None:
+    """Delete every shard and clean chunk of ``tasks`` (the rerun writes each of them whole)."""
+    n_env = len(plan.environment_ids)
+    for name in (schema.PATCHES, *schema.ROW_ARRAYS):
+        shards = [t * n_env + p for t in tasks for p in range(n_env)]
+        if name in group:
+            remove_blocks(path, name, group[name], shards)
+        clean = f"{schema.CLEAN}/{name}"
+        if clean in group:
+            remove_blocks(path, clean, group[clean], tasks)
+
+
+def repair_store(path: str | Path, report: Report, context: dict, *, cluster: str = "local",
+                 cluster_config: str | None = None, n_workers: int | None = None, stream: TextIO | None = None,
+                 client=None) -> Report:
+    """Rerun exactly the tasks owning bad shards (their markers set to 0 first, so an interrupted repair is
+    resumed by `python -m simulate run --resume` too) and rewrite derived attributes; returns the new report."""
+    from .run import run_tasks, store_attrs
+
+    stream = sys.stderr if stream is None else stream
+    if not report.repairable:
+        raise CorruptDataError(f"store {report.store!r} cannot be repaired in place: "
+                               + "; ".join(f.describe() for f in report.findings if not f.repairable)
+                               + "; simulate its config into a new store")
+    cfg, cfg_hash, plan = context["config"], context["config_hash"], context["plan"]
+    group = schema.open_group(path, mode="r+")
+    if any(f.array == "attrs" for f in report.findings):
+        attrs = store_attrs(cfg, cfg_hash, plan)
+        attrs[schema.ATTR_VERSIONS] = group.attrs.get(schema.ATTR_VERSIONS, attrs[schema.ATTR_VERSIONS])
+        group.attrs.put(attrs)  # the whole dict, in the order `create_store` wrote it
+        print("verify: rewrote the group attributes derived from attrs['config']", file=stream)
+    tasks = sorted(context["tasks"])
+    if tasks:
+        for t in tasks:
+            group[schema.TASK_DONE][t] = 0  # the resume rule: a task whose marker is 0 is run
+        _remove_task_blocks(path, group, plan, tasks)
+        print(f"verify: rerunning {len(tasks)} task(s): {', '.join(task_label(plan, t) for t in tasks)}", file=stream)
+        run_tasks([plan.tasks[t] for t in tasks], cfg, cfg_hash, Path(path), cluster=cluster,
+                  cluster_config=cluster_config, n_workers=n_workers, stream=stream, client=client)
+    return verify_store(path)[0]

@@ -11,6 +11,10 @@ CLUSTER ?= local
 PYTEST_ARGS ?=
 # e.g. TRAIN_ARGS='--max-epochs 100' (~10 min): the paper's epochs undertrain on the small demo store
 TRAIN_ARGS ?=
+PLANEGROUPS_CONFIG ?= configs/dataset/planegroups-demo.yaml
+PLANEGROUPS_STORE ?= data/planegroups-demo.zarr
+# e.g. PLANEGROUPS_ARGS='--max-epochs 30'; OMP_NUM_THREADS=1 is faster on a busy shared machine
+PLANEGROUPS_ARGS ?=
 # e.g. RVAE_ARGS='--max-epochs 10' for a quicker rVAE demo, or '--fresh' to refit from scratch
 RVAE_ARGS ?=
 LABEL_PROJECT ?= data/label-demo
@@ -19,7 +23,8 @@ LABEL_PORT ?= 8000
 LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features verify train evaluate label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features verify train evaluate label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean \
+	planegroups planegroups-kfold
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,6 +57,15 @@ train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_A
 evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
 	$(PY) -m training demo-table --runs runs/demo
 
+planegroups: $(STAMP) ## Simulate the demo plane-group store + symmetry maps, train both phase arms (runs/planegroups/)
+	$(PY) -m simulate planegroups --config $(PLANEGROUPS_CONFIG) --out $(PLANEGROUPS_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m features symmetry --store $(PLANEGROUPS_STORE) --cluster $(CLUSTER)
+	$(PY) -m training phase demo --store $(PLANEGROUPS_STORE) --out runs/planegroups $(PLANEGROUPS_ARGS)
+
+planegroups-kfold: $(STAMP) planegroups ## Both arms x 3 seeds x 3 folds by structure + real materials (long); bench/results/
+	$(PY) -m simulate planegroups-materials --out data/planegroups-materials
+	$(PY) bench/planegroups.py --store $(PLANEGROUPS_STORE) --runs runs/planegroups/kfold --materials data/planegroups-materials
+
 label: $(STAMP) ## Label columns in the browser on a demo field (simulated once, ~20 s; LABEL_PORT=8000, LABEL_MODEL=CKPT)
 	$(PY) -m labelling demo --project $(LABEL_PROJECT) $(if $(LABEL_MODEL),--model $(LABEL_MODEL))
 	$(PY) -m labelling serve --project $(LABEL_PROJECT) --port $(LABEL_PORT)
@@ -81,6 +95,7 @@ bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison);
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/simulate.py
 	$(PY) bench/features.py
+	$(PY) bench/symmetry.py
 	$(PY) bench/training.py
 	if [ -f runs/demo/mlp-deep/checkpoints/last.ckpt ]; then $(PY) bench/inference.py; else echo "bench/inference.py: no runs/demo model, run make train first"; fi
 	$(PY) bench/verify.py

@@ -24,5 +24,7 @@ module             what it defines
 ``elements``       periodic-table facts (row, transition metal) used to validate the catalog
 ``errors``         the error kinds every command reports in one line and their exit codes
 ``cli``            ``run_command`` (one line on stderr, exit code, ``--debug``) and the default-subcommand rule
+``planegroups``    the 17 plane groups (full symbols, class ids), the seven symmetry-map names, the plane-group
+                   store's array and attribute names
 =================  ==========================================================================================
 """

@@ -12,6 +12,12 @@ PYTEST_ARGS ?=
 # e.g. TRAIN_ARGS='--models MLP-Simple attn-4k' or '--jobs 1'; '--max-epochs N' trains N epochs instead of the
 # step schedule (training/schedule.py) that small stores get by default
 TRAIN_ARGS ?=
+PLANEGROUPS_CONFIG ?= configs/dataset/planegroups-demo.yaml
+PLANEGROUPS_STORE ?= data/planegroups-demo.zarr
+# e.g. PLANEGROUPS_ARGS='--max-epochs 30'; OMP_NUM_THREADS=1 is faster on a busy shared machine
+PLANEGROUPS_ARGS ?=
+# e.g. RVAE_ARGS='--max-epochs 10' for a quicker rVAE demo, or '--fresh' to refit from scratch
+RVAE_ARGS ?=
 LABEL_PROJECT ?= data/label-demo
 LABEL_PORT ?= 8000
 # optional checkpoint whose classes the page shows as suggestions on request, e.g. runs/demo/mlp-deep/checkpoints/last.ckpt
@@ -20,10 +26,11 @@ LABEL_MODEL ?=
 .DEFAULT_GOAL := help
 HOSTS_STORE ?= data/hosts.zarr
 
-.PHONY: help venv simulate features verify train evaluate generalise label test test-fast bench slurm-install slurm-up slurm-down clean
+.PHONY: help venv simulate features verify train evaluate generalise label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean \
+	planegroups planegroups-kfold
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,9 +65,24 @@ generalise: $(STAMP) ## Held-out hosts: simulate configs/dataset/hosts.yaml (~1 
 	$(PY) -m features encode --store $(HOSTS_STORE) --cluster $(CLUSTER)
 	$(PY) bench/generalise.py --store $(HOSTS_STORE)
 
+planegroups: $(STAMP) ## Simulate the demo plane-group store + symmetry maps, train both phase arms (runs/planegroups/)
+	$(PY) -m simulate planegroups --config $(PLANEGROUPS_CONFIG) --out $(PLANEGROUPS_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m features symmetry --store $(PLANEGROUPS_STORE) --cluster $(CLUSTER)
+	$(PY) -m training phase demo --store $(PLANEGROUPS_STORE) --out runs/planegroups $(PLANEGROUPS_ARGS)
+
+planegroups-kfold: $(STAMP) planegroups ## Both arms x 3 seeds x 3 folds by structure + real materials (long); bench/results/
+	$(PY) -m simulate planegroups-materials --out data/planegroups-materials
+	$(PY) bench/planegroups.py --store $(PLANEGROUPS_STORE) --runs runs/planegroups/kfold --materials data/planegroups-materials
+
 label: $(STAMP) ## Label columns in the browser on a demo field (simulated once, ~20 s; LABEL_PORT=8000, LABEL_MODEL=CKPT)
 	$(PY) -m labelling demo --project $(LABEL_PROJECT) $(if $(LABEL_MODEL),--model $(LABEL_MODEL))
 	$(PY) -m labelling serve --project $(LABEL_PROJECT) --port $(LABEL_PORT)
+
+rvae-adf: $(STAMP) ## rVAE on ADF (seed 002): render a two-grain field, fit-image, score vs truth and PCA -> bench/results/
+	$(PY) bench/rvae_adf.py $(RVAE_ARGS)
+
+rvae-4dstem: $(STAMP) ## rVAE on 4D-STEM (seed 004): simulate once into data/fourdstem.zarr, fit per dose, COM baseline, defect AUCs -> bench/results/
+	$(PY) bench/rvae_4dstem.py $(RVAE_ARGS)
 
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh
@@ -82,7 +104,11 @@ bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison);
 	$(PY) bench/simulate.py
 	$(PY) bench/slicing.py
 	$(PY) bench/features.py
+	$(PY) bench/symmetry.py
 	$(PY) bench/training.py
+	if [ -f runs/demo/mlp-deep/checkpoints/last.ckpt ]; then $(PY) bench/inference.py; else echo "bench/inference.py: no runs/demo model, run make train first"; fi
+	$(PY) bench/verify.py
+	STEM_BENCH_RESULTS=bench/results $(PY) -m pytest -q tests/test_labelling_browser.py  # screenshot + labelling speed
 
 clean: ## Remove generated data and logs (keeps .venv)
 	rm -rf data runs lightning_logs .pytest_cache

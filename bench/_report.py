@@ -41,10 +41,12 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(f"{r.get(c, '')}".ljust(w) for c, w in zip(columns, widths)))
 
 
-def write_result(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, payload: dict, directory: str | Path | None = None) -> Path:
+    """``<directory>/<name>-<UTC stamp>.json`` (default bench/results/) with the date and machine added."""
+    directory = RESULTS if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     payload = {"benchmark": name, "date_utc": stamp, "machine": machine(), **payload}
-    path = RESULTS / f"{name}-{stamp}.json"
+    path = directory / f"{name}-{stamp}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path

@@ -16,11 +16,15 @@ module             what it defines
                    ``read_checked`` (a read that names the damaged shard: ``CorruptDataError``)
 ``verify``         the findings of a store verification and the shard checks ``simulate verify`` and
                    ``features verify`` share
+``fourdstem``      the 4D-STEM store schema (``python -m simulate fourdstem``: patterns per scan and dose,
+                   per-position truth) and ``read_scan_meta``, read by the ``rvae`` stage
 ``catalog``        the host/dopant catalog (``catalog.yaml``, shipped as package data) and its validated loader
 ``patches``        the patch geometry shared by simulation and micrographs: √3·a window, odd size, bilinear
                    resampling
 ``elements``       periodic-table facts (row, transition metal) used to validate the catalog
 ``errors``         the error kinds every command reports in one line and their exit codes
 ``cli``            ``run_command`` (one line on stderr, exit code, ``--debug``) and the default-subcommand rule
+``planegroups``    the 17 plane groups (full symbols, class ids), the seven symmetry-map names, the plane-group
+                   store's array and attribute names
 =================  ==========================================================================================
 """

@@ -7,6 +7,7 @@
 Exit codes (``contract.errors``): 2 bad input (unreadable or damaged image, no lattice, wrong checkpoint,
 missing context), 4 a context the model was never trained on (``--allow-unseen-context`` runs it anyway).
     python -m inference score --pred DIR --truth DIR [--tolerance-fraction 0.3]
+    python -m inference phase IMAGE [IMAGE ...] --model CKPT --out DIR [--cell-px C] [--kernel-px K]
 """
 from __future__ import annotations
 
@@ -49,7 +50,22 @@ def _dispatch(argv: list[str]) -> int:
     s.add_argument("--truth", required=True, help="output directory of simulate fullfield")
     s.add_argument("--tolerance-fraction", type=float, default=0.3,
                    help="match distance as a fraction of the nearest-column distance a/√3")
+    ph = sub.add_parser("phase", help="plane-group phase of images (plane-group map + summary.json per image)")
+    ph.add_argument("images", nargs="+", help=".npy, .tif, .dm3, .dm4 or .emd files")
+    ph.add_argument("--model", required=True, help="phase-classifier checkpoint (runs/planegroups/*/checkpoints/last.ckpt)")
+    ph.add_argument("--out", required=True, help="output directory: one folder per image, named after the file")
+    ph.add_argument("--cell-px", type=float, default=None, help="sqrt(primitive cell area) in px (default: measured)")
+    ph.add_argument("--kernel-px", type=int, default=None, help="symmetry-map kernel, odd (default: from the cell)")
+    ph.add_argument("--stride-px", type=int, default=None, help="patch stride (default: half a patch)")
     args = p.parse_args(argv)
+    if args.command == "phase":
+        from .phase import run_phase
+
+        for s in run_phase(args.images, args.model, args.out, cell_px=args.cell_px, kernel_px=args.kernel_px,
+                           stride_px=args.stride_px):
+            flag = "" if s["confident"] else " (not confident)"
+            print(f"{s['image']}: {s['plane_group']} p={s['probability']:.2f}{flag} -> {s['folder']}")
+        return 0
     if args.command == "classify":
         from .classify import run_classify
 

@@ -6,6 +6,9 @@
     python -m simulate structures --config CONFIG --out DIR     # one CIF per (combo, environment)
     python -m simulate fullfield --host WSe2 --dopant Cr --energy-kev 60 --detector MAADF --out DIR
     python -m simulate verify STORE [--repair]                 # check every shard; rerun the tasks of bad ones
+    python -m simulate fourdstem --config configs/dataset/fourdstem.yaml --out data/fourdstem.zarr [--resume]
+    python -m simulate planegroups --config configs/dataset/planegroups-demo.yaml --out data/planegroups-demo.zarr
+    python -m simulate planegroups-materials --out data/planegroups-materials
 
 ``python -m simulate --config ...`` (no subcommand) is ``run``. Failures: one line on stderr and the exit codes
 of ``contract.errors`` (``--debug`` for the traceback).
@@ -81,6 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--cluster", choices=("local", "slurm"), default="local", help="for --repair")
     verify.add_argument("--cluster-config", default=None, help="cluster YAML, for --repair")
     verify.add_argument("--workers", type=int, default=None, help="Dask workers, for --repair")
+
+    four = sub.add_parser("fourdstem", help="4D-STEM: pixelated-detector scans of graphene/zincblende with defects "
+                          "into a zarr store (clean patterns and Poisson counts per dose)")
+    four.add_argument("--config", required=True, help="4D-STEM dataset YAML (configs/dataset/fourdstem.yaml)")
+    four.add_argument("--out", required=True, help="output zarr store, e.g. data/fourdstem.zarr")
+    four.add_argument("--cluster", choices=("local", "slurm"), default="local")
+    four.add_argument("--cluster-config", default=None)
+    four.add_argument("--workers", type=int, default=None)
+    four.add_argument("--resume", action="store_true", help="finish an existing store: skip tasks already done")
+    planegroups = sub.add_parser("planegroups", help="images of the 17 plane groups, labelled by computation")
+    planegroups.add_argument("--config", required=True, help="configs/dataset/planegroups*.yaml")
+    planegroups.add_argument("--out", required=True, help="output zarr store")
+    planegroups.add_argument("--cluster", choices=("local", "slurm"), default="local")
+    planegroups.add_argument("--cluster-config", default=None)
+    planegroups.add_argument("--workers", type=int, default=None)
+    planegroups.add_argument("--resume", action="store_true", help="finish an existing store: skip tasks done")
+    materials = sub.add_parser("planegroups-materials",
+                               help="abTEM images of graphene, 1H-WSe2, SrTiO3 [001] with computed plane groups")
+    materials.add_argument("--out", required=True, help="directory for the images (.npy + .json) and manifest.json")
+    materials.add_argument("--beam-energy-kev", type=float, default=80.0)
+    materials.add_argument("--detector", default="HAADF", choices=("HAADF", "MAADF"),
+                           help="HAADF (default): MAADF 30-120 mrad overlaps the 31 mrad bright-field disk, drowning graphene")
+    materials.add_argument("--images-per-material", type=int, default=4)
+    materials.add_argument("--cell-px", type=float, default=12.0, help="sqrt(primitive cell area) in px")
+    materials.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -127,6 +155,24 @@ def _dispatch(argv: list[str]) -> int:
         except ValueError as err:  # bad host, detector, fractions, grid: say which
             raise ConfigError(str(err)) from None
         print(f"wrote {out}/image.npy, image.json, truth.csv, truth.json")
+    elif args.command == "fourdstem":
+        from .fourdstem_run import simulate_fourdstem
+
+        simulate_fourdstem(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
+                           n_workers=args.workers, resume=args.resume)
+    elif args.command == "planegroups":
+        from .planegroups import simulate_planegroups
+
+        simulate_planegroups(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
+                             n_workers=args.workers, resume=args.resume)
+    elif args.command == "planegroups-materials":
+        from .planegroups_materials import write_materials
+
+        manifest = write_materials(args.out, beam_energy_kev=args.beam_energy_kev, detector=args.detector,
+                                   images_per_material=args.images_per_material, cell_px=args.cell_px,
+                                   seed=args.seed)
+        for e in manifest["images"]:
+            print(f"{args.out}/{e['image']}: {e['material']}, plane group {e['plane_group']} (computed)")
     elif args.command == "check":
         from .config import config_hash, load
         from .plan import make_plan

@@ -3,15 +3,15 @@ nothing is downloaded: the driver and the browser are given by path and Selenium
 
 One annotator labels sites with the mouse and the keyboard on the whole image (click + key, click + palette,
 shift-click to add a column, x to delete one, Ctrl+Z, wheel zoom and drag pan), reloads, and finds every label
-again; a screenshot is kept as a test artefact (and copied to ``bench/results/labelling-screenshot.png``).
+again; a screenshot is kept as a test artefact (in bench/results/ when ``STEM_BENCH_RESULTS`` names that folder,
+as ``make bench`` does; in the test's temporary folder otherwise, so that a test run leaves the checkout clean).
 A second annotator, blind to the first, labels in patch-by-patch mode with the keyboard only: the labels land on
 the server's random order, and the speed (sites per minute, from the first key to the last label saved) is
-written to ``bench/results/labelling-speed-<date>.json`` beside the same server's speed without the page.
+written to ``labelling-speed-<date>.json`` (same folder rule) beside the same server's speed without the page.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from labelling.project import add_image, create_project
-from tests.labelling_fixtures import REPO_ROOT, Server, http, render_field
+from tests.labelling_fixtures import Server, http, render_field
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -27,7 +27,14 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromium-driver at /usr/bin (apt-get install -y chromium chromium-driver; "
            ".ci/run installs them)")
-SCREENSHOT = REPO_ROOT / "bench" / "results" / "labelling-screenshot.png"
+
+
+def results_dir(tmp_path: Path) -> Path:
+    """Where the screenshot and the speed result go: $STEM_BENCH_RESULTS (make bench) or the test's tmp folder."""
+    import os
+
+    chosen = os.environ.get("STEM_BENCH_RESULTS")
+    return Path(chosen) if chosen else tmp_path
 N_PATCH_SITES = 60
 
 
@@ -187,8 +194,9 @@ def test_label_with_mouse_and_keyboard_reload_and_find_them(server, browser, tmp
 
     img = Image.open(shot).convert("RGB")
     img.thumbnail((900, 900))
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(SCREENSHOT, optimize=True)  # ~50 kB
+    screenshot = results_dir(tmp_path) / "labelling-screenshot.png"
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    img.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(screenshot, optimize=True)  # ~50 kB
     assert not d.get_log("browser") or all(e["level"] != "SEVERE" for e in d.get_log("browser"))
 
 
@@ -242,7 +250,7 @@ def test_patch_mode_keyboard_labelling_is_blind_and_timed(server, browser, tmp_p
             {"path": "API only (http.client keep-alive, sequential)", "sites": N_PATCH_SITES, "seconds": round(t_api, 3),
              "sites_per_minute": round(60 * N_PATCH_SITES / t_api, 1)}]
     print_table(rows, ["path", "sites", "seconds", "sites_per_minute"])
-    path = write_result("labelling-speed", {
+    path = write_result("labelling-speed", directory=results_dir(tmp_path), payload={
         "what": "sites labelled per minute in patch-by-patch mode with the keyboard, from the first key to the last "
                 "label saved on the server, driven by Selenium (a ceiling of the software, not a human's speed)",
         "rows": rows, "keys_sent_seconds": round(t_keys, 3),

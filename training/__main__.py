@@ -2,10 +2,11 @@
 
     fit|validate|test|predict  LightningCLI: --config configs/train/base.yaml --config configs/train/NAME.yaml
                                --data.store STORE.zarr [--trainer.* / --model.* / --data.* overrides]
-    evaluate                   metrics.json + figures for one checkpoint
+    evaluate                   metrics.json + figures for one checkpoint; --runs DIR: plane-group arm comparison
     demo                       train and evaluate the six models on a store (CPU)
     demo-table                 the paper's Table 1 layout from a demo run directory
     submit                     a training run as a Slurm job through submitit
+    phase                      the plane-group phase classifier (fit, demo, kfold, evaluate)
 
 Failures: one line on stderr and the exit codes of ``contract.errors`` (``--debug`` for the traceback).
 """
@@ -23,10 +24,11 @@ SUBCOMMANDS = {
     "validate": "validate a checkpoint (LightningCLI)",
     "test": "test a checkpoint (LightningCLI)",
     "predict": "predict with a checkpoint (LightningCLI)",
-    "evaluate": "metrics.json and figures for one checkpoint",
+    "evaluate": "metrics.json and figures for one checkpoint (--runs DIR: the phase arms' comparison)",
     "demo": "train and evaluate the six models on a store, then print Table 1",
     "demo-table": "Table 1 from a demo run directory",
     "submit": "submit a training run to Slurm through submitit",
+    "phase": "plane-group phase classifier: fit, demo, kfold, evaluate (python -m training phase --help)",
 }
 
 
@@ -64,6 +66,14 @@ def _dispatch(argv: list[str]) -> int:
                 run_cli(argv)
             except ArgumentError as err:  # jsonargparse: a bad option, config key, value or file
                 raise InputError(f"{one_line(err)} (`{PROG} {command} --help` lists the options)") from err
+        elif command == "evaluate" and "--runs" in rest:  # a phase-classifier run directory: the arm comparison
+            from .phase_cli import main as phase_main
+
+            return phase_main(["evaluate", *rest])
+        elif command == "phase":
+            from .phase_cli import main as phase_main
+
+            return phase_main(rest)
         elif command == "evaluate":
             from .evaluate import main as evaluate_main
 

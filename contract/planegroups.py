@@ -1,0 +1,94 @@
+"""Plane groups and symmetry maps: the names every stage that handles phase images shares.
+
+* ``PLANE_GROUPS``: the 17 plane groups by their full Hermann-Mauguin symbols, in International Tables order;
+  the class id of a group is its position in this tuple.
+* ``LATTICE_SYSTEMS``: the lattice system of each group (oblique, rectangular, centred rectangular, square,
+  hexagonal).
+* ``SYMMETRY_MAP_NAMES``: the seven dense symmetry maps of an image (``features.symmetry``), in stored order:
+  rotation scores for 2-, 3-, 4- and 6-fold axes, the mirror strength, and the mirror axis angle alpha as
+  sin 2 alpha, cos 2 alpha.
+* The plane-group store (``python -m simulate planegroups``): array and attribute names.
+
+==========================  ==================  ================================================================
+array                       shape, dtype        meaning
+==========================  ==================  ================================================================
+``images``                  (N, S, S) f32       noisy image in detector counts (S = ``image_size_px``)
+``maps``                    (N, 7, S, S) f16    the seven symmetry maps (``SYMMETRY_MAP_NAMES``), written by
+                                                ``python -m features symmetry --store``
+``kernel_px``               (N,) i32            kernel side used for the maps (odd, from the measured cell)
+``cell_px``                 (N,) f32            sqrt of the measured primitive cell area (NaN: none found)
+``label``                   (N,) u8             plane group of the rendered pattern (computed), index into
+                                                ``PLANE_GROUPS``
+``drawn_group``             (N,) u8             the group the generator drew (differs from ``label`` when the
+                                                drawn structure has a higher symmetry)
+``structure``               (N,) i32            row of ``attrs["structures"]``: the structure signature
+``signature``               (N, 192) u8         the signature as zero-padded ASCII, e.g. ``p4mm:1(4mm)A+4(m)B``
+``description``             (N, 192) u8         the drawn structure (group, Wyckoff positions, species), ASCII
+``attempts``                (N,) i32            draws the generator needed for the image (rejections + 1)
+``lattice_px``              (N, 2, 2) f32       primitive lattice vectors of the pattern in the image, rows
+                                                (x, y) in px
+``rotation_deg``            (N,) f32            in-plane rotation of the pattern
+``peak_counts``             (N,) f32            mean counts at the brightest atom peak (the dose axis)
+``task_done``               (n_tasks,) u8       1 once a task wrote its shard (resume marker)
+``maps_done``               (n_tasks,) u8       1 once a shard's maps are written (resume marker of the maps)
+==========================  ==================  ================================================================
+"""
+from __future__ import annotations
+
+PLANE_GROUPS = ("p1", "p2", "pm", "pg", "cm", "p2mm", "p2mg", "p2gg", "c2mm",
+                "p4", "p4mm", "p4gm", "p3", "p3m1", "p31m", "p6", "p6mm")
+PLANE_GROUP_IDS = {name: i for i, name in enumerate(PLANE_GROUPS)}
+N_PLANE_GROUPS = len(PLANE_GROUPS)
+
+LATTICE_SYSTEMS = {
+    "p1": "oblique", "p2": "oblique",
+    "pm": "rectangular", "pg": "rectangular", "p2mm": "rectangular", "p2mg": "rectangular", "p2gg": "rectangular",
+    "cm": "centred_rectangular", "c2mm": "centred_rectangular",
+    "p4": "square", "p4mm": "square", "p4gm": "square",
+    "p3": "hexagonal", "p3m1": "hexagonal", "p31m": "hexagonal", "p6": "hexagonal", "p6mm": "hexagonal",
+}
+
+SYMMETRY_MAP_NAMES = ("rot2", "rot3", "rot4", "rot6", "mirror", "sin2a", "cos2a")
+ROTATION_FOLDS = (2, 3, 4, 6)
+"""n of the rotation maps ``rot2`` .. ``rot6``, in stored order."""
+N_SYMMETRY_MAPS = len(SYMMETRY_MAP_NAMES)
+
+# plane-group store
+IMAGES = "images"
+MAPS = "maps"
+KERNEL_PX = "kernel_px"
+LABEL = "label"
+DRAWN_GROUP = "drawn_group"
+STRUCTURE = "structure"
+LATTICE_PX = "lattice_px"
+ROTATION_DEG = "rotation_deg"
+PEAK_COUNTS = "peak_counts"
+TASK_DONE = "task_done"
+MAPS_DONE = "maps_done"
+ROW_ARRAYS = {LABEL: "uint8", DRAWN_GROUP: "uint8", STRUCTURE: "int32", ROTATION_DEG: "float32",
+              PEAK_COUNTS: "float32", KERNEL_PX: "int32"}
+"""Per-image arrays of shape (N,) and their dtypes."""
+IMAGE_DTYPE = "float32"
+MAP_DTYPE = "float16"
+CELL_PX = "cell_px"
+SIGNATURE = "signature"
+DESCRIPTION = "description"
+ATTEMPTS = "attempts"
+TEXT_BYTES = 192
+"""Width of the ASCII text columns ``signature`` and ``description`` (zero-padded uint8)."""
+
+ATTR_KIND = "kind"
+KIND = "planegroups"
+"""``attrs["kind"]`` of a plane-group store (patch stores have none)."""
+ATTR_STRUCTURES = "structures"
+"""List of dicts, one per structure signature: ``signature`` (str), ``plane_group``, ``orbits``."""
+ATTR_IMAGES_PER_TASK = "images_per_task"
+ATTR_IMAGE_SIZE = "image_size_px"
+
+
+def plane_group_id(name: str) -> int:
+    """Class id of a plane group given by its full symbol (``p3m1``, ``c2mm``); ``ValueError`` otherwise."""
+    try:
+        return PLANE_GROUP_IDS[name]
+    except KeyError:
+        raise ValueError(f"unknown plane group {name!r}; the 17 are {', '.join(PLANE_GROUPS)}") from None

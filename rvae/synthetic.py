@@ -1,0 +1,190 @@
+"""Test data with known truth, rendered in NumPy (no multislice): pure functions of a ``numpy.random.Generator``.
+
+* ``rotated_shapes``: small items of one asymmetric motif (period n: n side lobes) at known angles, shifts and two
+  known content factors (core width, lobe brightness): the tiny training set of the exact-property tests.
+* ``two_grain_field``: an ADF-like image of a 1H-MX2 honeycomb with two grains of different lattice orientation
+  (a wavy boundary along x) and a thickness (intensity) gradient along x, so that grain and thickness are
+  independent; a few dopants (bright metal sites) and single chalcogen vacancies; probe blur, row jitter,
+  Poisson counts, read noise and a DC offset (``simulate.fullfield.noisy_image``, the project's noise chain).
+  Per-atom truth: position, grain, site type, local orientation, thickness factor, distance to the boundary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SQRT3 = 3 ** 0.5
+SITE_TYPES = ("M", "X2", "D", "VacX")
+"""Site types of the rendered field (the metal and chalcogen columns of ``contract.classes`` and two defects)."""
+
+
+def rotated_shapes(n: int, size: int, rng: np.random.Generator, period: int = 1, max_shift: float = 0.0,
+                   noise_std: float = 0.02) -> dict[str, np.ndarray]:
+    """``n`` (size, size) float32 items of a motif rotated by known angles (uniform on the circle).
+
+    Motif in normalised coordinates (see ``rvae.model.coordinate_grid``): a Gaussian core of width
+    ``width`` (content factor 1, uniform 0.15..0.3) at the centre and ``period`` lobes of brightness
+    ``lobe`` (content factor 2, uniform 0.4..1.0) at radius 0.55, the first one at angle φ from +x towards +y;
+    the whole motif shifted by t (uniform in ±``max_shift``). Returns images, angle, shift, width, lobe.
+    """
+    r = np.linspace(-1.0, 1.0, size)
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    angle = rng.uniform(-np.pi, np.pi, n)
+    shift = rng.uniform(-max_shift, max_shift, (n, 2)) if max_shift > 0 else np.zeros((n, 2))
+    width = rng.uniform(0.15, 0.3, n)
+    lobe = rng.uniform(0.4, 1.0, n)
+    images = np.empty((n, size, size))
+    for i in range(n):
+        x, y = xx - shift[i, 0], yy - shift[i, 1]
+        img = np.exp(-(x**2 + y**2) / (2 * width[i] ** 2))
+        for j in range(period):
+            a = angle[i] + 2 * np.pi * j / period
+            lx, ly = 0.55 * np.cos(a), 0.55 * np.sin(a)
+            img += lobe[i] * np.exp(-((x - lx) ** 2 + (y - ly) ** 2) / (2 * 0.12**2))
+        images[i] = img
+    images += rng.normal(0, noise_std, images.shape)
+    return {"images": images.astype(np.float32), "angle": angle, "shift": shift, "width": width, "lobe": lobe}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A rendered two-grain field. Units in the names; angles in degrees."""
+
+    size_px: int = 512
+    pixel_size_angstrom: float = 0.16
+    lattice_constant_angstrom: float = 3.28  # WSe2
+    grain_angles_deg: tuple[float, float] = (8.0, 38.0)
+    boundary_amplitude_angstrom: float = 4.0
+    thickness_range: tuple[float, float] = (0.6, 1.4)  # intensity factor at the left and right edges
+    metal_amplitude: float = 0.030  # detected beam fraction at a metal column's centre (thickness 1)
+    chalcogen_amplitude: float = 0.018
+    dopant_amplitude: float = 0.045
+    vacancy_amplitude: float = 0.009
+    column_sigma_angstrom: float = 0.38
+    background_fraction: float = 0.002
+    dopant_fraction: float = 0.03
+    vacancy_fraction: float = 0.04
+    dose_e_per_angstrom2: float = 2e5
+    probe_blur_sigma_angstrom: float = 0.1
+    scan_jitter_px: float = 0.3
+    read_noise_counts: float = 2.0
+    dc_offset_counts: float = 500.0
+
+
+def _honeycomb(spec: FieldSpec, angle_deg: float, extent: float):
+    """Metal and chalcogen column positions (x, y) [Å] of a lattice rotated by ``angle_deg`` covering
+    [-extent, 2 extent]² (orientation of a metal site's chalcogen neighbours: angle + 30° mod 120°)."""
+    a = spec.lattice_constant_angstrom
+    t = np.radians(angle_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    a1, a2 = rot @ np.array([a, 0.0]), rot @ np.array([a / 2, a * SQRT3 / 2])
+    n = int(np.ceil(3 * extent / a)) + 2
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    base = np.c_[i.ravel(), j.ravel()] @ np.stack([a1, a2]) + extent / 2
+    out = []
+    for k, site in enumerate(("M", "X2")):
+        p = base + k * (a1 + a2) / 3
+        keep = (p[:, 0] > -extent) & (p[:, 0] < 2 * extent) & (p[:, 1] > -extent) & (p[:, 1] < 2 * extent)
+        out.append((p[keep], site))
+    return out
+
+
+def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(image (H, W) float32 counts, per-atom truth) of ``spec`` (see the module docstring).
+
+    Truth: ``x_px``, ``y_px`` (column, row), ``grain`` (0 above the boundary, 1 below), ``site`` (index into
+    ``SITE_TYPES``), ``orientation_rad`` (direction to the nearest neighbours, modulo 2π/3, in the image frame:
+    from +x towards +y), ``thickness`` (intensity factor), ``boundary_distance_angstrom``.
+    """
+    from simulate.fullfield import noisy_image
+
+    h = w = spec.size_px
+    px = spec.pixel_size_angstrom
+    extent = h * px
+    def boundary_y(x):  # a wavy grain boundary across the field, along x: grain and thickness independent
+        return extent / 2 + spec.boundary_amplitude_angstrom * np.sin(2 * np.pi * x / extent)
+
+    pos, site, grain, orient = [], [], [], []
+    for g, angle in enumerate(spec.grain_angles_deg):
+        for p, s in _honeycomb(spec, angle, extent):
+            mine = (p[:, 1] < boundary_y(p[:, 0])) if g == 0 else (p[:, 1] >= boundary_y(p[:, 0]))
+            p = p[mine]
+            pos.append(p)
+            site += [s] * len(p)
+            grain += [g] * len(p)
+            offset = 30.0 if s == "M" else 90.0
+            orient += [np.radians(angle + offset) % (2 * np.pi / 3)] * len(p)
+    pos, grain, orient = np.concatenate(pos), np.asarray(grain), np.asarray(orient)
+    site = np.asarray([SITE_TYPES.index(s) for s in site])
+    # across the boundary, drop the later of two columns closer than half the M-X distance
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(pos)
+    drop = np.zeros(len(pos), dtype=bool)
+    for i, j in tree.query_pairs(0.5 * spec.lattice_constant_angstrom / SQRT3):
+        if grain[i] != grain[j]:
+            drop[max(i, j)] = True
+    pos, grain, orient, site = pos[~drop], grain[~drop], orient[~drop], site[~drop]
+    u = rng.random(len(pos))
+    site[(site == 0) & (u < spec.dopant_fraction)] = SITE_TYPES.index("D")
+    site[(site == 1) & (u < spec.vacancy_fraction)] = SITE_TYPES.index("VacX")
+    amplitude = np.array([spec.metal_amplitude, spec.chalcogen_amplitude, spec.dopant_amplitude,
+                          spec.vacancy_amplitude])[site]
+    lo, hi = spec.thickness_range
+    thickness = lo + (hi - lo) * np.clip(pos[:, 0] / extent, 0, 1)
+    clean = np.full((h, w), spec.background_fraction)
+    sigma_px = spec.column_sigma_angstrom / px
+    r = int(np.ceil(4 * sigma_px))
+    cols, rows = pos[:, 0] / px, pos[:, 1] / px
+    for c, rr, amp in zip(cols, rows, amplitude * thickness):
+        c0, r0 = int(round(c)), int(round(rr))
+        if c0 < -r or r0 < -r or c0 > w + r or r0 > h + r:
+            continue
+        ys, xs = slice(max(r0 - r, 0), min(r0 + r + 1, h)), slice(max(c0 - r, 0), min(c0 + r + 1, w))
+        yy, xx = np.mgrid[ys, xs]
+        clean[ys, xs] += amp * np.exp(-((xx - c) ** 2 + (yy - rr) ** 2) / (2 * sigma_px**2))
+    image = noisy_image(clean, pixel_size_angstrom=px, probe_blur_sigma_angstrom=spec.probe_blur_sigma_angstrom,
+                        scan_jitter_px=spec.scan_jitter_px, dose_e_per_angstrom2=spec.dose_e_per_angstrom2,
+                        read_noise_counts=spec.read_noise_counts, rng=rng) + spec.dc_offset_counts
+    inside = (cols >= 0) & (cols <= w - 1) & (rows >= 0) & (rows <= h - 1)
+    truth = {"x_px": cols[inside], "y_px": rows[inside], "grain": grain[inside], "site": site[inside],
+             "orientation_rad": orient[inside], "thickness": thickness[inside],
+             "boundary_distance_angstrom": np.abs(pos[inside, 1] - boundary_y(pos[inside, 0]))}
+    return image.astype(np.float32), truth
+
+
+def write_field(out_dir, seed: int = 0, spec: FieldSpec | None = None):
+    """Render ``two_grain_field`` and write ``image.npy``, ``image.json`` (pixel size: what ``inference`` and
+    ``fit-image`` read beside an .npy) and ``truth.csv`` (one row per column). Returns the directory."""
+    import csv
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    spec = spec or FieldSpec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    image, truth = two_grain_field(spec, np.random.default_rng(np.random.SeedSequence(seed)))
+    np.save(out / "image.npy", image)
+    (out / "image.json").write_text(json.dumps({"pixel_size_angstrom": spec.pixel_size_angstrom,
+                                                "rendered": asdict(spec), "seed": seed}, indent=2))
+    names = list(truth)
+    with open(out / "truth.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names + ["site_type"])
+        for i in range(len(truth["x_px"])):
+            w.writerow([f"{truth[n][i]:.6g}" for n in names] + [SITE_TYPES[int(truth["site"][i])]])
+    return out
+
+
+def read_truth(path) -> dict[str, np.ndarray]:
+    """``truth.csv`` back as arrays (``site_type`` dropped; ``site``/``grain`` as int)."""
+    import csv
+
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    out = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k != "site_type"}
+    for k in ("site", "grain"):
+        out[k] = out[k].astype(int)
+    return out

@@ -9,7 +9,8 @@ DEMO_CONFIG ?= configs/dataset/demo.yaml
 DEMO_STORE ?= data/demo.zarr
 CLUSTER ?= local
 PYTEST_ARGS ?=
-# e.g. TRAIN_ARGS='--max-epochs 100' (~10 min): the paper's epochs undertrain on the small demo store
+# e.g. TRAIN_ARGS='--models MLP-Simple attn-4k' or '--jobs 1'; '--max-epochs N' trains N epochs instead of the
+# step schedule (training/schedule.py) that small stores get by default
 TRAIN_ARGS ?=
 PLANEGROUPS_CONFIG ?= configs/dataset/planegroups-demo.yaml
 PLANEGROUPS_STORE ?= data/planegroups-demo.zarr
@@ -23,7 +24,9 @@ LABEL_PORT ?= 8000
 LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv simulate features verify train evaluate label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean \
+HOSTS_STORE ?= data/hosts.zarr
+
+.PHONY: help venv simulate features verify train evaluate generalise label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean \
 	planegroups planegroups-kfold
 
 help: ## Show this help
@@ -51,11 +54,16 @@ verify: $(STAMP) ## Check every shard of the demo store (REPAIR=--repair reruns 
 	$(PY) -m simulate verify $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
 	$(PY) -m features verify --store $(DEMO_STORE) --cluster $(CLUSTER) $(REPAIR)
 
-train: $(STAMP) features ## Train the six models on the demo store (CPU; TRAIN_ARGS='--max-epochs 100' to converge)
+train: $(STAMP) features ## Train + evaluate the six models on the demo store (CPU, 2 at a time; logs in runs/demo/*/train.log)
 	$(PY) -m training demo --store $(DEMO_STORE) --out runs/demo $(TRAIN_ARGS)
 
-evaluate: $(STAMP) ## Evaluate the demo models and print the Table-1 layout
+evaluate: $(STAMP) ## Print the demo's Table 1 (paper layout + each model's schedule) from runs/demo
 	$(PY) -m training demo-table --runs runs/demo
+
+generalise: $(STAMP) ## Held-out hosts: simulate configs/dataset/hosts.yaml (~1 h on 2 cores), encode, leave-one-host-out
+	$(PY) -m simulate run --config configs/dataset/hosts.yaml --out $(HOSTS_STORE) --cluster $(CLUSTER) --resume
+	$(PY) -m features encode --store $(HOSTS_STORE) --cluster $(CLUSTER)
+	$(PY) bench/generalise.py --store $(HOSTS_STORE)
 
 planegroups: $(STAMP) ## Simulate the demo plane-group store + symmetry maps, train both phase arms (runs/planegroups/)
 	$(PY) -m simulate planegroups --config $(PLANEGROUPS_CONFIG) --out $(PLANEGROUPS_STORE) --cluster $(CLUSTER) --resume
@@ -94,6 +102,7 @@ test-fast: $(STAMP) ## Run the tests that need neither Slurm nor long simulation
 bench: $(STAMP) ## Run the benchmarks (installs motif-learn for the comparison); results go to bench/results/
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/simulate.py
+	$(PY) bench/slicing.py
 	$(PY) bench/features.py
 	$(PY) bench/symmetry.py
 	$(PY) bench/training.py

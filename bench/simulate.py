@@ -34,12 +34,15 @@ def bare_abtem_seconds(structures, cfg, energy, window, repeats: int) -> list[fl
     import abtem
     import dask
 
+    from simulate import multislice
+
     ms, imaging = cfg["multislice"], cfg["imaging"]
     times = []
     for atoms in [structures[0]] + structures:  # the first is a warm-up (numba JIT, FFTW planning)
         t0 = time.perf_counter()
-        potential = abtem.Potential(atoms, gpts=ms["gpts"][energy], slice_thickness=ms["slice_thickness_angstrom"],
-                                    projection="infinite", parametrization=ms["parametrization"])
+        thicknesses = multislice.slice_thicknesses(atoms, ms["slicing"], ms.get("slice_thickness_angstrom"))
+        potential = abtem.Potential(atoms, gpts=ms["gpts"][energy], slice_thickness=thicknesses,
+                                    projection=ms["projection"], parametrization=ms["parametrization"])
         probe = abtem.Probe(energy=energy * 1e3, semiangle_cutoff=imaging["convergence_semiangle_mrad"])
         probe.grid.match(potential)
         half = window.centre_px * window.sampling_angstrom
@@ -95,7 +98,7 @@ def main() -> None:
                                     cfg["imaging"]["convergence_semiangle_mrad"], ms["scan_margin_px"])
     structures = [build_environment(host, dopant, ENVIRONMENTS[e], tuple(ms["supercell_repeats"]),
                                     ms["vacuum_angstrom"]) for e in cfg["environments"]]
-    n_slices = int(np.ceil(structures[0].cell[2, 2] / ms["slice_thickness_angstrom"]))
+    n_slices = len(multislice.slice_thicknesses(structures[0], ms["slicing"], ms.get("slice_thickness_angstrom")))
 
     multislice.configure_abtem("cpu", ms["fftw_planning_effort"])
     bare = bare_abtem_seconds(structures, cfg, args.energy, window, repeats=1)

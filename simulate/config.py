@@ -39,8 +39,8 @@ NOISE_KEYS = (
 KNOWN_KEYS = {
     "": ("name", "seed", "materials", "selection", "environments", "imaging", "multislice", "noise", "patches"),
     "imaging": ("beam_energies_kev", "convergence_semiangle_mrad", "detectors"),
-    "multislice": ("supercell_repeats", "vacuum_angstrom", "slice_thickness_angstrom", "gpts", "scan_margin_px",
-                   "frozen_phonons", "frozen_phonon_sigma_angstrom", "parametrization", "device",
+    "multislice": ("supercell_repeats", "vacuum_angstrom", "slicing", "slice_thickness_angstrom", "projection", "gpts",
+                   "scan_margin_px", "frozen_phonons", "frozen_phonon_sigma_angstrom", "parametrization", "device",
                    "fftw_planning_effort"),
     "noise": NOISE_KEYS,
     "patches": ("patch_size_px", "patches_per_image"),
@@ -267,7 +267,20 @@ def _validate_multislice(cfg: dict) -> None:
     if not (isinstance(repeats, list) and len(repeats) == 2 and all(isinstance(r, int) and r >= 2 for r in repeats)):
         raise ConfigError(f"multislice.supercell_repeats: must be two integers >= 2, got {repeats!r}")
     _positive_number(ms.get("vacuum_angstrom"), "multislice.vacuum_angstrom", allow_zero=True)
-    _positive_number(ms.get("slice_thickness_angstrom"), "multislice.slice_thickness_angstrom")
+    slicing = ms.get("slicing")
+    if slicing == "planes":
+        if ms.get("slice_thickness_angstrom") is not None:
+            raise ConfigError("multislice.slice_thickness_angstrom: only used with `slicing: uniform` (`planes` puts "
+                              "one slice on each atomic plane); remove it or set multislice.slicing: uniform")
+        if ms.get("vacuum_angstrom", 0) < 1.0:
+            raise ConfigError(f"multislice.vacuum_angstrom: `slicing: planes` needs >= 1 A of vacuum above the layer "
+                              f"(the first plane's slice starts above it), got {ms.get('vacuum_angstrom')!r}")
+    elif slicing == "uniform":
+        _positive_number(ms.get("slice_thickness_angstrom"), "multislice.slice_thickness_angstrom")
+    else:
+        raise ConfigError(f"multislice.slicing: must be planes or uniform, got {slicing!r}")
+    if ms.get("projection") not in ("infinite", "finite"):
+        raise ConfigError(f"multislice.projection: must be infinite or finite, got {ms.get('projection')!r}")
     margin = ms.get("scan_margin_px")
     if isinstance(margin, bool) or not isinstance(margin, int) or margin < 1:
         raise ConfigError(f"multislice.scan_margin_px: must be an integer >= 1, got {margin!r}")

@@ -119,7 +119,8 @@ def build_field(host: dict, dopant: str, size_angstrom: float, rotation_deg: flo
 
 
 def simulate_field(atoms, *, beam_energy_kev: float, detector: dict, convergence_semiangle_mrad: float,
-                   scan_sampling_angstrom: float, slice_thickness_angstrom: float = 1.0,
+                   scan_sampling_angstrom: float, slicing: str = "planes",
+                   slice_thickness_angstrom: float | None = None, projection: str = "infinite",
                    parametrization: str = "lobato", device: str = "cpu") -> np.ndarray:
     """Clean (n, n) float32 detector image (fraction of the beam) of the whole square cell, [row, col] = [y, x];
     pixel i was scanned at i x ``scan_sampling_angstrom`` (``multislice.scan_images`` on the whole cell)."""
@@ -132,8 +133,8 @@ def simulate_field(atoms, *, beam_energy_kev: float, detector: dict, convergence
                        beam_energy_kev=beam_energy_kev, gpts=gpts_reaching((size, size), beam_energy_kev,
                                                                            detector["outer_mrad"]),
                        convergence_semiangle_mrad=convergence_semiangle_mrad, detectors={"image": detector},
-                       slice_thickness_angstrom=slice_thickness_angstrom, parametrization=parametrization,
-                       device=device)["image"]
+                       slicing=slicing, slice_thickness_angstrom=slice_thickness_angstrom,
+                       projection=projection, parametrization=parametrization, device=device)["image"]
 
 
 def noisy_image(clean: np.ndarray, *, pixel_size_angstrom: float, probe_blur_sigma_angstrom: float,
@@ -422,7 +423,9 @@ def simulate_clean_field(*, host: str, dopant: str, beam_energy_kev: float, dete
     configure_abtem("cpu", cfg["multislice"].get("fftw_planning_effort", "FFTW_ESTIMATE"))
     clean = simulate_field(atoms, beam_energy_kev=beam_energy_kev, detector=dets[detector],
                            convergence_semiangle_mrad=alpha, scan_sampling_angstrom=step,
-                           slice_thickness_angstrom=float(cfg["multislice"]["slice_thickness_angstrom"]))
+                           slicing=cfg["multislice"]["slicing"],
+                           slice_thickness_angstrom=cfg["multislice"].get("slice_thickness_angstrom"),
+                           projection=cfg["multislice"]["projection"])
     meta = {"host": host, "metal": hosts[host]["metal"], "chalcogen": hosts[host]["chalcogen"], "dopant": dopant,
             "beam_energy_kev": beam_energy_kev, "detector": detector, "size_angstrom": size_angstrom,
             "rotation_deg": rotation_deg, "fractions": fractions, "seed": seed,

@@ -28,10 +28,13 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
                                     imaging["convergence_semiangle_mrad"], ms["scan_margin_px"])
     # frozen-phonon displacements: their own stream, apart from the per-detector noise streams (0, 1, ...)
     phonon_seed = int(np.random.SeedSequence(entropy, spawn_key=(task.index, env.id, PHONON_STREAM)).generate_state(1)[0])
+    # A store made before `slicing` existed recorded only uniform `slice_thickness_angstrom` (and the infinite
+    # projection): `simulate verify --repair` of such a store must reproduce its bytes.
     images = multislice.simulate_images(
         atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=task.beam_energy_kev,
         gpts=ms["gpts"][task.beam_energy_kev], convergence_semiangle_mrad=imaging["convergence_semiangle_mrad"],
-        detectors=imaging["detectors"], window=window, slice_thickness_angstrom=ms["slice_thickness_angstrom"],
+        detectors=imaging["detectors"], window=window, slicing=ms.get("slicing", "uniform"),
+        slice_thickness_angstrom=ms.get("slice_thickness_angstrom"), projection=ms.get("projection", "infinite"),
         parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
         frozen_phonon_sigma_angstrom=ms["frozen_phonon_sigma_angstrom"], seed=phonon_seed, device=ms["device"])
     n, p = plan.patches_per_image, plan.patch_size_px

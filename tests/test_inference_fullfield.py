@@ -47,7 +47,7 @@ def tiny_model(tiny_store, tmp_path_factory, repo_root):
     run_dir = work / "run"
     subprocess.run([sys.executable, "-m", "training", "fit", "--config", "configs/train/base.yaml", "--config", "configs/train/mlp-simple.yaml",
                     "--data.store", str(store), "--trainer.max_epochs", "30", "--data.batch_size", "16",
-                    "--run_dir", str(run_dir)], check=True, cwd=repo_root)
+                    "--schedule.kind", "paper", "--run_dir", str(run_dir)], check=True, cwd=repo_root)
     return run_dir / "checkpoints" / "last.ckpt"
 
 
@@ -202,7 +202,12 @@ def clean_field_32(request):
                   fractions={"D": 0.1, "VacX": 0.0, "VacX2": 0.04}, size_angstrom=32.0, rotation_deg=23.0, seed=3)
     import hashlib
 
-    key = hashlib.sha256(json.dumps([params, abtem.__version__], sort_keys=True).encode()).hexdigest()[:12]
+    from simulate.config import load
+
+    # the multislice settings are part of the key: a field cached under other slicing is not this field
+    multislice = load(request.config.rootpath / "configs/dataset/paper.yaml")["multislice"]
+    key = hashlib.sha256(json.dumps([params, abtem.__version__, multislice], sort_keys=True, default=str)
+                         .encode()).hexdigest()[:12]
     path = request.config.cache.mkdir("stem-context-fields") / f"clean-{key}.npz"
     if not path.is_file():
         simulate_clean_field(**params, config_path=request.config.rootpath / "configs/dataset/paper.yaml").save(path)

@@ -29,7 +29,7 @@ def _column_intensities(host_name: str, env, energy_kev: float = 80) -> dict[str
     images = multislice.simulate_images(
         atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=energy_kev,
         gpts=gpts_reaching(extent, energy_kev, 280.0), convergence_semiangle_mrad=31.0, detectors=DETECTORS,
-        window=window, slice_thickness_angstrom=1.0)
+        window=window)
     centre = np.array(atoms.info["centre_xy_angstrom"])
 
     def at(image, xy):  # bilinear read at a position in Å ([row, col] = [y, x])
@@ -88,8 +88,7 @@ def test_grid_too_coarse_is_an_error_not_a_truncation():
     window = multislice.scan_window(host["lattice_constant_angstrom"], 80, 31.0, margin_px=2)
     with pytest.raises(ValueError, match="HAADF outer angle 280"):
         multislice.simulate_images(atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=80, gpts=128,
-                                   convergence_semiangle_mrad=31.0, detectors=DETECTORS, window=window,
-                                   slice_thickness_angstrom=1.0)
+                                   convergence_semiangle_mrad=31.0, detectors=DETECTORS, window=window)
 
 
 def test_scan_window_is_centred_and_at_nyquist_or_finer():
@@ -118,7 +117,7 @@ def test_frozen_phonons_average_and_raise_haadf_metal_contrast():
         images = multislice.simulate_images(
             atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=60, gpts=gpts_reaching(extent, 60, 280.0),
             convergence_semiangle_mrad=31.0, detectors={"HAADF": DETECTORS["HAADF"]}, window=window,
-            slice_thickness_angstrom=1.0, frozen_phonons=configs, frozen_phonon_sigma_angstrom=0.08, seed=3)
+            frozen_phonons=configs, frozen_phonon_sigma_angstrom=0.08, seed=3)
         image = images["HAADF"]
         assert image.shape == (window.n_px, window.n_px)
         c = window.centre_px
@@ -141,8 +140,7 @@ def test_gpu_multislice_matches_cpu():
         multislice.configure_abtem(device, "FFTW_ESTIMATE")
         images[device] = multislice.simulate_images(
             atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=80, gpts=gpts_reaching(extent, 80, 280.0),
-            convergence_semiangle_mrad=31.0, detectors=DETECTORS, window=window, slice_thickness_angstrom=1.0,
-            device=device)
+            convergence_semiangle_mrad=31.0, detectors=DETECTORS, window=window, device=device)
     multislice.configure_abtem("cpu", "FFTW_ESTIMATE")
     for det in DETECTORS:
         np.testing.assert_allclose(images["gpu"][det], images["cpu"][det], rtol=1e-3, atol=1e-6)

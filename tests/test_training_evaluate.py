@@ -99,7 +99,7 @@ def test_evaluate_attention_checkpoint_end_to_end(repo_root, tmp_path):
         "fit", "--config", str(repo_root / "configs" / "train" / "base.yaml"),
         "--config", str(repo_root / "configs" / "train" / "attn-4k.yaml"), "--data.store", store,
         "--run_dir", str(run_dir), "--trainer.accelerator", "cpu", "--trainer.strategy", "auto",
-        "--trainer.max_epochs", "4", "--data.batch_size", "128",
+        "--trainer.max_epochs", "4", "--data.batch_size", "128", "--schedule.kind", "paper",
     ])
     out = tmp_path / "eval"
     metrics = evaluate(run_dir / "checkpoints" / "last.ckpt", store, out, umap_samples=300)
@@ -132,7 +132,9 @@ def test_demo_trains_evaluates_and_writes_table(tmp_path, capsys):
     from training.demo import run_demo, table_main
 
     store = write_synthetic_store(tmp_path / "s.zarr", n_rows=2000)
-    out = run_demo(store, tmp_path / "demo", max_epochs=2, models=["MLP-NoContext", "attn-4k"], umap_samples=0)
+    out = run_demo(store, tmp_path / "demo", max_epochs=2, models=["MLP-NoContext", "attn-4k"], umap_samples=0,
+                   jobs=2)  # two processes, each model's output in its train.log
+    assert "Trainer.fit" in (out / "attn-4k" / "train.log").read_text()
     table_main(["--runs", str(out)])
     text = (out / "table1.md").read_text()
     assert text.startswith("| Model | Train Acc. (%) | Test Acc. (%) | κ HAADF | κ MAADF |")
@@ -142,8 +144,11 @@ def test_demo_trains_evaluates_and_writes_table(tmp_path, capsys):
         m = json.loads((out / config / "eval" / "metrics.json").read_text())
         cells = [c.strip() for c in rows[name].split("|")[2:-1]]
         assert cells[1] == f"{100 * m['test']['accuracy']:.1f}"
-        assert cells[-2] == f"{m['test']['mean_entropy_nats']:.4f}"
+        assert cells[-3] == f"{m['test']['mean_entropy_nats']:.4f}"
+        assert cells[-1].startswith("paper: 2 epochs × batch 4096")  # explicit epochs: the epoch schedule
     assert m["model"]["architecture"] == "attention"
     saved = json.loads((out / "table1.json").read_text())
     assert saved["MLP-NoContext"]["n_test"] == 400
-    assert "MLP-NoContext" in capsys.readouterr().out
+    assert "MLP-NoContext: test accuracy" in capsys.readouterr().out
+    run_demo(store, out, max_epochs=2, models=["attn-4k"], umap_samples=0)  # finished with the same arguments
+    assert "reused a finished run" in capsys.readouterr().out

@@ -52,7 +52,7 @@ def wait_gone(job_id: str, timeout: float = 60) -> None:
 def test_two_task_ddp_job_through_submitit_writes_checkpoint_and_metrics(repo_root, store, slurm_env, tmp_path):
     run_dir = tmp_path / "run"
     job = submit([repo_root / "configs" / "train" / "base.yaml", repo_root / "configs" / "train" / "mlp-simple.yaml"], store, two_tasks(slurm_env), run_dir,
-                 extra_fit_args=["--trainer.max_epochs", "2", "--data.batch_size", "256",
+                 extra_fit_args=["--trainer.max_epochs", "2", "--data.batch_size", "256", "--schedule.kind", "paper",
                                  "--data.save_shard_indices", "true"], umap_samples=0)
     results = job.results()  # one per task; rank 0 evaluated
     assert results[0] == str(run_dir / "eval" / "metrics.json") and results[1] is None
@@ -69,7 +69,7 @@ def test_cancelled_job_resubmitted_resumes_from_last_checkpoint(repo_root, store
     run_dir = tmp_path / "run"
     epochs, steps_per_epoch = 30, 32
     args = ([repo_root / "configs" / "train" / "base.yaml", repo_root / "configs" / "train" / "mlp-simple.yaml"], store, two_tasks(slurm_env), run_dir)
-    kwargs = dict(extra_fit_args=["--trainer.max_epochs", str(epochs), "--data.batch_size", "256",
+    kwargs = dict(extra_fit_args=["--trainer.max_epochs", str(epochs), "--data.batch_size", "256", "--schedule.kind", "paper",
                                   "--checkpoint_every_n_steps", "16"], umap_samples=0)
     last = run_dir / "checkpoints" / "last.ckpt"
     first = submit(*args, **kwargs)
@@ -101,7 +101,8 @@ def test_sbatch_template_runs_two_task_ddp(repo_root, store, slurm_env, tmp_path
          "--gpus-per-node=0", "--cpus-per-task=1", "--mem=4G", "--time=00:10:00",
          f"--output={tmp_path}/slurm-%j.out", str(repo_root / "slurm" / "train.sbatch"),
          str(repo_root / "configs" / "train" / "mlp-simple.yaml"), store, "--run_dir", str(run_dir),
-         "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--data.batch_size", "256"],
+         "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--data.batch_size", "256",
+         "--schedule.kind", "paper"],
         cwd=repo_root, env=slurm_env.env, capture_output=True, text=True, timeout=300,
     )
     job_id = out.stdout.strip().split(";")[0]

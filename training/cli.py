@@ -4,14 +4,20 @@ Everything a run writes goes under ``run_dir``: ``csv/version_N/metrics.csv`` (+
 ``config.yaml`` beside it), ``tensorboard/version_N/``, ``checkpoints/last.ckpt`` and the per-epoch
 checkpoint. ``ckpt_path: last`` (the configs' default) resumes from the newest of ``checkpoints/last.ckpt``
 and a Slurm pre-emption checkpoint ``hpc_ckpt_*.ckpt``, and starts fresh when there is none.
+
+``schedule:`` (:mod:`training.schedule`) decides before anything is built whether the configs' epochs and
+batch size stand (``paper``) or the run trains for an optimizer-step budget with early stopping (``steps``, small
+stores); the resolved values are what the saved ``config.yaml`` shows, and ``run_dir/schedule.json`` records the
+schedule and the steps actually taken.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
-from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning import Callback, Trainer
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -20,6 +26,9 @@ from contract.errors import ConfigError, StemError
 
 from .data import FeatureDataModule
 from .module import DefectClassifier
+from .schedule import Schedule, ScheduleSettings, resolve_schedule
+
+SCHEDULE_FILE = "schedule.json"
 
 
 def newest_checkpoint(run_dir: str | Path) -> Optional[str]:
@@ -41,6 +50,25 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
 
+class ScheduleRecord(Callback):
+    """Writes ``run_dir/schedule.json`` at the end of training: the resolved schedule, the optimizer steps and
+    epochs actually run, and whether early stopping ended the run (rank 0 only)."""
+
+    def __init__(self, schedule: Schedule, run_dir: Path):
+        self.schedule, self.run_dir = schedule, Path(run_dir)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_rank != 0:
+            return
+        stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        record = {**self.schedule.as_dict(), "description": self.schedule.describe(),
+                  "steps_done": int(trainer.global_step), "epochs_done": int(trainer.current_epoch),
+                  "stopped_early": bool(stopper is not None and stopper.wait_count >= stopper.patience),
+                  "best_val_loss": None if stopper is None else float(stopper.best_score)}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / SCHEDULE_FILE).write_text(json.dumps(record, indent=1))
+
+
 class TrainCLI(LightningCLI):
     """LightningCLI with a run directory, CSV + TensorBoard loggers and a save_last checkpoint."""
 
@@ -50,7 +78,37 @@ class TrainCLI(LightningCLI):
             "--checkpoint_every_n_steps", type=Optional[int], default=None,
             help="also checkpoint every n optimizer steps (default: at the end of each epoch only)",
         )
+        parser.add_class_arguments(ScheduleSettings, "schedule", instantiate=False)
         parser.link_arguments("run_dir", "trainer.default_root_dir")
+
+    def before_instantiate_classes(self) -> None:
+        """Resolve the schedule from the store's size and write it into the trainer and data settings."""
+        self.schedule = None
+        if self.subcommand != "fit":
+            return
+        cfg = self.config[self.subcommand]
+        if cfg.trainer.max_epochs is None or cfg.trainer.max_epochs < 1:
+            return  # no epoch count to judge (trainer.max_steps or time decides): the trainer settings stand
+        try:
+            settings = ScheduleSettings(**vars(cfg.schedule))
+            data_args = {k: v for k, v in vars(cfg.data).items() if not k.startswith("_")}
+            _, train, _ = FeatureDataModule(**data_args).split_rows()
+            schedule = resolve_schedule(settings, len(train), int(cfg.data.batch_size), int(cfg.trainer.max_epochs))
+        except StemError:
+            raise
+        except ValueError as err:  # a bad schedule, data setting or split: one line, before anything is created
+            raise ConfigError(one_line(err)) from err
+        if schedule.kind == "steps":
+            cfg.data.batch_size = schedule.batch_size
+            cfg.data.validation_fraction = schedule.validation_fraction
+            cfg.trainer.max_epochs = schedule.max_epochs
+            cfg.trainer.max_steps = schedule.max_steps
+            cfg.trainer.check_val_every_n_epoch = None  # validate every n steps, across epoch boundaries
+            cfg.trainer.val_check_interval = schedule.check_every_n_steps
+            if cfg.checkpoint_every_n_steps is None:  # not every (tiny) epoch
+                cfg.checkpoint_every_n_steps = schedule.check_every_n_steps
+        print(f"schedule: {schedule.describe()} ({schedule.reason})", flush=True)
+        self.schedule = schedule
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         run_dir = Path(self._get(self.config, "run_dir"))
@@ -64,6 +122,12 @@ class TrainCLI(LightningCLI):
                 every_n_train_steps=self._get(self.config, "checkpoint_every_n_steps"),
             )
         ]
+        schedule = getattr(self, "schedule", None)
+        if schedule is not None:
+            if schedule.patience_checks is not None:
+                callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=schedule.patience_checks,
+                                               min_delta=schedule.min_delta))
+            callbacks.append(ScheduleRecord(schedule, run_dir))
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_classes(self) -> None:

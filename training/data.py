@@ -26,6 +26,8 @@ from .splits import (
 )
 from .store import read_index, read_rows
 
+VALIDATION_STREAM = 1  # seed stream of the validation split (the test split uses the seed itself)
+
 
 class DeviceBatches:
     """Iterable of ``(features, labels)`` batches sliced from tensors already on their device.
@@ -110,6 +112,8 @@ class FeatureDataModule(pl.LightningDataModule):
         ``test_hosts`` are the test set: generalisation to unseen materials).
     test_fraction : fraction of rows in the test set for ``split: random``.
     test_hosts : host names (as in ``attrs["cases"][i]["host"]``) held out for ``split: by_host``.
+    validation_fraction : fraction of the training rows held out as the validation set (early stopping of the
+        ``steps`` schedule, :mod:`training.schedule`); 0 (the paper's schedule): validate on the test rows.
     seed : seeds the split and the per-epoch shuffles.
     eval_batch_size : batch size for validation/test (default: batch_size).
     save_shard_indices : write each rank's training row indices to ``<run dir>/shards/`` (provenance).
@@ -124,6 +128,7 @@ class FeatureDataModule(pl.LightningDataModule):
         split: str = "random",
         test_fraction: float = 0.2,
         test_hosts: list[str] | None = None,
+        validation_fraction: float = 0.0,
         seed: int = 0,
         eval_batch_size: int | None = None,
         save_shard_indices: bool = False,
@@ -140,9 +145,12 @@ class FeatureDataModule(pl.LightningDataModule):
             raise ValueError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= validation_fraction < 0.5:
+            raise ValueError(f"data.validation_fraction must be in [0, 0.5), got {validation_fraction}")
         self.save_hyperparameters()
         self.store, self.batch_size, self.feature_set, self.split = store, batch_size, feature_set, split
         self.test_fraction, self.test_hosts, self.seed = test_fraction, list(test_hosts or []), seed
+        self.validation_fraction = validation_fraction
         self.eval_batch_size = eval_batch_size or batch_size
         self.save_shard_indices, self.read_block_rows = save_shard_indices, read_block_rows
         self.n_features: int | None = None
@@ -156,6 +164,14 @@ class FeatureDataModule(pl.LightningDataModule):
         else:
             train, test = host_split(index.row_hosts, self.test_hosts)
         return index, train, test
+
+    def fit_validation_rows(self, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows to fit, validation rows) of the training rows: ``validation_fraction`` of them at random
+        (seeded apart from the test split), or all rows and none when it is 0."""
+        if self.validation_fraction == 0:
+            return train, train[:0]
+        fit, val = random_split(len(train), self.validation_fraction, derive_seed(self.seed, VALIDATION_STREAM))
+        return train[fit], train[val]
 
     def columns(self) -> list[int]:
         """Stored feature columns this data module feeds the model (``contract.features.FEATURE_SETS``)."""
@@ -171,7 +187,9 @@ class FeatureDataModule(pl.LightningDataModule):
         cols = self.columns()
         self.n_features = len(cols)
         self.feature_names = [index.feature_names[c] for c in cols]
-        self.train_rows, self.test_rows = shard(train, rank, world), shard(test, rank, world)
+        fit, val = self.fit_validation_rows(train)
+        self.train_rows, self.test_rows = shard(fit, rank, world), shard(test, rank, world)
+        self.val_rows = shard(val, rank, world) if len(val) else self.test_rows
 
         def load(rows):
             x = torch.from_numpy(read_rows(self.store, rows, cols, self.read_block_rows)).to(device)
@@ -180,6 +198,7 @@ class FeatureDataModule(pl.LightningDataModule):
 
         self.train_x, self.train_y = load(self.train_rows)
         self.test_x, self.test_y = load(self.test_rows)
+        self.val_x, self.val_y = load(self.val_rows) if len(val) else (self.test_x, self.test_y)
         self.rank = rank
         if self.save_shard_indices and trainer is not None:
             out = Path(trainer.default_root_dir) / "shards"
@@ -202,7 +221,7 @@ class FeatureDataModule(pl.LightningDataModule):
         return self._train_batches
 
     def val_dataloader(self) -> DeviceBatches:
-        return DeviceBatches(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)
+        return DeviceBatches(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DeviceBatches:
-        return self.val_dataloader()
+        return DeviceBatches(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)

@@ -26,7 +26,7 @@ LABEL_MODEL ?=
 .DEFAULT_GOAL := help
 HOSTS_STORE ?= data/hosts.zarr
 
-.PHONY: help venv simulate features verify train evaluate generalise label test test-fast bench rvae-adf rvae-4dstem slurm-install slurm-up slurm-down clean \
+.PHONY: help venv simulate features verify train evaluate generalise label test test-fast bench rvae-adf rvae-4dstem slurm-install browser-install slurm-up slurm-down clean \
 	planegroups planegroups-kfold
 
 help: ## Show this help
@@ -87,13 +87,18 @@ rvae-4dstem: $(STAMP) ## rVAE on 4D-STEM (seed 004): simulate once into data/fou
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh
 
+browser-install: ## Install Debian's Chromium + chromedriver if missing (the labelling page's browser tests; needs root)
+	if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
+
 slurm-up: slurm-install ## Start a single-node Slurm on localhost (idempotent)
 	bash slurm/start-local-slurm.sh
 
 slurm-down: ## Stop the single-node Slurm
 	bash slurm/stop-local-slurm.sh
 
-test: $(STAMP) slurm-install ## Run the whole test suite, real-Slurm tests included
+test: $(STAMP) slurm-install browser-install ## Run the whole test suite, real-Slurm and headless-Chromium tests included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Run the tests that need neither Slurm nor long simulations

@@ -21,10 +21,12 @@ module             what it defines
 ``catalog``        the host/dopant catalog (``catalog.yaml``, shipped as package data) and its validated loader
 ``patches``        the patch geometry shared by simulation and micrographs: √3·a window, odd size, bilinear
                    resampling
+``images``         the micrograph reader (.npy, .tif, .dm3/.dm4, .emd) with the metadata a file holds (pixel
+                   size, beam energy, detector, each with its tag) and ``check_image``
 ``elements``       periodic-table facts (row, transition metal) used to validate the catalog
 ``errors``         the error kinds every command reports in one line and their exit codes
 ``cli``            ``run_command`` (one line on stderr, exit code, ``--debug``) and the default-subcommand rule
 ``planegroups``    the 17 plane groups (full symbols, class ids), the seven symmetry-map names, the plane-group
-                   store's array and attribute names
+                   store's array and attribute names, ``reduce_basis`` (the shortest 2-D lattice basis)
 =================  ==========================================================================================
 """

@@ -35,6 +35,8 @@ array                       shape, dtype        meaning
 """
 from __future__ import annotations
 
+import numpy as np
+
 PLANE_GROUPS = ("p1", "p2", "pm", "pg", "cm", "p2mm", "p2mg", "p2gg", "c2mm",
                 "p4", "p4mm", "p4gm", "p3", "p3m1", "p31m", "p6", "p6mm")
 PLANE_GROUP_IDS = {name: i for i, name in enumerate(PLANE_GROUPS)}
@@ -92,3 +94,16 @@ def plane_group_id(name: str) -> int:
         return PLANE_GROUP_IDS[name]
     except KeyError:
         raise ValueError(f"unknown plane group {name!r}; the 17 are {', '.join(PLANE_GROUPS)}") from None
+
+
+def reduce_basis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Lagrange-Gauss reduction of a 2-D lattice basis: (2, 2) rows with |a| <= |b| <= |b +- a|."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    for _ in range(100):
+        if a @ a > b @ b:
+            a, b = b, a
+        mu = round(float(a @ b) / float(a @ a))
+        if mu == 0:
+            break
+        b = b - mu * a
+    return np.stack([a, b])

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from contract.planegroups import reduce_basis
+
 DEFAULT_THRESHOLD = 0.8
 MIN_SHIFT_PX = 2.0
 
@@ -45,19 +47,6 @@ class Cell:
     @property
     def lengths_px(self) -> tuple[float, float]:
         return tuple(float(np.hypot(*v)) for v in self.vectors_px)
-
-
-def reduce_basis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Lagrange-Gauss reduction of a 2-D lattice basis: (2, 2) rows with |a| <= |b| <= |b +- a|."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    for _ in range(100):
-        if a @ a > b @ b:
-            a, b = b, a
-        mu = round(float(a @ b) / float(a @ a))
-        if mu == 0:
-            break
-        b = b - mu * a
-    return np.stack([a, b])
 
 
 def autocorrelation(image: np.ndarray, max_shift_px: int) -> np.ndarray:

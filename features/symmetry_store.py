@@ -148,10 +148,9 @@ def image_maps(image_path, out, kernel_px: int | None = None, n_max: int = DEFAU
     arrays by name, ``valid`` (H, W) bool, ``kernel_px``, ``n_max``, ``convention``; a figure beside it with
     ``plot``. Returns a summary."""
     from contract.errors import InputError
+    from contract.images import read_image
 
-    from .images import read_array
-
-    image = read_array(image_path)
+    image = read_image(image_path).image
     started = time.perf_counter()
     cell = float("nan")
     if kernel_px is None:

@@ -35,40 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from contract.images import MAX_IMAGE_PIXELS, check_image  # noqa: F401 (defined with the reader; used here)
+
 SQRT3 = 3 ** 0.5
-
-MAX_IMAGE_PIXELS = 8192 * 8192
-"""Largest image accepted (67 Mpx, ~0.5 GiB as float64): larger frames should be cropped or binned first."""
-
-
-def check_image(image) -> np.ndarray:
-    """A 2-D finite float64 copy of ``image``, or ``ValueError`` saying why not."""
-    arr = np.asarray(image)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"image must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"image must be 2-D (rows, columns), got {arr.ndim}-D with shape {arr.shape}")
-    if min(arr.shape) < 16:
-        raise ValueError(f"image is too small ({arr.shape[0]} x {arr.shape[1]} px): need at least 16 x 16 pixels")
-    if arr.size > MAX_IMAGE_PIXELS:
-        raise ValueError(f"image is too large ({arr.shape[0]} x {arr.shape[1]} px, limit {MAX_IMAGE_PIXELS} px): "
-                         "crop or bin it first")
-    if np.iscomplexobj(arr):
-        raise ValueError(f"image holds complex numbers ({arr.dtype}): save the intensity (e.g. its modulus)")
-    if arr.dtype == bool:
-        raise ValueError("image holds booleans (a mask?), not intensities")
-    if arr.dtype == np.int8:
-        raise ValueError("image holds signed 8-bit integers (int8), which cannot hold detector counts without "
-                         "wrapping: save it as uint8, uint16 or float")
-    arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise ValueError(f"image holds {int(bad.sum())} NaN or infinite pixel(s), first at (row {r}, col {c})")
-    if arr.max() == arr.min():
-        raise ValueError("image is constant: no lattice to find")
-    return arr
-
 
 OUTLIER_MADS = 20.0
 """``clip_outliers``: pixels further than this many (normal-scaled) median absolute deviations from the median
@@ -566,7 +535,6 @@ def lattice_mask(columns: np.ndarray, shape: tuple[int, int], a_px: float) -> np
     rows = np.minimum((np.arange(h) / cell).astype(int), gh - 1)
     cols = np.minimum((np.arange(w) / cell).astype(int), gw - 1)
     return coarse[np.ix_(rows, cols)]
-
 
 
 

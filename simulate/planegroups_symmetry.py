@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.planegroups import reduce_basis
+
 SITE_SYMBOLS = {(1, False): "1", (2, False): "2", (2, True): "m", (4, True): "2mm", (3, False): "3",
                 (6, True): "3m", (4, False): "4", (8, True): "4mm", (6, False): "6", (12, True): "6mm"}
 """(stabiliser order, contains a reflection) -> site-symmetry symbol."""
@@ -84,17 +86,6 @@ def _spglib_ops(lattice: np.ndarray, frac: np.ndarray, species: np.ndarray, symp
     return rots, trans, np.asarray(sym["equivalent_atoms"])
 
 
-def _reduce(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    for _ in range(100):
-        if a @ a > b @ b:
-            a, b = b, a
-        mu = round(float(a @ b) / float(a @ a))
-        if mu == 0:
-            break
-        b = b - mu * a
-    return np.stack([a, b])
-
-
 def primitive_basis(lattice: np.ndarray, centrings_frac: np.ndarray) -> np.ndarray:
     """Reduced basis (2, 2) of the lattice spanned by ``lattice`` rows and the fractional pure translations.
 
@@ -111,7 +102,7 @@ def primitive_basis(lattice: np.ndarray, centrings_frac: np.ndarray) -> np.ndarr
     for b in cands[1:]:
         cross = abs(a[0] * b[1] - a[1] * b[0])
         if cross > 1e-6 * area and abs(cross - area) < 1e-6 * area + 1e-9:
-            return _reduce(a, b)
+            return reduce_basis(a, b)
     raise RuntimeError("could not find a primitive basis")  # pragma: no cover - the lattice is 2-D
 
 

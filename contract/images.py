@@ -1,0 +1,375 @@
+"""Reading micrographs and the metadata their files hold: one reader for every stage that opens an image
+(``inference classify``, ``features symmetry``, ``labelling add``, ``rvae fit-image``).
+
+Formats: ``.npy`` (metadata from a ``<name>.json`` beside it, as ``simulate fullfield`` writes), ``.tif``/
+``.tiff`` (``tifffile``: a JSON ImageDescription, FEI/Thermo metadata, or ImageJ/TIFF resolution tags with a
+length unit) and ``.dm3``/``.dm4``/``.emd`` (Velox and Berkeley) through ``rosettasciio``.
+
+What is read from a file, and where (every value keeps its source, a tag path, for ``summary.json``):
+
+==================  ==========================================================================================
+value               tags
+==================  ==========================================================================================
+pixel size          the calibrated axes (scale and unit) of dm3/dm4/emd; FEI ``Scan/PixelWidth``; TIFF/ImageJ
+                    resolution and unit; ``pixel_size_angstrom`` in a JSON description or sidecar
+beam energy         dm3/dm4 ``ImageTags/Microscope Info/Voltage`` (V) or its ``Formatted Voltage`` ("60kV");
+                    Velox ``Optics/AccelerationVoltage``; FEI ``Beam/HV``/``EBeam/HV``; rosettasciio's mapped
+                    ``Acquisition_instrument/TEM/beam_energy``
+detector            tags that name it (``Detector``, ``DetectorName``, ``Signal Name``, the saved name, the
+                    title): a name is mapped to HAADF or MAADF only when unambiguous (HAADF, MAADF/MADF);
+                    ADF, DF, DF2, ... are not (``--detector`` then), and two different names are not either
+==================  ==========================================================================================
+
+Damaged or wrong files end in ``InputError`` naming the file and what is wrong, never in a reader's traceback;
+sizes are checked from the header before any pixel is read (a corrupt header declaring a 10^10-pixel image
+must not allocate it).
+"""
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .context import DETECTOR_NAMES
+from .errors import InputError
+
+_UNIT_TO_ANGSTROM = {"nm": 10.0, "nanometer": 10.0, "nanometre": 10.0, "Å": 1.0, "A": 1.0, "angstrom": 1.0,
+                     "pm": 0.01, "um": 1e4, "µm": 1e4, "micron": 1e4, "m": 1e10}
+CONTEXT_KEYS = ("host", "dopant", "beam_energy_kev", "detector")
+META_KEYS = ("pixel_size_angstrom", *CONTEXT_KEYS)
+FORMATS = (".npy", ".tif", ".tiff", ".dm3", ".dm4", ".emd")
+
+__all__ = ["MAX_IMAGE_PIXELS", "ImageFile", "check_image", "read_image", "load_image", "detector_from_names"]
+
+
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest image accepted (67 Mpx, ~0.5 GiB as float64): larger frames should be cropped or binned first."""
+
+
+def check_image(image) -> np.ndarray:
+    """A 2-D finite float64 copy of ``image``, or ``ValueError`` saying why not."""
+    arr = np.asarray(image)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"image must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"image must be 2-D (rows, columns), got {arr.ndim}-D with shape {arr.shape}")
+    if min(arr.shape) < 16:
+        raise ValueError(f"image is too small ({arr.shape[0]} x {arr.shape[1]} px): need at least 16 x 16 pixels")
+    if arr.size > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image is too large ({arr.shape[0]} x {arr.shape[1]} px, limit {MAX_IMAGE_PIXELS} px): "
+                         "crop or bin it first")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"image holds complex numbers ({arr.dtype}): save the intensity (e.g. its modulus)")
+    if arr.dtype == bool:
+        raise ValueError("image holds booleans (a mask?), not intensities")
+    if arr.dtype == np.int8:
+        raise ValueError("image holds signed 8-bit integers (int8), which cannot hold detector counts without "
+                         "wrapping: save it as uint8, uint16 or float")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"image holds {int(bad.sum())} NaN or infinite pixel(s), first at (row {r}, col {c})")
+    if arr.max() == arr.min():
+        raise ValueError("image is constant: no lattice to find")
+    return arr
+
+
+@dataclass
+class ImageFile:
+    """An image and what its file says: ``values`` (keys of ``META_KEYS`` that were found), ``sources``
+    (key -> where it was read, e.g. ``dm3 tag ImageList/TagGroup0/ImageTags/Microscope Info/Voltage =
+    60000.0``), ``notes`` (what was found but not used, e.g. an ambiguous detector name)."""
+
+    image: np.ndarray
+    values: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+def load_image(path) -> tuple[np.ndarray, dict]:
+    """``(image (H, W) float64, metadata dict)`` with the ``META_KEYS`` found in the file (``read_image`` also
+    gives their sources). Raises ``InputError`` naming the reason."""
+    f = read_image(path)
+    return f.image, dict(f.values)
+
+
+def read_image(path) -> ImageFile:
+    """Read an image file of a supported format; ``InputError`` for anything that is not one good 2-D image."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file {path} does not exist" if not path.exists() else f"{path} is not a file")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path.name}: unsupported format {suffix!r}; use .npy, .tif, .dm3, .dm4 or .emd")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name}: the file is empty (0 bytes)")
+    reader = {".npy": _read_npy, ".tif": _read_tiff, ".tiff": _read_tiff, ".dm3": _read_dm, ".dm4": _read_dm,
+              ".emd": _read_emd}[suffix]
+    try:
+        data, found = reader(path)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{path.name}: not enough memory to read the image (is its header corrupt?)") from None
+    except (EOFError, struct.error):
+        raise InputError(f"{path.name}: the file ends early or its structure is corrupt (a {suffix} file cut short or "
+                         "damaged?)") from None
+    except Exception as err:  # any reader failure on a damaged or foreign file
+        raise InputError(f"{path.name}: cannot read it as a {suffix} image ({type(err).__name__}: "
+                         f"{_short(err)}): is the file complete and of this format?") from None
+    try:
+        image = check_image(data)
+    except ValueError as err:
+        raise InputError(f"{path.name}: {err}") from None
+    out = ImageFile(image)
+    for key, (value, source) in found.items():
+        if key == "notes":
+            out.notes.extend(value)
+        elif key in META_KEYS and value is not None:
+            out.values[key] = value
+            out.sources[key] = source
+    return out
+
+
+def _short(err, n: int = 160) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _check_declared(path: Path, shape, dtype) -> None:
+    """Refuse, before reading pixels, a declared shape that is not one image or too large."""
+    shape = tuple(int(s) for s in shape)
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.fields is not None:
+        raise InputError(f"{path.name}: holds {dtype} records, not pixel values")
+    n = int(np.prod(shape, dtype=object)) if shape else 1
+    if len(shape) != 2:
+        raise InputError(f"{path.name}: image must be 2-D (rows, columns), the file declares shape {shape}")
+    if n > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path.name}: declares a {shape[0]} x {shape[1]} image ({n} px), over the limit of "
+                         f"{MAX_IMAGE_PIXELS} px: crop or bin it first (or the header is corrupt)")
+
+
+def _read_npy(path: Path):
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)(fh)
+        except Exception as err:
+            raise InputError(f"{path.name}: not a NumPy .npy file ({_short(err)})") from None
+        shape, _, dtype = header
+        _check_declared(path, shape, dtype)
+        need = fh.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if path.stat().st_size < need:
+        raise InputError(f"{path.name}: the file is truncated ({path.stat().st_size} of {need} bytes)")
+    data = np.load(path, allow_pickle=False)
+    found = {}
+    side = path.with_suffix(".json")
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InputError(f"{side.name}: not valid JSON ({_short(err)})") from None
+        if isinstance(meta, dict):
+            found = {k: (meta[k], f"{side.name}: {k}") for k in META_KEYS if meta.get(k) is not None}
+    return data, found
+
+
+def _read_tiff(path: Path):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            raise InputError(f"{path.name}: the TIFF holds no image")
+        series = tif.series[0]
+        shape = tuple(s for s in series.shape if s != 1) if len(series.shape) > 2 else series.shape
+        _check_declared(path, shape, series.dtype)
+        data = series.asarray().reshape(shape)
+        page = tif.pages[0]
+        found: dict = {}
+        desc = page.tags.get("ImageDescription")
+        if desc is not None:
+            try:
+                parsed = json.loads(desc.value)
+            except (ValueError, TypeError):
+                parsed = None
+            if isinstance(parsed, dict):
+                found.update({k: (parsed[k], f"TIFF ImageDescription JSON: {k}") for k in META_KEYS
+                              if parsed.get(k) is not None})
+        fei = tif.fei_metadata
+        if fei:
+            found.update(_fei_values(fei, found))
+        ij = tif.imagej_metadata or {}
+        unit = ij.get("unit")
+        xres = page.tags.get("XResolution")
+        if "pixel_size_angstrom" not in found and unit in _UNIT_TO_ANGSTROM and xres is not None:
+            num, den = xres.value
+            if num > 0:
+                found["pixel_size_angstrom"] = (den / num * _UNIT_TO_ANGSTROM[unit],
+                                                f"TIFF XResolution {num}/{den} per {unit}")
+    return data, found
+
+
+def _fei_values(fei: dict, found: dict) -> dict:
+    """Pixel size, beam energy and detector from FEI/Thermo TIFF metadata (``tifffile.TiffFile.fei_metadata``)."""
+    out = {}
+    scan = fei.get("Scan", {})
+    if "pixel_size_angstrom" not in found and _number(scan.get("PixelWidth")):
+        out["pixel_size_angstrom"] = (_number(scan["PixelWidth"]) * 1e10, f"FEI Scan/PixelWidth = {scan['PixelWidth']} m")
+    for group in ("Beam", "EBeam"):
+        hv = _number(fei.get(group, {}).get("HV"))
+        if hv and "beam_energy_kev" not in found:
+            out["beam_energy_kev"] = (hv / 1000, f"FEI {group}/HV = {fei[group]['HV']} V")
+            break
+    names = [(f"FEI Detectors/{k}", str(v)) for k, v in fei.get("Detectors", {}).items() if k in ("Name", "Mode")]
+    if "detector" not in found:
+        det, source, note = detector_from_names(names)
+        if det:
+            out["detector"] = (det, source)
+        if note:
+            out["notes"] = ([note], None)
+    return out
+
+
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+_DETECTOR_PATTERNS = (("HAADF", re.compile(r"(?<![A-Z])HAADF(?![A-Z])")),
+                      ("MAADF", re.compile(r"(?<![A-Z])MA?ADF(?![A-Z])")))
+_AMBIGUOUS = re.compile(r"(?<![A-Z])(LAADF|ADF|DF\d*)(?![A-Z])")
+
+
+def detector_from_names(names) -> tuple[str | None, str | None, str | None]:
+    """(detector, source, note) from ``[(tag path, text), ...]``: HAADF or MAADF when every text that names a
+    detector names that one; None and a note when a text names only an ambiguous detector (ADF, DF2, ...)
+    or texts disagree."""
+    hits, vague = {}, []
+    for where, text in names:
+        up = str(text).upper()
+        matched = False
+        for det, pat in _DETECTOR_PATTERNS:
+            if pat.search(up):
+                hits.setdefault(det, f"{where} = {text}")
+                matched = True
+        if not matched and _AMBIGUOUS.search(up):
+            vague.append(f"{where} = {text}")
+    if len(hits) == 1:
+        det, source = next(iter(hits.items()))
+        return det, source, None
+    if len(hits) > 1:
+        return None, None, "the file names different detectors (" + "; ".join(hits.values()) + "): give --detector"
+    if vague:
+        return None, None, (f"the file names a detector ({vague[0]}) that is not unambiguously "
+                            f"{' or '.join(DETECTOR_NAMES)}: give --detector")
+    return None, None, None
+
+
+def _walk(tree, prefix=""):
+    """(path, value) of every leaf of a nested dict."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _walk(v, f"{prefix}/{k}" if prefix else str(k))
+    else:
+        yield prefix, tree
+
+
+def _signal(path: Path, signals: list):
+    """The first 2-D signal of an rsciio reader's list (a stack or spectrum is refused)."""
+    if not signals:
+        raise InputError(f"{path.name}: no image in the file")
+    for sig in signals:
+        shape = tuple(sig["data"].shape)
+        if len(shape) == 2:
+            _check_declared(path, shape, sig["data"].dtype)
+            return sig
+    shapes = ", ".join(str(tuple(s["data"].shape)) for s in signals)
+    raise InputError(f"{path.name}: no 2-D image in the file (datasets of shape {shapes}): save one frame")
+
+
+def _axes_pixel_size(sig, fmt: str):
+    axes = sig.get("axes", [])
+    if axes:
+        unit, scale = str(axes[-1].get("units", "")), axes[-1].get("scale")
+        if unit in _UNIT_TO_ANGSTROM and _number(scale) and (len(axes) < 2 or axes[0].get("units") == unit):
+            return (float(scale) * _UNIT_TO_ANGSTROM[unit], f"{fmt} calibration: x axis scale {float(scale):g} {unit}")
+    return None
+
+
+def _read_dm(path: Path):
+    from rsciio.digitalmicrograph import file_reader
+
+    fmt = path.suffix.lower()[1:]
+    sig = _signal(path, file_reader(str(path), lazy=True))
+    data = np.asarray(sig["data"])
+    found = {}
+    px = _axes_pixel_size(sig, fmt)
+    if px:
+        found["pixel_size_angstrom"] = px
+    leaves = list(_walk(sig.get("original_metadata", {})))
+    for where, value in leaves:
+        if where.endswith("Microscope Info/Voltage") and _number(value):
+            found["beam_energy_kev"] = (_number(value) / 1000, f"{fmt} tag {where} = {value}")
+            break
+    if "beam_energy_kev" not in found:
+        for where, value in leaves:
+            m = re.fullmatch(r"\s*([\d.]+)\s*kV\s*", str(value)) if where.endswith("Formatted Voltage") else None
+            if m and _number(m.group(1)):
+                found["beam_energy_kev"] = (float(m.group(1)), f"{fmt} tag {where} = {value}")
+                break
+    if "beam_energy_kev" not in found:
+        found.update(_mapped_energy(sig, fmt))
+    names = [(f"{fmt} tag {w}", v) for w, v in leaves
+             if re.search(r"(Detector|Signal Name|saved as|/Name)$", w) and isinstance(v, str) and "ImageTags" in w]
+    names.sort(key=lambda wv: not wv[0].endswith("Detector"))  # a tag named Detector is the best source
+    names.append((f"{fmt} title", sig.get("metadata", {}).get("General", {}).get("title", "")))
+    found.update(_detector(names))
+    return data, found
+
+
+def _read_emd(path: Path):
+    from rsciio.emd import file_reader
+
+    sig = _signal(path, file_reader(str(path), lazy=True))
+    data = np.asarray(sig["data"])
+    found = {}
+    px = _axes_pixel_size(sig, "emd")
+    if px:
+        found["pixel_size_angstrom"] = px
+    leaves = list(_walk(sig.get("original_metadata", {})))
+    for where, value in leaves:
+        if re.search(r"(AccelerationVoltage|HighTension|Voltage)$", where) and "Extractor" not in where \
+                and _number(value) and _number(value) > 1000:
+            found["beam_energy_kev"] = (_number(value) / 1000, f"emd {where} = {value} V")
+            break
+    if "beam_energy_kev" not in found:
+        found.update(_mapped_energy(sig, "emd"))
+    title = sig.get("metadata", {}).get("General", {}).get("title", "")
+    names = [("emd title", title)]  # Velox: the signal's own detector; the Detectors list names every one
+    found.update(_detector(names))
+    return data, found
+
+
+def _mapped_energy(sig, fmt) -> dict:
+    e = _number(sig.get("metadata", {}).get("Acquisition_instrument", {}).get("TEM", {}).get("beam_energy"))
+    return {"beam_energy_kev": (e, f"{fmt} Acquisition_instrument/TEM/beam_energy = {e} keV")} if e else {}
+
+
+def _detector(names) -> dict:
+    det, source, note = detector_from_names([(w, v) for w, v in names if v])
+    out = {}
+    if det:
+        out["detector"] = (det, source)
+    if note:
+        out["notes"] = ([note], None)
+    return out

@@ -107,11 +107,14 @@ def clean_cell_image(name: str, beam_energy_kev: float, detector: str, step_angs
     if path.is_file():
         return np.load(path), np.array([ax, ay])
     configure_abtem("cpu", "FFTW_ESTIMATE")
+    # uniform slices: these projections are a plane-group test set (the symmetry of the image, not the column
+    # contrast, is what matters), and the measured real-material results were simulated this way
     # one orthogonal cell in the middle of the supercell; n x n probe positions: steps ax/n, ay/n
     x0, y0 = (reps[0] // 2) * ax, (reps[1] // 2) * ay
     image = scan_images(sup, start=(x0, y0), end=(x0 + ax, y0 + ay), n_px=n, endpoint=False,
                         beam_energy_kev=beam_energy_kev, gpts=gpts, convergence_semiangle_mrad=convergence_semiangle_mrad,
-                        detectors={detector: DETECTORS[detector]}, slice_thickness_angstrom=slice_thickness_angstrom)[detector]
+                        detectors={detector: DETECTORS[detector]}, slicing="uniform",
+                        slice_thickness_angstrom=slice_thickness_angstrom)[detector]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, image)
     return image, np.array([ax, ay])

@@ -78,37 +78,7 @@ class TrainCLI(LightningCLI):
             "--checkpoint_every_n_steps", type=Optional[int], default=None,
             help="also checkpoint every n optimizer steps (default: at the end of each epoch only)",
         )
-        parser.add_class_arguments(ScheduleSettings, "schedule", instantiate=False)
         parser.link_arguments("run_dir", "trainer.default_root_dir")
-
-    def before_instantiate_classes(self) -> None:
-        """Resolve the schedule from the store's size and write it into the trainer and data settings."""
-        self.schedule = None
-        if self.subcommand != "fit":
-            return
-        cfg = self.config[self.subcommand]
-        if cfg.trainer.max_epochs is None or cfg.trainer.max_epochs < 1:
-            return  # no epoch count to judge (trainer.max_steps or time decides): the trainer settings stand
-        try:
-            settings = ScheduleSettings(**vars(cfg.schedule))
-            data_args = {k: v for k, v in vars(cfg.data).items() if not k.startswith("_")}
-            _, train, _ = FeatureDataModule(**data_args).split_rows()
-            schedule = resolve_schedule(settings, len(train), int(cfg.data.batch_size), int(cfg.trainer.max_epochs))
-        except StemError:
-            raise
-        except ValueError as err:  # a bad schedule, data setting or split: one line, before anything is created
-            raise ConfigError(one_line(err)) from err
-        if schedule.kind == "steps":
-            cfg.data.batch_size = schedule.batch_size
-            cfg.data.validation_fraction = schedule.validation_fraction
-            cfg.trainer.max_epochs = schedule.max_epochs
-            cfg.trainer.max_steps = schedule.max_steps
-            cfg.trainer.check_val_every_n_epoch = None  # validate every n steps, across epoch boundaries
-            cfg.trainer.val_check_interval = schedule.check_every_n_steps
-            if cfg.checkpoint_every_n_steps is None:  # not every (tiny) epoch
-                cfg.checkpoint_every_n_steps = schedule.check_every_n_steps
-        print(f"schedule: {schedule.describe()} ({schedule.reason})", flush=True)
-        self.schedule = schedule
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         run_dir = Path(self._get(self.config, "run_dir"))
@@ -122,12 +92,6 @@ class TrainCLI(LightningCLI):
                 every_n_train_steps=self._get(self.config, "checkpoint_every_n_steps"),
             )
         ]
-        schedule = getattr(self, "schedule", None)
-        if schedule is not None:
-            if schedule.patience_checks is not None:
-                callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=schedule.patience_checks,
-                                               min_delta=schedule.min_delta))
-            callbacks.append(ScheduleRecord(schedule, run_dir))
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_classes(self) -> None:
@@ -158,9 +122,59 @@ class TrainCLI(LightningCLI):
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 
 
-def run_cli(args: list[str] | None = None, run: bool = True) -> TrainCLI:
+class ClassifierCLI(TrainCLI):
+    """TrainCLI for the six defect classifiers: adds ``schedule:`` (:mod:`training.schedule`), resolved from the
+    store's size before anything is built, with early stopping and ``run_dir/schedule.json`` for step runs."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_class_arguments(ScheduleSettings, "schedule", instantiate=False)
+
+    def before_instantiate_classes(self) -> None:
+        """Resolve the schedule from the store's size and write it into the trainer and data settings."""
+        self.schedule = None
+        if self.subcommand != "fit":
+            return
+        cfg = self.config[self.subcommand]
+        if cfg.trainer.max_epochs is None or cfg.trainer.max_epochs < 1:
+            return  # no epoch count to judge (trainer.max_steps or time decides): the trainer settings stand
+        try:
+            data_args = {k: v for k, v in vars(cfg.data).items() if not k.startswith("_")}
+            _, train, _ = FeatureDataModule(**data_args).split_rows()
+        except StemError:
+            raise
+        except (ValueError, TypeError) as err:  # a bad data setting or split: one line, before anything is created
+            raise ConfigError(f"data: {one_line(err)}") from err
+        try:
+            settings = ScheduleSettings(**vars(cfg.schedule))
+            schedule = resolve_schedule(settings, len(train), int(cfg.data.batch_size), int(cfg.trainer.max_epochs))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"schedule: {one_line(err)}") from err
+        if schedule.kind == "steps":
+            cfg.data.batch_size = schedule.batch_size
+            cfg.data.validation_fraction = schedule.validation_fraction
+            cfg.trainer.max_epochs = schedule.max_epochs
+            cfg.trainer.max_steps = schedule.max_steps
+            cfg.trainer.check_val_every_n_epoch = None  # validate every n steps, across epoch boundaries
+            cfg.trainer.val_check_interval = schedule.check_every_n_steps
+            if cfg.checkpoint_every_n_steps is None:  # not every (tiny) epoch
+                cfg.checkpoint_every_n_steps = schedule.check_every_n_steps
+        print(f"schedule: {schedule.describe()} ({schedule.reason})", flush=True)
+        self.schedule = schedule
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        callbacks = list(callbacks)
+        if self.schedule is not None:
+            if self.schedule.patience_checks is not None:
+                callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=self.schedule.patience_checks,
+                                               min_delta=self.schedule.min_delta))
+            callbacks.append(ScheduleRecord(self.schedule, Path(self._get(self.config, "run_dir"))))
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
     """Run the training CLI on ``args`` (default: sys.argv)."""
-    return TrainCLI(
+    return ClassifierCLI(
         DefectClassifier,
         FeatureDataModule,
         args=args,

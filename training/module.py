@@ -1,4 +1,4 @@
-"""LightningModule: one of the six classifiers, cross-entropy, Adam."""
+"""LightningModules: the steps every classifier shares (`ClassifierSteps`) and the six defect classifiers (Adam)."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -9,7 +9,44 @@ from torch import nn
 from .models import ARCHITECTURES, N_CLASSES, build_model
 
 
-class DefectClassifier(pl.LightningModule):
+class ClassifierSteps(pl.LightningModule):
+    """The steps every classifier of this stage shares: cross-entropy on ``self.model``'s logits, micro accuracy
+    (``train_acc``, and ``VAL_ACC`` on validation and test). Subclasses build ``self.model`` and call
+    ``init_metrics``."""
+
+    VAL_ACC = "val_acc"
+
+    def init_metrics(self, n_classes: int) -> None:
+        self.loss = nn.CrossEntropyLoss()
+        self.train_acc = torchmetrics.classification.MulticlassAccuracy(n_classes, average="micro")
+        self.val_acc = torchmetrics.classification.MulticlassAccuracy(n_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        loss = self.loss(logits, y)
+        self.train_acc(logits, y)
+        # per step: this rank's loss (no collective per step); per epoch: the mean over all ranks
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.val_acc(logits, y)
+        self.log("val_loss", self.loss(logits, y), sync_dist=True, batch_size=len(y))
+        self.log(self.VAL_ACC, self.val_acc, batch_size=len(y))
+
+    def test_step(self, batch, batch_idx):
+        self.validation_step(batch, batch_idx)
+
+
+class DefectClassifier(ClassifierSteps):
     """Five-class defect classifier (hyperparameters are plain values, so checkpoints load with
     ``torch.load(..., weights_only=True)``).
 
@@ -41,9 +78,7 @@ class DefectClassifier(pl.LightningModule):
             raise ValueError(f"model.lr must be > 0, got {lr}")
         self.save_hyperparameters()
         self.model = build_model(architecture, in_features, n_classes, dropout, hidden, n_layers, d_ff)
-        self.loss = nn.CrossEntropyLoss()
-        self.train_acc = torchmetrics.classification.MulticlassAccuracy(n_classes, average="micro")
-        self.val_acc = torchmetrics.classification.MulticlassAccuracy(n_classes, average="micro")
+        self.init_metrics(n_classes)
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
@@ -53,30 +88,6 @@ class DefectClassifier(pl.LightningModule):
                 f"model.in_features={self.hparams.in_features} but data.feature_set={dm.feature_set!r} gives "
                 f"{n} features: set model.in_features: {n}"
             )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
-        loss = self.loss(logits, y)
-        self.train_acc(logits, y)
-        # per step: this rank's loss (no collective per step); per epoch: the mean over all ranks
-        self.log("train_loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
-        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
-        self.val_acc(logits, y)
-        self.log("val_loss", self.loss(logits, y), sync_dist=True, batch_size=len(y))
-        self.log("val_acc", self.val_acc, batch_size=len(y))
-
-    def test_step(self, batch, batch_idx):
-        self.validation_step(batch, batch_idx)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

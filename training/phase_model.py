@@ -8,13 +8,12 @@ many patches (``predict_image``).
 """
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
-import torchmetrics
 from torch import nn
 
 from contract.planegroups import N_PLANE_GROUPS
 
+from .module import ClassifierSteps
 from .phase_data import ARMS
 
 
@@ -36,7 +35,7 @@ class PhaseCNN(nn.Module):
         return self.head(self.features(x))
 
 
-class PhaseClassifier(pl.LightningModule):
+class PhaseClassifier(ClassifierSteps):
     """17-class plane-group classifier of patches (hyperparameters are plain values: checkpoints load with
     ``weights_only=True``).
 
@@ -51,6 +50,8 @@ class PhaseClassifier(pl.LightningModule):
         cell sizes of the training images); filled from the data module at fit time, kept in the checkpoint.
     """
 
+    VAL_ACC = "val_patch_acc"  # accuracy per patch; an image's prediction averages its patches
+
     def __init__(self, arm: str = "symmetry", widths: list[int] | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-4, dropout: float = 0.2, geometry: dict | None = None):
         super().__init__()
@@ -63,9 +64,7 @@ class PhaseClassifier(pl.LightningModule):
                                    "dropout": dropout, "geometry": geometry})
         self.in_channels = ARMS[arm]
         self.model = PhaseCNN(self.in_channels, tuple(widths), N_PLANE_GROUPS, dropout)
-        self.loss = nn.CrossEntropyLoss()
-        self.train_acc = torchmetrics.classification.MulticlassAccuracy(N_PLANE_GROUPS, average="micro")
-        self.val_acc = torchmetrics.classification.MulticlassAccuracy(N_PLANE_GROUPS, average="micro")
+        self.init_metrics(N_PLANE_GROUPS)
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
@@ -74,28 +73,6 @@ class PhaseClassifier(pl.LightningModule):
             raise ValueError(f"model.arm={self.hparams.arm!r} but data.arm={arm!r}: set both alike")
         if dm is not None and hasattr(dm, "geometry"):
             self.hparams["geometry"] = dm.geometry()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
-        loss = self.loss(logits, y)
-        self.train_acc(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
-        self.val_acc(logits, y)
-        self.log("val_loss", self.loss(logits, y), sync_dist=True, batch_size=len(y))
-        self.log("val_patch_acc", self.val_acc, batch_size=len(y))
-
-    def test_step(self, batch, batch_idx):
-        self.validation_step(batch, batch_idx)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -37,17 +37,25 @@ def field(tmp_path_factory, repo_root):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_store, tmp_path_factory, repo_root):
-    """mlp-simple trained 30 epochs on a features-encoded copy of the tiny store (WSe2+Cr, TaSe2+V at
-    60 keV; classes X2, M, D only)."""
+def tiny_model(tmp_path_factory, repo_root):
+    """mlp-simple, default schedule, trained on the tiny dataset with 64 noisy patches per image instead of 8
+    (WSe2+Cr, TaSe2+V at 60 keV, X2, M and D centres: 768 patches; the same 6 abTEM runs, only the noise draws
+    differ). On the tiny store itself (77 training rows) a model either stayed near chance (30 epochs of the
+    paper's schedule: median entropy 1.14 nats, argmax flipping with any small change of contrast) or, trained
+    longer, learned its 8 noise draws per case and called 3-5 of the field's 27 metal columns X2."""
+    from simulate.run import simulate
+
     work = tmp_path_factory.mktemp("tinymodel")
-    store = work / "tiny.zarr"
-    shutil.copytree(tiny_store, store)
+    config = work / "tiny-wide.yaml"
+    config.write_text(f"base: {repo_root / 'configs' / 'dataset' / 'tiny.yaml'}\nname: tiny-wide\n"
+                      "patches:\n  patches_per_image: 64\n")
+    store = work / "tiny-wide.zarr"
+    simulate(config, store, cluster="local", n_workers=2)
     subprocess.run([sys.executable, "-m", "features", "--store", str(store)], check=True, cwd=repo_root)
     run_dir = work / "run"
-    subprocess.run([sys.executable, "-m", "training", "fit", "--config", "configs/train/base.yaml", "--config", "configs/train/mlp-simple.yaml",
-                    "--data.store", str(store), "--trainer.max_epochs", "30", "--data.batch_size", "16",
-                    "--schedule.kind", "paper", "--run_dir", str(run_dir)], check=True, cwd=repo_root)
+    subprocess.run([sys.executable, "-m", "training", "fit", "--config", "configs/train/base.yaml", "--config",
+                    "configs/train/mlp-simple.yaml", "--data.store", str(store), "--run_dir", str(run_dir)],
+                   check=True, cwd=repo_root)
     return run_dir / "checkpoints" / "last.ckpt"
 
 
@@ -117,13 +125,13 @@ def test_classify_and_score_end_to_end(field, tiny_model, tmp_path, capsys):
     assert score["recall"] >= 0.99 and score["sublattice_agreement"] == 1.0
     assert score["position_error_fraction_of_a"] < 0.1
     # The tiny model has never seen a vacancy (tiny.yaml: X2, M, D centres), so every VacX/VacX2 column is
-    # necessarily wrong. Measured on this field: 53 counted columns, 8 of them vacancies; every X2, M and D
-    # column right, kappa 0.731, which is the ceiling for a model without vacancy classes (other seeds and
-    # angles: 0.736-0.841, each at its ceiling). 0.65 allows about two more errors; a swapped sublattice
-    # assignment gives kappa < 0 and a model at chance ~0.
+    # necessarily wrong. Measured on this field: 53 counted columns, 8 of them vacancies; X2, M and D 43 of 45
+    # right (two metal columns called X2), kappa 0.683 against a ceiling of 0.731 for a model without vacancy
+    # classes. 0.9 and 0.65 allow about two more errors; a swapped sublattice assignment gives kappa < 0, a
+    # model at chance ~0 and X2/M/D ~0.4.
     cm = np.array(score["confusion_matrix"])
     known = [0, 3, 4]
-    assert cm[known, known].sum() / cm[known].sum() >= 0.95
+    assert cm[known, known].sum() / cm[known].sum() >= 0.9
     assert score["cohen_kappa"] > 0.65
     assert score["f1_defect"]["dopant"] > 0.5
 

@@ -31,6 +31,12 @@ from .schedule import Schedule, ScheduleSettings, resolve_schedule
 SCHEDULE_FILE = "schedule.json"
 
 
+def data_error(err: Exception) -> str:
+    """One line for a data setting or split the data module refused, naming ``data`` once."""
+    text = one_line(err)
+    return text if text.startswith("data.") else f"data: {text}"
+
+
 def newest_checkpoint(run_dir: str | Path) -> Optional[str]:
     """Newest of ``run_dir/checkpoints/last.ckpt`` and ``run_dir/hpc_ckpt_*.ckpt`` (None if neither exists)."""
     run_dir = Path(run_dir)
@@ -112,7 +118,7 @@ class TrainCLI(LightningCLI):
         except StemError:
             raise
         except ValueError as err:
-            raise ConfigError(f"data: {one_line(err)}") from err
+            raise ConfigError(data_error(err)) from err
 
     before_fit = before_validate = before_test = before_predict = _check_data
 
@@ -144,7 +150,7 @@ class ClassifierCLI(TrainCLI):
         except StemError:
             raise
         except (ValueError, TypeError) as err:  # a bad data setting or split: one line, before anything is created
-            raise ConfigError(f"data: {one_line(err)}") from err
+            raise ConfigError(data_error(err)) from err
         try:
             settings = ScheduleSettings(**vars(cfg.schedule))
             schedule = resolve_schedule(settings, len(train), int(cfg.data.batch_size), int(cfg.trainer.max_epochs))

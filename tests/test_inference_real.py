@@ -79,11 +79,36 @@ def test_unseen_context_is_refused_and_allowed_with_the_flag(real_dm3, synthetic
     err = capsys.readouterr().err
     assert rc == 4 and len(err.strip().splitlines()) == 1
     assert "never trained on MoS2+Re 60 keV HAADF" in err and "MoS2+V 60 keV HAADF" in err  # the nearest case
+    # Re was never a dopant of this model: far in material context, graded as such
+    assert "material-context distance to the nearest trained material (MoS2+V) 0.515, beyond 0.08" in err
     assert not (tmp_path / "refused").exists()
     rc = inference_main([*args, "--allow-unseen-context", "--out", str(tmp_path / "allowed")])
     assert rc == 0
     s = json.loads((tmp_path / "allowed" / "summary.json").read_text())
     assert s["unseen_context"] is True and any(n.startswith("UNSEEN CONTEXT") for n in s["notes"])
+    assert s["material_context_distance_to_training"] == pytest.approx(0.5145, abs=1e-3)
+
+
+def test_material_context_distance_grades_unseen_contexts():
+    """0 for a trained material at another energy/detector; Mo <-> Nb (one row, one column apart) within
+    CONTEXT_NEAR, as in the held-out-host benchmark; a telluride against selenides and sulfides beyond it."""
+    from contract.errors import UnseenContextError
+    from inference.classify import CONTEXT_NEAR, context_check, material_distance
+
+    cases = [{"host": h, "metal": m, "chalcogen": x, "dopant": "V", "beam_energy_kev": 60, "detector": "HAADF"}
+             for h, m, x in (("MoS2", "Mo", "S"), ("WSe2", "W", "Se"))]
+    ctx = {"host": "NbS2", "metal": "Nb", "chalcogen": "S", "dopant": "V", "beam_energy_kev": 60, "detector": "HAADF"}
+    d, c = material_distance(ctx, cases)
+    assert c["host"] == "MoS2" and 0 < d <= CONTEXT_NEAR
+    assert "within 0.08" in context_check(ctx, cases, allow_unseen=True)
+    far = {**ctx, "host": "WTe2", "metal": "W", "chalcogen": "Te"}
+    assert material_distance(far, cases)[0] > CONTEXT_NEAR
+    with pytest.raises(UnseenContextError, match="beyond 0.08"):
+        context_check(far, cases, allow_unseen=False)
+    other_energy = {**cases[0], "beam_energy_kev": 80}
+    assert material_distance(other_energy, cases)[0] == 0
+    assert "is known, at another beam energy or detector" in context_check(other_energy, cases, allow_unseen=True)
+    assert context_check(cases[1], cases, allow_unseen=False) is None
 
 
 def test_mlp_nocontext_checkpoint_classifies(real_dm3, synthetic_checkpoints, tmp_path, capsys):

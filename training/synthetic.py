@@ -22,8 +22,12 @@ def synthetic_features(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """(features (N, 31) float32, label (N,) uint8, case (N,) int32, cases) with context-dependent classes."""
     rng = np.random.default_rng(seed)
+    from contract.catalog import load_catalog
+
+    catalog = load_catalog()
     cases = [
-        {"host": h, "metal": h[:-2], "chalcogen": h[-2:-1], "dopant": "V", "beam_energy_kev": e, "detector": d}
+        {"host": h, "metal": catalog.hosts[h].metal, "chalcogen": catalog.hosts[h].chalcogen, "dopant": "V",
+         "beam_energy_kev": e, "detector": d}
         for h in hosts for e in BEAM_ENERGIES_KEV[:2] for d in DETECTOR_NAMES
     ]
     n_cases = len(cases)

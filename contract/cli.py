@@ -22,6 +22,16 @@ from .errors import (
 DEBUG_HELP = "print the traceback of a failure (otherwise one line on stderr)"
 
 
+def stage_parser(prog: str, description: str):
+    """``(parser, subparsers)`` of a stage's command line, the one style of every stage: ``--debug`` (a traceback
+    with the error) and a required ``SUBCOMMAND`` that ``--help`` lists."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+
+
 def with_default_subcommand(argv: Sequence[str], default: str) -> list[str]:
     """``argv`` with ``default`` inserted in front when it starts with an option other than ``-h/--help``."""
     argv = list(argv)

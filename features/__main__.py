@@ -14,15 +14,13 @@ import argparse
 import sys
 import time
 
-from contract.cli import DEBUG_HELP, run_command, with_default_subcommand
+from contract.cli import run_command, stage_parser, with_default_subcommand
 
 PROG = "python -m features"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Features of simulated patches and of images.")
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    parser, sub = stage_parser(PROG, "Features of simulated patches and of images.")
     enc = sub.add_parser("encode", help="encode a store's patches into the 31 features (resumable; the default)")
     enc.add_argument("--store", required=True, help="zarr store written by `python -m simulate`")
     enc.add_argument("--cluster", default="local", choices=("local", "slurm"), help="Dask cluster kind")

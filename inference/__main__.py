@@ -11,11 +11,10 @@ missing context), 4 a context the model was never trained on (``--allow-unseen-c
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from contract.cli import DEBUG_HELP, run_command
+from contract.cli import run_command, stage_parser
 
 PROG = "python -m inference"
 
@@ -26,9 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog=PROG, description="Classify the columns of micrographs and score them.")
-    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    p, sub = stage_parser(PROG, "Classify the columns of micrographs and score them.")
     c = sub.add_parser("classify", help="classify every column of a micrograph")
     c.add_argument("image", help=".npy (metadata from IMAGE.json beside it), .tif, .dm3, .dm4 or .emd")
     c.add_argument("--model", required=True, help="Lightning checkpoint (e.g. runs/.../last.ckpt)")

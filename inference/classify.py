@@ -191,7 +191,8 @@ whose nearest training host lay within 0.08 kept 97.8-100 % test accuracy with M
 
 def material_distance(ctx: dict, cases: list) -> tuple[float, dict] | None:
     """(distance, case) of the training case whose material context (metal, chalcogen, dopant shell fractions)
-    is nearest to ``ctx``'s; None without cases or when an element is not known."""
+    is nearest to ``ctx``'s; None without cases or when an element is not known. Cheap: the shell fractions are
+    cached per element."""
     from features.context import shell_fractions
 
     def vector(metal, chalcogen, dopant):
@@ -223,11 +224,6 @@ def _distance_note(ctx: dict, cases: list) -> str:
                f"beyond {CONTEXT_NEAR}: in the held-out-host benchmark hosts at 0.28-0.36 fell to 18-79 % "
                "(attn-4k), on two of three below a model without context")
     return f"; material-context distance to the nearest trained material ({c['host']}+{c['dopant']}) {d:.3f}, {verdict}"
-
-
-def _nearest_distance(ctx: dict, cases: list | None) -> float | None:
-    near = material_distance(ctx, cases) if cases else None
-    return None if near is None else near[0]
 
 
 def context_check(ctx: dict, cases: list | None, allow_unseen: bool) -> str | None:
@@ -422,6 +418,7 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
         raise InputError(f"checkpoint {Path(ckpt).name} does not record its patch size: give --patch-size-px "
                          "(the training store's patch_size_px, e.g. 33)")
     unseen_note = context_check(ctx, clf.training_cases, allow_unseen_context)
+    near = material_distance(ctx, clf.training_cases or [])  # (distance, case) for the summary
     t_load = time.perf_counter()
     image, n_clipped = clip_outliers(image)
     try:
@@ -455,7 +452,7 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
                "context": {k: v for k, v in ctx.items() if k not in ("pixel_size_angstrom", "sources")},
                "context_sources": ctx["sources"], "unseen_context": bool(unseen_note),
-               "material_context_distance_to_training": _nearest_distance(ctx, clf.training_cases),
+               "material_context_distance_to_training": (near or (None,))[0],
                "pixel_size_angstrom": pixel,
                "pixel_size_source": "given" if ctx["pixel_size_angstrom"] else "inferred",
                "image_shape": list(image.shape), "patch_size_px": int(p),

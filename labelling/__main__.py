@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from contract.cli import DEBUG_HELP, run_command
+from contract.cli import run_command, stage_parser
 from contract.errors import InputError
 
 PROG = "python -m labelling"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Expert labelling of micrograph columns in the browser, "
+    p, sub = stage_parser(PROG, "Expert labelling of micrograph columns in the browser, "
                                 "consensus by majority vote, and models scored against it.")
-    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
     a = sub.add_parser("add", help="add a micrograph and its candidate sites to a project (created if new)")
     a.add_argument("--project", required=True, help="project directory")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from contract.cli import DEBUG_HELP, run_command
+from contract.cli import run_command, stage_parser
 from contract.errors import InputError
 
 PROG = "python -m rvae"
@@ -33,10 +33,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Rotationally invariant VAE for atom-centred ADF "
+    parser, sub = stage_parser(PROG, "Rotationally invariant VAE for atom-centred ADF "
                                      "sub-images and 4D-STEM diffraction patterns.")
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     img = sub.add_parser("fit-image", help="columns -> sub-images -> rVAE -> atoms.csv and maps")
     img.add_argument("image", help="ADF image (.npy with .json beside it, .tif, .dm3/.dm4, .emd)")
     img.add_argument("--window-angstrom", type=float, required=True, help="side of each sub-image [A]")

@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from contract.cli import DEBUG_HELP, run_command, with_default_subcommand
+from contract.cli import run_command, stage_parser, with_default_subcommand
 from contract.errors import ConfigError
 
 PROG = "python -m simulate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Simulate noisy STEM patches of doped 1H-MX2 into a "
+    parser, sub = stage_parser(PROG, "Simulate noisy STEM patches of doped 1H-MX2 into a "
                                      "sharded zarr store (abTEM multislice on a Dask cluster).")
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
     run = sub.add_parser("run", help="simulate a dataset config into a store (the default subcommand)")
     run.add_argument("--config", required=True, help="dataset YAML (configs/dataset/*.yaml)")

@@ -21,6 +21,7 @@ from .splits import (
     derive_seed,
     feature_columns,
     host_split,
+    placement,
     random_split,
     shard,
 )
@@ -180,9 +181,7 @@ class FeatureDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._loaded:
             return
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world, device = placement(self.trainer)
         index, train, test = self.split_rows()
         cols = self.columns()
         self.n_features = len(cols)
@@ -200,8 +199,8 @@ class FeatureDataModule(pl.LightningDataModule):
         self.test_x, self.test_y = load(self.test_rows)
         self.val_x, self.val_y = load(self.val_rows) if len(val) else (self.test_x, self.test_y)
         self.rank = rank
-        if self.save_shard_indices and trainer is not None:
-            out = Path(trainer.default_root_dir) / "shards"
+        if self.save_shard_indices and self.trainer is not None:
+            out = Path(self.trainer.default_root_dir) / "shards"
             out.mkdir(parents=True, exist_ok=True)
             np.save(out / f"train-rank{rank}-of{world}.npy", self.train_rows)
             (out / f"train-rank{rank}-of{world}.json").write_text(

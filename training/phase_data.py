@@ -32,7 +32,7 @@ from contract import planegroups as pg
 from contract.store import StoreError, open_group
 from features.symmetry import dihedral_transform
 
-from .splits import derive_seed, shard
+from .splits import derive_seed, placement, shard
 
 ARMS = {"image": 1, "symmetry": 1 + pg.N_SYMMETRY_MAPS}
 """Arm name -> input channels."""
@@ -237,9 +237,7 @@ class PlaneGroupDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._loaded:
             return
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world, device = placement(self.trainer)
         _, train, test = self.split_rows()
         self.train_rows, self.test_rows = shard(train, rank, world), test
         self.train_data = read_store(self.store, self.train_rows, need_maps=self.arm == "symmetry")

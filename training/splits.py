@@ -48,6 +48,15 @@ def host_split(row_hosts: np.ndarray, test_hosts: Sequence[str]) -> tuple[np.nda
     return np.flatnonzero(~is_test).astype(np.int64), np.flatnonzero(is_test).astype(np.int64)
 
 
+def placement(trainer) -> tuple:
+    """(rank, world size, torch device) a data module loads for: the trainer's, or (0, 1, CPU) without one."""
+    import torch
+
+    if trainer is None:
+        return 0, 1, torch.device("cpu")
+    return trainer.global_rank, trainer.world_size, trainer.strategy.root_device
+
+
 def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """Rank ``rank``'s share of ``indices``: every world_size-th row, truncated to equal length on all ranks.
 

@@ -30,6 +30,12 @@ CONTEXT_NAMES = tuple(
 )
 ZERNIKE_NAMES = tuple(f"zernike_n{n}_m0" for n in ZERNIKE_ORDERS)
 SITE_SYMMETRY_NAMES = ("site_brighter_sublattice", "site_dimmer_sublattice")
+SITE_SYMMETRY_RULE_VERSION = 2
+"""Version of the rule that decides which sublattice is the brighter one (``features.site_symmetry``), recorded in
+a store's ``features.attrs["site_symmetry"]["rule_version"]`` and in checkpoints. 2: each sublattice's intact
+columns (M, X2); 1 (before 2026-12-07): the mean over all of a case's patches, wrong in MAADF where the X2 column
+outshines the metal. Features encoded by another version are refused by training and re-encoded by
+``python -m features encode``."""
 FEATURE_NAMES = CONTEXT_NAMES + ZERNIKE_NAMES + SITE_SYMMETRY_NAMES
 N_FEATURES = len(FEATURE_NAMES)  # 31
 N_ZERNIKE = len(ZERNIKE_NAMES)
@@ -56,6 +62,15 @@ def feature_columns(feature_set: str) -> list[int]:
 def feature_set_names(feature_set: str) -> list[str]:
     """Names of the columns of ``feature_set``, in the order a model reads them."""
     return [FEATURE_NAMES[c] for c in feature_columns(feature_set)]
+
+
+def site_symmetry_rule_problem(site_symmetry_attr) -> str | None:
+    """Why a store's ``features.attrs["site_symmetry"]`` was not made by this version's rule, or None."""
+    version = (site_symmetry_attr or {}).get("rule_version", 1) if isinstance(site_symmetry_attr, dict) else None
+    if version == SITE_SYMMETRY_RULE_VERSION:
+        return None
+    return (f"site-symmetry flags made by rule version {version}, this version uses "
+            f"{SITE_SYMMETRY_RULE_VERSION} (the brighter sublattice judged by its intact columns)")
 
 
 def check_feature_names(names, source: str = "features") -> None:

@@ -12,13 +12,15 @@ Layout written into the store (next to ``patches``, see README "Store layout"):
     after its rows. A rerun skips shards marked 1 and recomputes the others; each shard is always one
     matrix product over the same rows, so a resumed run writes the same bytes as an uninterrupted one.
 
-Site symmetry needs, per context case, which sublattice has the brighter central columns. It is measured
-on the stored noisy patches themselves - the same data and rule a micrograph would get - in a first pass:
-one task per shard returns per-(case, sublattice) sums and counts of ``central_intensity`` (3 x 3 centre
-pixels, raw counts); the driver adds them in shard order (float64, deterministic) and stores the resulting
-table in ``features.attrs["site_symmetry"]``, so a resumed run does not repeat the pass. The sublattice of a
-patch comes from its environment (``attrs["environments"][i]["sublattice"]``). The pass reads the patches a
-second time; the clean/ images would be cheaper but exist only for simulations.
+Site symmetry needs, per context case, which sublattice has the brighter typical (intact) column
+(``features.site_symmetry``). It is measured on the stored noisy patches themselves in a first pass: one task per
+shard returns per-(case, sublattice) sums and counts of ``central_intensity`` (3 x 3 centre pixels, raw counts)
+over the patches whose central column is intact (M on metal sites, X2 on chalcogen sites), and over all patches
+as a fallback for a case whose store holds no intact column of a sublattice (said in the attribute); the driver
+adds them in shard order (float64, deterministic) and stores the table with its ``rule_version`` in
+``features.attrs["site_symmetry"]``, so a resumed run does not repeat the pass. A store flagged by another rule
+version is flagged and encoded again. The sublattice of a patch comes from its environment
+(``attrs["environments"][i]["sublattice"]``).
 """
 from __future__ import annotations
 
@@ -28,13 +30,19 @@ import numpy as np
 
 from contract import store as schema
 from contract.classes import SUBLATTICE_IDS
-from contract.features import FEATURE_NAMES, N_FEATURES, assemble_features
+from contract.features import (
+    FEATURE_NAMES,
+    N_FEATURES,
+    SITE_SYMMETRY_RULE_VERSION,
+    assemble_features,
+    site_symmetry_rule_problem,
+)
 from contract.errors import CorruptDataError
 from contract.store import StoreError, StoreMeta, read_checked, repair_command
 
 from .context import case_context
 from .normalise import standardised_contrast_features
-from .site_symmetry import central_intensity, flags_from_sums
+from .site_symmetry import INTACT_CLASS, RULE, central_intensity, flags_from_sums
 
 DEVICES = ("cpu", "gpu")
 UNKNOWN_SUBLATTICE = 255
@@ -116,17 +124,29 @@ def _versions() -> dict:
 # ---------------------------------------------------------------------------------------------- tasks
 def shard_site_sums(store_path: str, start: int, stop: int, sublattice_of_environment: np.ndarray,
                     n_cases: int) -> tuple[np.ndarray, np.ndarray]:
-    """Task of the first pass: per-(case, sublattice) sum and count of central intensities in rows [start, stop)."""
+    """Task of the first pass: per-(case, sublattice, [intact columns, all columns]) sums and counts of central
+    intensities in rows [start, stop): two ``(n_cases, 2, 2)`` float64 arrays."""
     g = schema.open_group(store_path)
     patches, case, environment = _read_inputs(g, store_path, start, stop, finite_check=False)
-    centre = central_intensity(patches)
+    label = read_checked(g[schema.LABEL], start, stop, store=store_path, name=schema.LABEL)
+    return site_sums(central_intensity(patches), case, _sublattice(sublattice_of_environment, environment, start),
+                     label, n_cases, store_path, start, stop)
+
+
+def site_sums(centre, case, sublattice, label, n_cases: int, store_path="", start: int = 0, stop: int = 0):
+    """Pure core of ``shard_site_sums``: ``(n,)`` central intensities, case ids, sublattice ids and labels ->
+    (sums, counts), each ``(n_cases, 2 sublattices, 2)``: ``[..., 0]`` over intact columns (``INTACT_CLASS``),
+    ``[..., 1]`` over all columns."""
     _refuse_non_finite(~np.isfinite(centre), store_path, start, stop, "centre pixels")
-    case = case.astype(np.int64)
-    subl = _sublattice(sublattice_of_environment, environment, start)
-    sums = np.zeros((n_cases, 2))
-    counts = np.zeros((n_cases, 2))
-    np.add.at(sums, (case, subl), centre)
-    np.add.at(counts, (case, subl), 1)
+    case = np.asarray(case, dtype=np.int64)
+    subl = np.asarray(sublattice, dtype=np.int64)
+    intact = np.asarray(label) == np.array([INTACT_CLASS[0], INTACT_CLASS[1]])[subl]
+    sums = np.zeros((n_cases, 2, 2))
+    counts = np.zeros((n_cases, 2, 2))
+    np.add.at(sums, (case[intact], subl[intact], 0), centre[intact])
+    np.add.at(counts, (case[intact], subl[intact], 0), 1)
+    np.add.at(sums, (case, subl, 1), centre)
+    np.add.at(counts, (case, subl, 1), 1)
     return sums, counts
 
 
@@ -196,38 +216,51 @@ def _sublattice(sublattice_of_environment: np.ndarray, environment, first_row: i
 
 
 # --------------------------------------------------------------------------------------------- driver
-def site_symmetry_table(store_path, plan: EncodePlan, client) -> np.ndarray:
-    """(n_cases, 2, 2) float32 flag table; computed once by a first pass and kept in ``features.attrs``."""
+def site_symmetry_table(store_path, plan: EncodePlan, client) -> tuple[np.ndarray, bool]:
+    """(n_cases, 2, 2) float32 flag table, computed once by a first pass and kept in ``features.attrs``, and
+    whether it was (re)computed now (a table of another rule version is replaced: its shards need encoding)."""
     from cluster import track
 
     g = schema.open_group(store_path, mode="r+")
     stored = g[schema.FEATURES].attrs.get(schema.ATTR_SITE_SYMMETRY)
-    if stored is not None:
-        return np.asarray(stored["table"], dtype=np.float32)
+    if stored is not None and site_symmetry_rule_problem(stored) is None:
+        return np.asarray(stored["table"], dtype=np.float32), False
     n_cases = len(plan.context)
     futures = [client.submit(shard_site_sums, str(store_path), a, b, plan.sublattice_of_environment, n_cases,
                              key=f"features-site-sums-{k}", pure=False)
                for k, (a, b) in enumerate(plan.shard_rows)]
     for _ in track(futures, label="features: site brightness", unit="shard"):
         pass  # progress only; the sums are added below in shard order
-    sums = np.zeros((n_cases, 2))
-    counts = np.zeros((n_cases, 2))
+    sums = np.zeros((n_cases, 2, 2))
+    counts = np.zeros((n_cases, 2, 2))
     for f in futures:  # shard order, so the float sums do not depend on completion order
         s, c = f.result()
         sums += s
         counts += c
-    present = counts.sum(axis=1) > 0
-    table = np.zeros((n_cases, 2, 2), dtype=np.float32)
-    table[present] = flags_from_sums(sums[present], counts[present], np.flatnonzero(present))
-    mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    table, mean, fallback = flag_table(sums, counts)
     g[schema.FEATURES].attrs[schema.ATTR_SITE_SYMMETRY] = {
-        "rule": "per case, the sublattice with the brighter mean central intensity (3x3 centre pixels of the "
-                "stored patches) gets [1, 0], the other [0, 1]",
+        "rule": RULE, "rule_version": SITE_SYMMETRY_RULE_VERSION,
         "mean_central_intensity_metal": [None if np.isnan(v) else float(v) for v in mean[:, 0]],
         "mean_central_intensity_chalcogen": [None if np.isnan(v) else float(v) for v in mean[:, 1]],
+        "cases_without_intact_columns": fallback,
         "table": table.tolist(),
     }
-    return table
+    return table, True
+
+
+def flag_table(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(table (n_cases, 2, 2) float32, typical intensity (n_cases, 2), ids of the cases flagged from all their
+    columns) from ``site_sums``' reductions. A case present in the store but without an intact column of a
+    sublattice (a store that simulated only defect centres) falls back to the mean over all its columns."""
+    intact_ok = (counts[:, :, 0] > 0).all(axis=1)
+    present = counts[:, :, 1].sum(axis=1) > 0
+    which = np.where(intact_ok, 0, 1)
+    s = np.take_along_axis(sums, which[:, None, None].repeat(2, axis=1), axis=2)[:, :, 0]
+    c = np.take_along_axis(counts, which[:, None, None].repeat(2, axis=1), axis=2)[:, :, 0]
+    table = np.zeros((len(sums), 2, 2), dtype=np.float32)
+    table[present] = flags_from_sums(s[present], c[present], np.flatnonzero(present))
+    mean = np.where(c > 0, s / np.maximum(c, 1), np.nan)
+    return table, mean, [int(k) for k in np.flatnonzero(present & ~intact_ok)]
 
 
 def encode_store(store_path, client, device: str = "cpu") -> dict:
@@ -240,7 +273,11 @@ def encode_store(store_path, client, device: str = "cpu") -> dict:
     if device == "gpu":  # on a worker: the driver (a login node) may have no GPU
         client.submit(_check_gpu, pure=False).result()
     done = prepare_outputs(store_path, plan)
-    site_table = site_symmetry_table(store_path, plan, client)
+    site_table, recomputed = site_symmetry_table(store_path, plan, client)
+    if recomputed and done.any():  # flags of another rule version: every shard is encoded again
+        g = schema.open_group(store_path, mode="r+")
+        g[schema.FEATURES_DONE][:] = 0
+        done = np.zeros_like(done)
     n_shards = plan.meta.n_shards
     todo = [k for k in range(n_shards) if not done[k]]
     futures = [client.submit(encode_shard, str(store_path), k, *plan.meta.shard_rows(k), plan.context, site_table,

@@ -1,15 +1,34 @@
-"""Site-symmetry flags (paper section 3): which sublattice has the brighter central columns.
+"""Site-symmetry flags (paper section 3): which sublattice has the brighter *typical* column.
 
-Shared by simulation and micrographs: the caller supplies each patch's central intensity and sublattice
-(from the environment table in simulation, from the lattice in a micrograph) and, optionally, a group id
-(the context case in simulation, the image for a micrograph).
+The flag says, per context, which of the two sublattices is the brighter one, judged by each sublattice's intact
+columns: a metal site holding the host metal (class M) and a chalcogen site holding both chalcogen atoms (class
+X2). It is a property of the material, beam energy and detector, not of how many defects an image or a store
+happens to hold. (A mean over all patches is not: a class-balanced store has two thirds of its chalcogen-site
+patches vacancies, so in MAADF, where an Se2 column outshines W, the store's mean called the metal brighter while
+a micrograph, mostly intact columns, called the chalcogen brighter: NOTES.md, 2026-12-07.)
+
+The same rule is measured two ways, because only a simulation knows each column's class:
+
+* a store (``flags_from_sums`` via ``features.encode``): the mean central intensity of the patches whose central
+  column is the intact class of its sublattice (``INTACT_CLASS``);
+* a micrograph (``site_symmetry``): the median central intensity of each sublattice's columns. Intact columns are
+  the majority on both sublattices of any frame worth classifying, so the median is an intact column's intensity
+  (a robust estimate of the mode), whatever the defects do to the mean.
+
+Both estimate the same quantity; the flag is ``[1, 0]`` on the brighter sublattice and ``[0, 1]`` on the other.
 """
 from __future__ import annotations
 
 import numpy as np
 
-METAL, CHALCOGEN = 0, 1
-SUBLATTICE_IDS = {"metal": METAL, "chalcogen": CHALCOGEN}
+from contract.classes import CHALCOGEN, CLASS_IDS, METAL
+
+INTACT_CLASS = {METAL: CLASS_IDS["M"], CHALCOGEN: CLASS_IDS["X2"]}
+"""Class of the intact column of each sublattice (the 'typical column' that the flag compares)."""
+
+RULE = ("per case, the sublattice whose intact columns (metal sites: class M; chalcogen sites: class X2) have the "
+        "brighter mean central intensity (3x3 centre pixels of the stored patches) gets [1, 0], the other [0, 1]; "
+        "a micrograph compares the median central intensity of each sublattice's columns")
 
 
 def central_intensity(patches, radius_px: int = 1) -> np.ndarray:
@@ -25,18 +44,27 @@ def central_intensity(patches, radius_px: int = 1) -> np.ndarray:
     return block.mean(axis=(1, 2))
 
 
-def site_symmetry(central_intensities, sublattice_ids, group_ids=None) -> np.ndarray:
-    """Site-symmetry one-hot: ``(N,), (N,) -> (N, 2)`` float32.
+def typical_intensities(central_intensities, sublattice_ids) -> np.ndarray:
+    """Median central intensity of each sublattice's columns in one micrograph: ``(N,), (N,) -> (2,)`` float64,
+    index 0 metal, 1 chalcogen (or the geometric sublattices 0/1 before the metal one is known); NaN for a
+    sublattice without columns."""
+    i = np.asarray(central_intensities, dtype=np.float64)
+    s = np.asarray(sublattice_ids)
+    return np.array([np.median(i[s == k]) if (s == k).any() else np.nan for k in (0, 1)])
 
-    Within each group, the sublattice whose patches have the brighter mean central intensity gets
-    ``[1, 0]`` and the other ``[0, 1]``; a tie goes to the metal sublattice. A group holding only one
-    sublattice cannot be compared and raises ``ValueError``.
+
+def site_symmetry(central_intensities, sublattice_ids, group_ids=None) -> np.ndarray:
+    """Site-symmetry one-hot of micrograph columns: ``(N,), (N,) -> (N, 2)`` float32.
+
+    Within each group, the sublattice whose columns have the brighter *median* central intensity (its typical,
+    intact column; module docstring) gets ``[1, 0]`` and the other ``[0, 1]``; a tie goes to the metal
+    sublattice. A group holding only one sublattice cannot be compared and raises ``ValueError``.
 
     Parameters
     ----------
     central_intensities : (N,) float, e.g. ``central_intensity(patches)`` in detector counts.
     sublattice_ids : (N,) int, 0 metal site, 1 chalcogen site.
-    group_ids : (N,) int or None (one group), e.g. the context case or the micrograph id.
+    group_ids : (N,) int or None (one group), e.g. the micrograph id.
     """
     i = np.asarray(central_intensities, dtype=np.float64)
     s = np.asarray(sublattice_ids)
@@ -49,26 +77,31 @@ def site_symmetry(central_intensities, sublattice_ids, group_ids=None) -> np.nda
     if not np.isfinite(i).all():
         raise ValueError(f"central_intensities[{int(np.flatnonzero(~np.isfinite(i))[0])}] is NaN or infinite")
     groups, inverse = np.unique(g, return_inverse=True)
-    sums = np.zeros((len(groups), 2))
-    counts = np.zeros((len(groups), 2))
-    np.add.at(sums, (inverse, s), i)
-    np.add.at(counts, (inverse, s), 1)
-    return flags_from_sums(sums, counts, groups)[inverse, s]
+    typical = np.stack([typical_intensities(i[inverse == k], s[inverse == k]) for k in range(len(groups))])
+    return flags_from_typical(typical, groups)[inverse, s]
 
 
 def flags_from_sums(sums, counts, groups=None) -> np.ndarray:
-    """Per-group flag table ``(G, 2 sublattices, 2)`` float32 from per-(group, sublattice) sums and counts.
+    """Per-group flag table ``(G, 2 sublattices, 2)`` float32 from per-(group, sublattice) sums and counts of the
+    typical columns' central intensities (a store: its intact columns, ``INTACT_CLASS``).
 
     ``table[g, sublattice]`` is ``[1, 0]`` if that sublattice is the brighter one of group g, else ``[0, 1]``.
     Split out so that a store can be reduced shard by shard and flagged afterwards.
     """
     sums, counts = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
-    missing = (counts == 0).any(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return flags_from_typical(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), groups)
+
+
+def flags_from_typical(typical, groups=None) -> np.ndarray:
+    """Per-group flag table ``(G, 2, 2)`` float32 from the typical column intensity ``(G, 2)`` of each group's
+    sublattices (NaN: no such column; ``ValueError`` naming the group)."""
+    mean = np.asarray(typical, dtype=np.float64)
+    missing = np.isnan(mean).any(axis=1)
     if missing.any():
         g = int(np.flatnonzero(missing)[0])
         name = g if groups is None else groups[g]
         raise ValueError(f"group {name} has patches of only one sublattice: site symmetry needs both")
-    mean = sums / counts
     metal_brighter = mean[:, METAL] >= mean[:, CHALCOGEN]
     table = np.zeros((len(mean), 2, 2), dtype=np.float32)
     table[metal_brighter, METAL, 0] = 1
@@ -76,3 +109,8 @@ def flags_from_sums(sums, counts, groups=None) -> np.ndarray:
     table[~metal_brighter, METAL, 1] = 1
     table[~metal_brighter, CHALCOGEN, 0] = 1
     return table
+
+
+def brighter_sublattice(table_row) -> str:
+    """``"metal"`` or ``"chalcogen"``: the brighter sublattice of one case's ``(2, 2)`` flag table row."""
+    return "metal" if float(np.asarray(table_row)[METAL, 0]) == 1 else "chalcogen"

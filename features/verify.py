@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from contract import store as schema
-from contract.features import CONTEXT_COLUMNS, FEATURE_NAMES, N_FEATURES, SITE_SYMMETRY_COLUMNS
+from contract.features import (
+    CONTEXT_COLUMNS,
+    FEATURE_NAMES,
+    N_FEATURES,
+    SITE_SYMMETRY_COLUMNS,
+    site_symmetry_rule_problem,
+)
 from contract.store import StoreError, read_checked
 from contract.verify import (
     Finding,
@@ -47,7 +53,8 @@ def _table_problem(table, n_cases: int) -> str | None:
         return f"unreadable ({type(err).__name__})"
     if t.shape != (n_cases, 2, 2) or not np.isin(t, (0.0, 1.0)).all():
         return f"table of shape {t.shape}, expected ({n_cases}, 2, 2) of 0/1 flags"
-    return None
+    stale = site_symmetry_rule_problem(table)
+    return f"stale: {stale}; re-encode every shard" if stale else None
 
 
 def verify_features(path: str | Path) -> tuple[Report, dict]:

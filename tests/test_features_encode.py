@@ -16,7 +16,7 @@ from contract.store import StoreError
 from features.context import context_vector, feature_names
 from features.encode import encode_store, store_plan
 from features.normalise import standardise_patches, standardised_contrast_features
-from features.site_symmetry import central_intensity, site_symmetry
+from features.site_symmetry import central_intensity
 from features.zernike import contrast_features
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,13 @@ def expected_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
     ctx = np.stack([context_vector(cases[c]["metal"], cases[c]["chalcogen"], cases[c]["dopant"],
                                    cases[c]["detector"], cases[c]["beam_energy_kev"]) for c in case])
     subl = np.array([0 if by_id[e]["sublattice"] == "metal" else 1 for e in env])
-    site = site_symmetry(central_intensity(patches), subl, case)
+    # the store's rule: per case, the mean centre of the intact columns (M on metal sites, X2 on chalcogen sites)
+    centre, label = central_intensity(patches), g["label"][:]
+    intact = label == np.where(subl == 0, 3, 0)
+    metal_brighter = {c: centre[intact & (case == c) & (subl == 0)].mean()
+                      >= centre[intact & (case == c) & (subl == 1)].mean() for c in np.unique(case)}
+    brighter = np.array([0 if metal_brighter[c] else 1 for c in case])
+    site = np.stack([subl == brighter, subl != brighter], axis=1).astype(np.float32)
     rps = g.attrs["rows_per_shard"]
     reference = contrast_features(standardise_patches(patches))
     fused = np.concatenate([standardised_contrast_features(patches[a:a + rps]) for a in range(0, len(patches), rps)])

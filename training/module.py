@@ -121,16 +121,36 @@ def inference_metadata(datamodule) -> dict | None:
     index, train, _ = datamodule.split_rows()
     meta = index.meta
     counts = np.bincount(index.case[train], minlength=len(meta.cases))
+    normalisation, site = None, {}
+    try:
+        attrs = schema.open_group(meta.path)[schema.FEATURES].attrs
+        normalisation = attrs.get("normalisation")
+        site = dict(attrs.get(schema.ATTR_SITE_SYMMETRY) or {})
+    except Exception:  # a store without the attributes: inference uses the one rule there is
+        pass
     cases = [{"host": str(c.get("host")), "metal": str(c.get("metal")), "chalcogen": str(c.get("chalcogen")),
               "dopant": str(c.get("dopant")), "beam_energy_kev": int(round(float(c.get("beam_energy_kev")))),
-              "detector": str(c.get("detector")).upper(), "n_rows": int(n)}
-             for c, n in zip(meta.cases, counts) if n > 0]
-    normalisation = None
-    try:
-        normalisation = schema.open_group(meta.path)[schema.FEATURES].attrs.get("normalisation")
-    except Exception:  # a store without the attribute: inference uses the one rule there is
-        normalisation = None
+              "detector": str(c.get("detector")).upper(), "n_rows": int(n), **_case_brightness(site, k)}
+             for k, (c, n) in enumerate(zip(meta.cases, counts)) if n > 0]
     return {"format": CHECKPOINT_META_FORMAT, "feature_names": list(meta.feature_names or FEATURE_NAMES),
             "feature_set": datamodule.feature_set, "feature_columns": feature_columns(datamodule.feature_set),
             "patch_size_px": meta.patch_size_px, "normalisation": normalisation, "training_cases": cases,
-            "n_training_rows": int(len(train)), "store": str(meta.path), "store_config_hash": meta.config_hash}
+            "n_training_rows": int(len(train)), "store": str(meta.path), "store_config_hash": meta.config_hash,
+            "site_symmetry_rule_version": site.get("rule_version")}
+
+
+def _case_brightness(site: dict, k: int) -> dict:
+    """Case k's brighter sublattice and the metal / chalcogen intensity ratio of its typical (intact) columns,
+    from a store's ``features.attrs["site_symmetry"]``; {} where the store does not say."""
+    try:
+        table = site["table"][k]
+    except (KeyError, IndexError, TypeError):
+        return {}
+    out = {"brighter_sublattice": "metal" if table[0][0] == 1 else "chalcogen"}
+    try:
+        m, x = site["mean_central_intensity_metal"][k], site["mean_central_intensity_chalcogen"][k]
+        if m is not None and x:
+            out["metal_to_chalcogen_intensity"] = float(m) / float(x)
+    except (KeyError, IndexError, TypeError):
+        pass
+    return out

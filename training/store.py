@@ -8,7 +8,7 @@ import numpy as np
 
 from contract import store as schema
 from contract.errors import CorruptDataError
-from contract.features import check_feature_names
+from contract.features import check_feature_names, site_symmetry_rule_problem
 from contract.store import StoreError, StoreMeta, read_checked, repair_command, rows_per_stored_block
 
 
@@ -51,6 +51,10 @@ def read_index(path: str | Path) -> StoreIndex:
     except ValueError as err:
         raise StoreError(f"{err}; re-encode it with `python -m features encode --store {meta.path}`") from None
     group = schema.open_group(path)
+    stale = site_symmetry_rule_problem(group[schema.FEATURES].attrs.get(schema.ATTR_SITE_SYMMETRY))
+    if stale:
+        raise StoreError(f"store {meta.path!r}: {stale}; re-encode it with `python -m features encode --store "
+                         f"{meta.path}`")
     label = read_checked(group[schema.LABEL], 0, meta.n_rows, store=meta.path, name=schema.LABEL)
     case = read_checked(group[schema.CASE], 0, meta.n_rows, store=meta.path, name=schema.CASE)
     if schema.FEATURES_DONE in meta.arrays:  # written by the feature stage: every shard must be encoded

@@ -14,7 +14,7 @@ import numpy as np
 from contract import store as schema
 from contract.classes import METAL_SITE_CLASSES, N_CLASSES
 from contract.context import BEAM_ENERGIES_KEV, CONTEXT_SIZE, DETECTOR_NAMES
-from contract.features import FEATURE_NAMES, N_FEATURES, N_ZERNIKE, assemble_features
+from contract.features import FEATURE_NAMES, N_FEATURES, N_ZERNIKE, SITE_SYMMETRY_RULE_VERSION, assemble_features
 
 
 def synthetic_features(
@@ -64,6 +64,10 @@ def write_synthetic_store(
                              chunks=(rows_per_shard, N_FEATURES))
     arr[:] = features
     arr.attrs[schema.ATTR_FEATURE_NAMES] = list(FEATURE_NAMES)
+    # the metal sublattice is the brighter one in every synthetic case (synthetic_features' flags)
+    arr.attrs[schema.ATTR_SITE_SYMMETRY] = {"rule": "synthetic: metal sites brighter",
+                                            "rule_version": SITE_SYMMETRY_RULE_VERSION,
+                                            "table": [[[1, 0], [0, 1]]] * len(cases)}
     for name, data in ((schema.LABEL, label), (schema.CASE, case)):
         group.create_array(name, shape=data.shape, dtype=schema.ROW_ARRAYS[name], chunks=(rows_per_shard,))[:] = data
     return str(path)

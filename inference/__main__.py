@@ -64,7 +64,7 @@ def _dispatch(argv: list[str]) -> int:
             print(f"{s['image']}: {s['plane_group']} p={s['probability']:.2f}{flag} -> {s['folder']}")
         return 0
     if args.command == "classify":
-        from .classify import run_classify
+        from .classify import report_warnings, run_classify
 
         summary = run_classify(args.image, args.model, args.out, host=args.host, dopant=args.dopant,
                                beam_energy_kev=args.energy_kev, detector=args.detector,
@@ -80,6 +80,8 @@ def _dispatch(argv: list[str]) -> int:
               f"of the image; counts {summary['counts']}; defects per nm² "
               f"{json.dumps(summary['defect_density_per_nm2'])}; {100 * unc['fraction_above_threshold']:.0f} % of "
               f"sites above {unc['entropy_threshold_nats']} nats entropy; wrote {args.out}")
+        for line in report_warnings(summary):
+            print(f"WARNING: {line} (see {args.out}/classes.png and summary.json)")
     else:
         from .score import run_score
 

@@ -35,7 +35,11 @@ from contract.classes import (
     SUBLATTICES,
 )
 from contract.errors import InputError, UnseenContextError
+from contract.features import SITE_SYMMETRY_RULE_VERSION
+from features.site_symmetry import central_intensity, typical_intensities
 
+from .checks import class_order_check, describe_violations, site_symmetry_check
+from .class_figure import write_class_figure
 from .lattice import border_flags, check_image, clip_outliers, lattice_constant_candidates_px, locate_columns
 from .patches import cut_patches, patch_half_width_px, site_features
 
@@ -156,6 +160,7 @@ class Classifier:
     training_cases: list | None
     path: str
     normalisation: str | None = None
+    site_symmetry_rule_version: int | None = None
 
 
 def load_classifier(ckpt) -> Classifier:
@@ -174,7 +179,8 @@ def load_classifier(ckpt) -> Classifier:
             raise InputError(f"checkpoint {Path(ckpt).name}: unknown feature set {fs!r}") from None
         return Classifier(model, cols, fs, None, None, str(ckpt))
     return Classifier(model, list(meta["feature_columns"]), str(meta["feature_set"]), meta.get("patch_size_px"),
-                      list(meta.get("training_cases") or []), str(ckpt), meta.get("normalisation"))
+                      list(meta.get("training_cases") or []), str(ckpt), meta.get("normalisation"),
+                      meta.get("site_symmetry_rule_version"))
 
 
 def _case_key(c: dict) -> tuple:
@@ -285,18 +291,17 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
     x = feats if feature_columns is None else np.ascontiguousarray(feats[:, list(feature_columns)])
     probs = predict_probabilities(model, x)
     t3 = time.perf_counter()
+    centre = central_intensity(patches)
     if metal_sublattice == "auto":
         metal = choose_metal_sublattice(probs, sites.fitted_sublattice)
-    else:
-        from features.site_symmetry import central_intensity
-
-        centre = central_intensity(patches)
-        bright = int(np.argmax([centre[sites.fitted_sublattice == s].mean() for s in (0, 1)]))
+    else:  # the sublattice of the brighter typical column (the site-symmetry rule's)
+        bright = int(np.argmax(typical_intensities(centre, sites.fitted_sublattice)))
         metal = bright if metal_sublattice == "brighter" else 1 - bright
     sublattice = np.where(sites.fitted_sublattice == metal, METAL, 1 - METAL)
     entropy = -(probs * np.log(probs.clip(1e-30))).sum(axis=1)
     return {"sublattice": sublattice, "probs": probs, "label": probs.argmax(axis=1), "entropy": entropy,
-            "features": feats, "timings_s": {"patches": t1 - t0, "features": t2 - t1, "model": t3 - t2}}
+            "features": feats, "centre": centre, "patches": patches,
+            "timings_s": {"patches": t1 - t0, "features": t2 - t1, "model": t3 - t2}}
 
 
 def summarise(sites: Sites, result: dict, image_shape, pixel_size_angstrom: float) -> dict:
@@ -324,6 +329,16 @@ def summarise(sites: Sites, result: dict, image_shape, pixel_size_angstrom: floa
                             "mean_entropy_nats": float(ent.mean()) if len(ent) else float("nan"),
                             "max_possible_entropy_nats": float(np.log(len(CLASS_NAMES))),
                             "unreliable": bool(frac > UNRELIABLE_FRACTION)}}
+
+
+def frame_checks(sites: Sites, result: dict, ctx: dict, training_cases: list | None) -> dict:
+    """``class_order`` and ``site_symmetry_check`` (``inference.checks``) of the counted sites."""
+    inner = ~sites.on_border
+    key = _case_key(ctx)
+    case = next((c for c in training_cases or [] if _case_key(c) == key), None)
+    return {"class_order": class_order_check(result["centre"][inner], result["label"][inner], metal=ctx["metal"],
+                                             dopant=ctx.get("dopant"), detector=ctx["detector"]),
+            "site_symmetry_check": site_symmetry_check(result["centre"][inner], result["sublattice"][inner], case)}
 
 
 def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary: dict) -> dict:
@@ -370,12 +385,12 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
                    linewidths=0.6, alpha=0.5)
     title = "columns by class (x: border, not counted; shaded: no lattice, masked)"
     unc = summary.get("uncertainty", {})
+    warnings = report_warnings(summary)
     if summary.get("unseen_context"):
         title = "UNSEEN CONTEXT (--allow-unseen-context): " + title
-    if unc.get("unreliable"):
-        title += f"\nUNRELIABLE: {100 * unc['fraction_above_threshold']:.0f} % of sites above " \
-                 f"{unc['entropy_threshold_nats']} nats entropy"
-    ax.set_title(title, fontsize=9, color="red" if summary.get("unseen_context") or unc.get("unreliable") else "k")
+    for line in warnings:
+        title += "\n" + line
+    ax.set_title(title, fontsize=9, color="red" if summary.get("unseen_context") or warnings else "k")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     ax.set_axis_off()
     ax.set_xlim(-0.5, w_ - 0.5)
@@ -383,8 +398,31 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95)
     fig.savefig(out / "overlay.png", dpi=100)
     plt.close(fig)
+    inner = ~sites.on_border
+    write_class_figure(out / "classes.png", result["patches"][inner], result["centre"][inner],
+                       result["label"][inner], summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return {k: str(out / f) for k, f in (("csv", "sites.csv"), ("overlay", "overlay.png"), ("summary", "summary.json"))}
+    return {k: str(out / f) for k, f in (("csv", "sites.csv"), ("overlay", "overlay.png"), ("classes", "classes.png"),
+                                         ("summary", "summary.json"))}
+
+
+def report_warnings(summary: dict) -> list[str]:
+    """The short warnings that the overlay title and the command line's last line carry: uncertain classes,
+    class means out of physical order, a sublattice brightness other than the model's."""
+    out = []
+    unc = summary.get("uncertainty", {})
+    if unc.get("unreliable"):
+        out.append(f"UNRELIABLE: {100 * unc['fraction_above_threshold']:.0f} % of sites above "
+                   f"{unc['entropy_threshold_nats']} nats entropy")
+    order = summary.get("class_order") or {}
+    if order and not order.get("ok", True):
+        out.append("CLASS ORDER: " + "; ".join(f"{v['dimmer']} not dimmer than {v['brighter']}"
+                                               for v in order["violations"]))
+    if (summary.get("site_symmetry_check") or {}).get("agree") is False:
+        chk = summary["site_symmetry_check"]
+        out.append(f"SITE SYMMETRY: the frame's brighter sublattice is the {chk['frame_brighter_sublattice']}, "
+                   f"the model's the {chk['model_brighter_sublattice']}")
+    return out
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:
@@ -436,6 +474,11 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                      "20 robust deviations from the median before classifying")
     if unseen_note:
         notes.append(unseen_note)
+    if clf.site_symmetry_rule_version != SITE_SYMMETRY_RULE_VERSION:
+        notes.append(f"the model was trained on site-symmetry flags of rule version {clf.site_symmetry_rule_version} "
+                     f"(this version: {SITE_SYMMETRY_RULE_VERSION}, the brighter sublattice judged by its intact "
+                     "columns); where the chalcogen pair outshines the metal (MAADF) its X2 and M may be swapped: "
+                     "re-encode its store (`python -m features encode`) and retrain")
     if patch_size_px and clf.patch_size_px and patch_size_px != clf.patch_size_px:
         notes.append(f"--patch-size-px {patch_size_px} overrides the model's {clf.patch_size_px}")
     if pixel is None:
@@ -467,6 +510,15 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                "metal_sublattice_rule": metal_sublattice,
                "border_margin_px": patch_half_width_px(sites.lattice_constant_px), "notes": notes}
     summary.update(summarise(sites, result, image.shape, pixel))
+    summary.update(frame_checks(sites, result, ctx, clf.training_cases))
+    if not summary["class_order"]["ok"]:
+        notes.append(describe_violations(summary["class_order"]))
+    sym = summary["site_symmetry_check"]
+    if sym["agree"] is False:
+        notes.append(f"SITE SYMMETRY: the frame's brighter typical column is on the {sym['frame_brighter_sublattice']} "
+                     f"sublattice (metal/chalcogen {sym['frame_metal_to_chalcogen_intensity']:.2f}), the model was "
+                     f"trained with the {sym['model_brighter_sublattice']} brighter for this context: the detector, "
+                     "beam energy or sublattice assignment (--metal-sublattice) may be wrong")
     if summary["uncertainty"]["unreliable"]:
         notes.append(f"{100 * summary['uncertainty']['fraction_above_threshold']:.0f} % of the sites have a "
                      f"posterior entropy above {HIGH_ENTROPY_NATS} nats: the classes are unreliable")

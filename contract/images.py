@@ -249,10 +249,10 @@ NORMALISED = "normalised"
 RAW = "raw"
 
 
-def _tiff_grey_levels(path: Path, page, data: np.ndarray) -> tuple[np.ndarray, str, list]:
-    """``(grey levels, intensity kind, notes)`` of a TIFF's pixels: palette indices through the palette, equal
-    colour channels as one, min-is-white inverted; what the values are (``DISPLAY``, ``NORMALISED`` or ``RAW``)
-    and why."""
+def _tiff_grey_levels(path: Path, page, data: np.ndarray) -> tuple[np.ndarray, str | None, list]:
+    """``(grey levels, DISPLAY or None, notes)`` of a TIFF's pixels: palette indices through the palette, equal
+    colour channels as one, min-is-white inverted; ``DISPLAY`` for palette and colour exports (None leaves the
+    decision to ``_intensity_kind``)."""
     import tifffile
 
     notes, kind = [], None
@@ -271,7 +271,8 @@ def _tiff_grey_levels(path: Path, page, data: np.ndarray) -> tuple[np.ndarray, s
         kind = DISPLAY
         notes.append(f"palette TIFF: {page.bitspersample}-bit indices mapped through its grey palette (which may "
                      "carry a display gamma): display grey levels, not detector counts")
-    elif data.ndim == 3 and data.shape[-1] in (3, 4):
+    elif photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR) and data.ndim == 3 \
+            and data.shape[-1] in (3, 4):
         rgb = data[..., :3]
         if (rgb != rgb[..., :1]).any():
             raise InputError(f"{path.name}: a colour (RGB) image with different channels, e.g. a false-colour "

@@ -16,6 +16,8 @@ import sys
 
 from contract.cli import run_command, stage_parser
 
+from .calibration import PIXEL_SIZE_TOLERANCE
+
 PROG = "python -m inference"
 
 
@@ -35,7 +37,7 @@ def _dispatch(argv: list[str]) -> int:
     c.add_argument("--detector", default=None, help="HAADF or MAADF")
     c.add_argument("--pixel-size-angstrom", type=float, default=None,
                    help="overrides the file (used even when the lattice disagrees, with a warning); a file's pixel "
-                        "size more than 3 %% off the lattice, or none, gives way to the one the catalog lattice "
+                        f"size more than {100 * PIXEL_SIZE_TOLERANCE:g} %% off the lattice, or none, gives way to the one the catalog lattice "
                         "constant implies (docs/real-frames.md)")
     c.add_argument("--patch-size-px", type=int, default=None,
                    help="the model's patch size (default: recorded in the checkpoint)")

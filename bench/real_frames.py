@@ -5,7 +5,7 @@ entropy, fraction of uncertain sites, the class-order check (``summary["class_or
 summary has none), wall time.
 
     python bench/real_frames.py [--model CKPT] [--frames-dir DIR] [--extra FILE,host=WSe2,dopant=V,energy=80,detector=HAADF]
-                                [--undoped-dopant none] [--allow-unseen-context] [--keep DIR]
+                                [--undoped-dopant none] [--allow-unseen-context] [--patch-size-px P] [--keep DIR]
 
 Frames are found as ``frames.json`` says (shipped under tests/data/real, inside an installed package, or under
 ``--frames-dir`` / ``$STEM_REAL_FRAMES_DIR``); absent ones are listed as skipped. Undoped frames are classified
@@ -72,7 +72,7 @@ def parse_extra(text: str) -> dict:
 
 
 def classify(path: Path, frame: dict, out: Path, model: str | None, undoped_dopant: str,
-             allow_unseen: bool) -> dict:
+             allow_unseen: bool, patch_size_px: int | None = None) -> dict:
     """Run classify on one frame; the row of the table and the summary (None when it failed)."""
     ctx = frame["context"]
     cmd = [sys.executable, "-m", "inference", "classify", str(path), "--host", ctx["host"],
@@ -83,6 +83,8 @@ def classify(path: Path, frame: dict, out: Path, model: str | None, undoped_dopa
             cmd += [option, str(ctx[key])]
     if model:
         cmd += ["--model", model]
+    if patch_size_px:
+        cmd += ["--patch-size-px", str(patch_size_px)]
     if allow_unseen:
         cmd.append("--allow-unseen-context")
     t0 = time.perf_counter()
@@ -117,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--extra", action="append", default=[], metavar="FILE,host=H,dopant=D[,energy=E][,detector=X]")
     p.add_argument("--undoped-dopant", default="none", help="--dopant for undoped frames (default: none)")
     p.add_argument("--allow-unseen-context", action="store_true", help="classify contexts the model never saw")
+    p.add_argument("--patch-size-px", type=int, default=None, help="for checkpoints that do not record it")
     p.add_argument("--keep", default=None, help="keep the classify outputs under this folder")
     p.add_argument("--results-dir", default=None, help="where the JSON goes (default bench/results)")
     args = p.parse_args(argv)
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
                 continue
             print(f"classify {frame['name']} ({path}) ...", flush=True)
             run = classify(path, frame, out_root / frame["name"], args.model, args.undoped_dopant,
-                           args.allow_unseen_context)
+                           args.allow_unseen_context, args.patch_size_px)
             rows.append(run["row"])
             runs.append({"frame": frame["name"], "path": str(path), **run})
     columns = ["frame", "context", "rc", "intensity", "px_A", "px_source", "file_dev_%", "sites", *CLASSES, "mean_H",

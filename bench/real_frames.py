@@ -90,8 +90,8 @@ def classify(path: Path, frame: dict, out: Path, model: str | None, undoped_dopa
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    label = f"{ctx['host']}+{ctx['dopant'] or 'undoped'} {ctx.get('beam_energy_kev') or '?'} keV " \
-            f"{ctx.get('detector') or '?'}"
+    dopant = ctx["dopant"] or ("none" if undoped_dopant == "none" else f"none (as {undoped_dopant})")
+    label = f"{ctx['host']}+{dopant} {ctx.get('beam_energy_kev') or '?'} keV {ctx.get('detector') or '?'}"
     row = {"frame": frame["name"], "context": label, "rc": proc.returncode, "time_s": f"{wall:.1f}"}
     if proc.returncode != 0:
         row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:160]

@@ -4,8 +4,8 @@ context, calibration (which pixel size was used; the file's deviation from the l
 entropy, fraction of uncertain sites, the class-order check (``summary["class_order"]``; ``n/a`` when the
 summary has none), wall time.
 
-    python bench/real_frames.py [--model CKPT] [--frames-dir DIR] [--extra FILE,host=WSe2,dopant=V,energy=80,detector=HAADF]
-                                [--undoped-dopant none] [--allow-unseen-context] [--patch-size-px P] [--keep DIR]
+    python bench/real_frames.py [--model CKPT] [--frames-dir DIR] [--undoped-dopant none] [--allow-unseen-context]
+        [--extra FILE,host=WSe2,dopant=V,energy=80,detector=HAADF] [--patch-size-px P] [--keep DIR]
 
 Frames are found as ``frames.json`` says (shipped under tests/data/real, inside an installed package, or under
 ``--frames-dir`` / ``$STEM_REAL_FRAMES_DIR``); absent ones are listed as skipped. Undoped frames are classified

@@ -291,8 +291,9 @@ def _intensity_kind(data: np.ndarray) -> tuple[str, str | None]:
     """``(kind, note)`` from the values alone: 8-bit integers are display data, floats within [-1, 1] normalised,
     anything else raw."""
     if data.dtype == np.uint8:
-        return DISPLAY, ("8-bit image: display data (grey levels 0-255, probably contrast-stretched and clipped at "
-                         "the black level), not detector counts")
+        black, white = 100 * float((data == 0).mean()), 100 * float((data == 255).mean())
+        return DISPLAY, (f"8-bit image: display data (grey levels 0-255, probably contrast-stretched; {black:.1f} % "
+                         f"of the pixels at 0 and {white:.1f} % at 255, clipped), not detector counts")
     if np.issubdtype(data.dtype, np.floating) and data.size:
         lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
         if -1.0 <= lo and hi <= 1.0:

@@ -71,6 +71,9 @@ def test_what_the_values_are_is_recorded(tmp_path, dtype, kind):
     tifffile.imwrite(tmp_path / "k.tif", np.asarray(image, dtype=np.float32 if dtype == "unit-float" else dtype))
     f = read_image(tmp_path / "k.tif")
     assert f.intensity == kind
+    if kind == "display":  # how much of the frame the export clipped, for noise models
+        at_zero = 100 * (image == 0).mean()
+        assert any(f"{at_zero:.1f} % of the pixels at 0" in n for n in f.notes)
     assert any("not detector counts" in n for n in f.notes) == (kind != "raw")
     np.save(tmp_path / "k.npy", np.asarray(image, dtype=np.float32 if dtype == "unit-float" else dtype))
     assert read_image(tmp_path / "k.npy").intensity == kind  # the same rule for every format

@@ -177,3 +177,28 @@ def test_real_frame_reads_with_its_tags_and_lattice(frame):
     else:
         assert choice.deviation == pytest.approx(frame["calibration"]["file_deviation"], abs=0.015)
     assert abs(sites.lattice_constant_px * choice.pixel_size_angstrom / a_cat - 1) <= 0.03
+
+
+def test_digitalmicrograph_tiff_export_of_the_real_frame_classifies(real_dm3, synthetic_checkpoints, tmp_path):
+    """The real frame as DigitalMicrograph's 'export as TIFF' writes it (8-bit display levels, LZW, the DM tag tree in
+    tag 65027): classify takes energy and detector from the tree, says the frame is display data, and replaces the
+    tree's stale calibration by the lattice's."""
+    import tifffile
+
+    from contract.images import DM_TIFF_TAG_TREE
+
+    image = read_image(real_dm3).image
+    lo, hi = np.percentile(image, [1, 99.8])
+    display = (255 * np.clip((image - lo) / (hi - lo), 0, 1)).astype(np.uint8)
+    tree = real_dm3.read_bytes()
+    tif = tmp_path / "ADF_export.tif"
+    tifffile.imwrite(tif, display, compression="lzw", extratags=[(DM_TIFF_TAG_TREE, 7, len(tree), tree, True)])
+    out = tmp_path / "out"
+    assert inference_main(["classify", str(tif), "--model", str(synthetic_checkpoints["mlp-simple"]), "--host",
+                           "MoS2", "--dopant", "V", "--patch-size-px", "17", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["context"]["beam_energy_kev"] == 60 and s["context"]["detector"] == "HAADF"
+    assert "TIFF tag 65027" in s["context_sources"]["beam_energy_kev"]
+    assert s["image_intensity"] == "display" and any("8-bit image: display data" in n for n in s["notes"])
+    assert s["pixel_size_source"] == "lattice" and -0.075 < s["calibration"]["deviation"] < -0.045
+    assert "TIFF tag 65027" in s["pixel_size_reason"]

@@ -2,19 +2,28 @@
 (``inference classify``, ``features symmetry``, ``labelling add``, ``rvae fit-image``).
 
 Formats: ``.npy`` (metadata from a ``<name>.json`` beside it, as ``simulate fullfield`` writes), ``.tif``/
-``.tiff`` (``tifffile``: a JSON ImageDescription, FEI/Thermo metadata, or ImageJ/TIFF resolution tags with a
-length unit) and ``.dm3``/``.dm4``/``.emd`` (Velox and Berkeley) through ``rosettasciio``.
+``.tiff`` (``tifffile`` with ``imagecodecs``: uncompressed, LZW, deflate, zstd or PackBits; grey, palette (indices
+mapped through the palette), RGB with equal channels, min-is-white; a JSON ImageDescription, FEI/Thermo metadata,
+DigitalMicrograph's private tags, or ImageJ/TIFF resolution tags with a length unit) and ``.dm3``/``.dm4``/
+``.emd`` (Velox and Berkeley) through ``rosettasciio``.
+
+What the values are goes in ``ImageFile.intensity`` with a note: ``display`` (8-bit, palette or grey-RGB
+exports: grey levels, not counts), ``normalised`` (floats within [-1, 1]) or ``raw``. docs/real-frames.md lists
+the real frames these variants were checked on.
 
 What is read from a file, and where (every value keeps its source, a tag path, for ``summary.json``):
 
 ==================  ==========================================================================================
 value               tags
 ==================  ==========================================================================================
-pixel size          the calibrated axes (scale and unit) of dm3/dm4/emd; FEI ``Scan/PixelWidth``; TIFF/ImageJ
-                    resolution and unit; ``pixel_size_angstrom`` in a JSON description or sidecar
-beam energy         dm3/dm4 ``ImageTags/Microscope Info/Voltage`` (V) or its ``Formatted Voltage`` ("60kV");
-                    Velox ``Optics/AccelerationVoltage``; FEI ``Beam/HV``/``EBeam/HV``; rosettasciio's mapped
-                    ``Acquisition_instrument/TEM/beam_energy``
+pixel size          the calibrated axes (scale and unit) of dm3/dm4/emd; FEI ``Scan/PixelWidth``; in a TIFF the
+                    DM tag tree of tag 65027 (``ImageData/Calibrations`` of the image of the TIFF's shape), else
+                    DM tags 65010/65004 (x scale, unit), else ImageJ resolution and unit (``unit=micron``,
+                    escaped ``\u00B5m``); ``pixel_size_angstrom`` in a JSON description or sidecar. A file's
+                    pixel size is checked against the lattice at classification (``inference.calibration``)
+beam energy         dm3/dm4 (and the TIFF tag-65027 tree) ``ImageTags/Microscope Info/Voltage`` (V) or its
+                    ``Formatted Voltage`` ("60kV"); Velox ``Optics/AccelerationVoltage``; FEI ``Beam/HV``/
+                    ``EBeam/HV``; rosettasciio's mapped ``Acquisition_instrument/TEM/beam_energy``
 detector            tags that name it (``Detector``, ``DetectorName``, ``Signal Name``, the saved name, the
                     title): a name is mapped to HAADF or MAADF only when unambiguous (HAADF, MAADF/MADF);
                     ADF, DF, DF2, ... are not (``--detector`` then), and two different names are not either
@@ -89,6 +98,10 @@ class ImageFile:
     values: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    intensity: str = "raw"
+    """What the pixel values are: ``display`` (grey levels of a display export: 8-bit, palette or grey RGB; not
+    detector counts, probably contrast-stretched and clipped), ``normalised`` (floats within [0, 1] or [-1, 1]), or
+    ``raw`` (anything else: counts, or processed in ways the file does not say). A note says why."""
 
 
 def load_image(path) -> tuple[np.ndarray, dict]:
@@ -127,6 +140,10 @@ def read_image(path) -> ImageFile:
     except ValueError as err:
         raise InputError(f"{path.name}: {err}") from None
     out = ImageFile(image)
+    out.intensity = found.pop("intensity", (None, None))[0]
+    if out.intensity is None:  # what the reader did not decide, the data type and range do
+        out.intensity, note = _intensity_kind(np.asarray(data))
+        out.notes.extend([note] if note else [])
     for key, (value, source) in found.items():
         if key == "notes":
             out.notes.extend(value)
@@ -188,11 +205,16 @@ def _read_tiff(path: Path):
         if not tif.pages:
             raise InputError(f"{path.name}: the TIFF holds no image")
         series = tif.series[0]
-        shape = tuple(s for s in series.shape if s != 1) if len(series.shape) > 2 else series.shape
-        _check_declared(path, shape, series.dtype)
-        data = series.asarray().reshape(shape)
         page = tif.pages[0]
+        colour = page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR) and \
+            page.samplesperpixel in (3, 4)
+        shape = tuple(s for s in series.shape if s != 1) if len(series.shape) > 2 else series.shape
+        _check_declared(path, shape[:2] if colour and len(shape) == 3 else shape, series.dtype)
+        data = series.asarray().reshape(shape)
         found: dict = {}
+        data, intensity, notes = _tiff_grey_levels(path, page, data)
+        if intensity:
+            found["intensity"] = (intensity, "TIFF")
         desc = page.tags.get("ImageDescription")
         if desc is not None:
             try:
@@ -202,18 +224,141 @@ def _read_tiff(path: Path):
             if isinstance(parsed, dict):
                 found.update({k: (parsed[k], f"TIFF ImageDescription JSON: {k}") for k in META_KEYS
                               if parsed.get(k) is not None})
-        fei = tif.fei_metadata
-        if fei:
-            found.update(_fei_values(fei, found))
+        for more in (_fei_values(tif.fei_metadata, found) if tif.fei_metadata else {},
+                     _tiff_dm_values(page, data.shape)):
+            notes.extend(more.pop("notes", ([], None))[0])
+            for key, value in more.items():
+                found.setdefault(key, value)
         ij = tif.imagej_metadata or {}
-        unit = ij.get("unit")
+        unit = _IMAGEJ_UNITS.get(ij.get("unit"), ij.get("unit"))
         xres = page.tags.get("XResolution")
         if "pixel_size_angstrom" not in found and unit in _UNIT_TO_ANGSTROM and xres is not None:
             num, den = xres.value
-            if num > 0:
+            if num > 0 and den > 0:
                 found["pixel_size_angstrom"] = (den / num * _UNIT_TO_ANGSTROM[unit],
-                                                f"TIFF XResolution {num}/{den} per {unit}")
+                                                f"ImageJ scale: TIFF XResolution {num}/{den} px per {unit}")
+    found["notes"] = (notes, None)
     return data, found
+
+
+_IMAGEJ_UNITS = {"\\u00B5m": "µm", "\\u00c5": "Å", "\\u00C5": "Å", "micron": "µm", "microns": "µm"}
+"""ImageJ writes non-ASCII units escaped in its ImageDescription (``unit=\\u00B5m``)."""
+
+DISPLAY = "display"
+NORMALISED = "normalised"
+RAW = "raw"
+
+
+def _tiff_grey_levels(path: Path, page, data: np.ndarray) -> tuple[np.ndarray, str | None, list]:
+    """``(grey levels, DISPLAY or None, notes)`` of a TIFF's pixels: palette indices through the palette, equal
+    colour channels as one, min-is-white inverted; ``DISPLAY`` for palette and colour exports (None leaves the
+    decision to ``_intensity_kind``)."""
+    import tifffile
+
+    notes, kind = [], None
+    photometric = page.photometric
+    if photometric == tifffile.PHOTOMETRIC.PALETTE:
+        cmap = page.colormap
+        if cmap is None:
+            raise InputError(f"{path.name}: a palette TIFF without its colour map")
+        cmap = np.asarray(cmap, dtype=np.float64)
+        if cmap.ndim == 1:
+            cmap = np.stack([cmap] * 3)
+        if np.ptp(cmap, axis=0).max() > 0.01 * max(cmap.max(), 1):
+            raise InputError(f"{path.name}: a palette TIFF with a colour (not grey) palette: intensities cannot be "
+                             "recovered from false colour; export the grey image")
+        data = cmap[0][np.clip(data.astype(np.int64), 0, cmap.shape[1] - 1)]
+        kind = DISPLAY
+        notes.append(f"palette TIFF: {page.bitspersample}-bit indices mapped through its grey palette (which may "
+                     "carry a display gamma): display grey levels, not detector counts")
+    elif photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR) and data.ndim == 3 \
+            and data.shape[-1] in (3, 4):
+        rgb = data[..., :3]
+        if (rgb != rgb[..., :1]).any():
+            raise InputError(f"{path.name}: a colour (RGB) image with different channels, e.g. a false-colour "
+                             "export: intensities cannot be recovered; export the grey image")
+        data = rgb[..., 0]
+        kind = DISPLAY
+        notes.append("RGB TIFF with equal channels read as one grey channel: display grey levels, not detector "
+                     "counts")
+    if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+        data = (np.iinfo(data.dtype).max if np.issubdtype(data.dtype, np.integer) else data.max()) - data
+        notes.append("min-is-white TIFF: grey levels inverted so that columns are bright")
+    return data, kind, notes
+
+
+def _intensity_kind(data: np.ndarray) -> tuple[str, str | None]:
+    """``(kind, note)`` from the values alone: 8-bit integers are display data, floats within [-1, 1] normalised,
+    anything else raw."""
+    if data.dtype == np.uint8:
+        black, white = 100 * float((data == 0).mean()), 100 * float((data == 255).mean())
+        return DISPLAY, (f"8-bit image: display data (grey levels 0-255, probably contrast-stretched; {black:.1f} % "
+                         f"of the pixels at 0 and {white:.1f} % at 255, clipped), not detector counts")
+    if np.issubdtype(data.dtype, np.floating) and data.size:
+        lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+        if -1.0 <= lo and hi <= 1.0:
+            return NORMALISED, (f"floating-point values within [{lo:.3g}, {hi:.3g}]: normalised data, not "
+                                "detector counts")
+    return RAW, None
+
+
+DM_TIFF_TAG_TREE = 65027
+"""Private TIFF tag in which DigitalMicrograph's TIFF export keeps the image's whole DM tag tree (the same tree as
+a .dm3 file's: ImageList, ImageTags/Microscope Info, Calibrations); 65003/65004 (units) and 65009/65010 (scales)
+hold the axis calibration alone."""
+
+
+def _tiff_dm_values(page, shape) -> dict:
+    """Pixel size, beam energy and detector from DigitalMicrograph's private TIFF tags (the tag tree of tag
+    65027, else the axis calibration of tags 65003/65009)."""
+    out: dict = {}
+    tree = page.tags.get(DM_TIFF_TAG_TREE)
+    if tree is not None:
+        try:
+            tags = _dm_tag_tree(tree.value)
+        except Exception as err:  # a damaged or unknown tree: the pixels are still good
+            return {"notes": ([f"TIFF tag {DM_TIFF_TAG_TREE} (DigitalMicrograph tags) could not be read "
+                               f"({type(err).__name__}: {_short(err, 80)}): calibration and context not taken "
+                               "from it"], None)}
+        out.update(_dm_tag_values(list(_walk(tags)), f"TIFF tag {DM_TIFF_TAG_TREE} DM", shape))
+        out.update(_detector(out.pop("detector_names")[0]))
+    if "pixel_size_angstrom" not in out:
+        for scale_code, unit_code in ((65010, 65004), (65009, 65003)):
+            scale, unit = page.tags.get(scale_code), page.tags.get(unit_code)
+            if scale is None or unit is None:
+                continue
+            value, u = _number(_scalar(scale.value)), str(_scalar(unit.value)).strip("\x00 ")
+            if value and u in _UNIT_TO_ANGSTROM:
+                out["pixel_size_angstrom"] = (value * _UNIT_TO_ANGSTROM[u], f"DigitalMicrograph TIFF tags "
+                                              f"{scale_code}/{unit_code}: scale {value:g} {u}")
+                break
+    return out
+
+
+def _scalar(value):
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def _dm_tag_tree(raw) -> dict:
+    """The DM tag tree held by TIFF tag 65027: with a .dm3/.dm4 header (version, size, byte order) or as the bare
+    root tag group; read by rosettasciio's DigitalMicrograph tag parser."""
+    import io
+
+    from rsciio.digitalmicrograph._api import DigitalMicrographReader
+
+    raw = bytes(raw) if not isinstance(raw, bytes) else raw
+    reader = DigitalMicrographReader(io.BytesIO(raw))
+    if struct.unpack(">l", raw[:4])[0] in (3, 4):
+        reader.parse_file()  # fills tags_dict itself, beside an empty "root"
+        return {k: v for k, v in reader.tags_dict.items() if k != "root"}
+    reader.dm_version, reader.endian = 3, "little"
+    tags: dict = {}
+    reader.parse_tags(reader.parse_tag_group()[2], group_name="root", group_dict=tags)
+    return tags
 
 
 def _fei_values(fei: dict, found: dict) -> dict:
@@ -316,25 +461,53 @@ def _read_dm(path: Path):
     px = _axes_pixel_size(sig, fmt)
     if px:
         found["pixel_size_angstrom"] = px
-    leaves = list(_walk(sig.get("original_metadata", {})))
+    found.update(_dm_tag_values(list(_walk(sig.get("original_metadata", {}))), f"{fmt} tag"))
+    if "beam_energy_kev" not in found:
+        found.update(_mapped_energy(sig, fmt))
+    title = sig.get("metadata", {}).get("General", {}).get("title", "")
+    found.update(_detector(found.pop("detector_names", ([], None))[0] + [(f"{fmt} title", title)]))
+    return data, found
+
+
+def _dm_tag_values(leaves, where_prefix: str, shape=None) -> dict:
+    """Beam energy (``Microscope Info/Voltage`` in V, else ``Formatted Voltage``), the names that may name the
+    detector (``detector_names``, for ``_detector``) and, with ``shape`` given, the pixel size of the image of
+    that shape in ``ImageList`` (its ``ImageData/Calibrations``), from a DM tag tree's ``(path, value)`` leaves."""
+    found: dict = {}
     for where, value in leaves:
         if where.endswith("Microscope Info/Voltage") and _number(value):
-            found["beam_energy_kev"] = (_number(value) / 1000, f"{fmt} tag {where} = {value}")
+            found["beam_energy_kev"] = (_number(value) / 1000, f"{where_prefix} {where} = {value}")
             break
     if "beam_energy_kev" not in found:
         for where, value in leaves:
             m = re.fullmatch(r"\s*([\d.]+)\s*kV\s*", str(value)) if where.endswith("Formatted Voltage") else None
             if m and _number(m.group(1)):
-                found["beam_energy_kev"] = (float(m.group(1)), f"{fmt} tag {where} = {value}")
+                found["beam_energy_kev"] = (float(m.group(1)), f"{where_prefix} {where} = {value}")
                 break
-    if "beam_energy_kev" not in found:
-        found.update(_mapped_energy(sig, fmt))
-    names = [(f"{fmt} tag {w}", v) for w, v in leaves
+    names = [(f"{where_prefix} {w}", v) for w, v in leaves
              if re.search(r"(Detector|Signal Name|saved as|/Name)$", w) and isinstance(v, str) and "ImageTags" in w]
     names.sort(key=lambda wv: not wv[0].endswith("Detector"))  # a tag named Detector is the best source
-    names.append((f"{fmt} title", sig.get("metadata", {}).get("General", {}).get("title", "")))
-    found.update(_detector(names))
-    return data, found
+    found["detector_names"] = (names, None)
+    if shape is not None:
+        px = _dm_tree_pixel_size(dict(leaves), shape, where_prefix)
+        if px:
+            found["pixel_size_angstrom"] = px
+    return found
+
+
+def _dm_tree_pixel_size(leaves: dict, shape, where_prefix: str):
+    """(Å, source) from the x-axis calibration of the ImageList image whose dimensions are ``shape`` (a DM tree
+    also holds a thumbnail), or None."""
+    groups = sorted({w.split("/ImageData/")[0] for w in leaves if "/ImageData/Dimensions/" in w})
+    for g in groups:
+        dims = [leaves.get(f"{g}/ImageData/Dimensions/Data{i}") for i in (0, 1)]
+        if dims != [shape[1], shape[0]]:
+            continue
+        base = f"{g}/ImageData/Calibrations/Dimension/TagGroup0"
+        scale, unit = _number(leaves.get(f"{base}/Scale")), str(leaves.get(f"{base}/Units", "")).strip()
+        if scale and unit in _UNIT_TO_ANGSTROM:
+            return scale * _UNIT_TO_ANGSTROM[unit], f"{where_prefix} {base}/Scale = {scale:g} {unit}"
+    return None
 
 
 def _read_emd(path: Path):

@@ -16,6 +16,8 @@ import sys
 
 from contract.cli import run_command, stage_parser
 
+from .calibration import PIXEL_SIZE_TOLERANCE
+
 PROG = "python -m inference"
 
 
@@ -34,7 +36,9 @@ def _dispatch(argv: list[str]) -> int:
     c.add_argument("--energy-kev", type=float, default=None, help="beam energy: 60, 80 or 100")
     c.add_argument("--detector", default=None, help="HAADF or MAADF")
     c.add_argument("--pixel-size-angstrom", type=float, default=None,
-                   help="overrides the file; without either it is inferred from the catalog lattice constant")
+                   help="overrides the file (used even when the lattice disagrees, with a warning); a file's pixel "
+                        f"size more than {100 * PIXEL_SIZE_TOLERANCE:g} %% off the lattice, or none, gives way to "
+                        "the one the catalog lattice constant implies (docs/real-frames.md)")
     c.add_argument("--patch-size-px", type=int, default=None,
                    help="the model's patch size (default: recorded in the checkpoint)")
     c.add_argument("--metal-sublattice", choices=("auto", "brighter", "dimmer"), default="auto")

@@ -38,6 +38,7 @@ from contract.errors import InputError, UnseenContextError
 from contract.features import SITE_SYMMETRY_RULE_VERSION
 from features.site_symmetry import central_intensity, typical_intensities
 
+from .calibration import choose_pixel_size
 from .checks import class_order_check, describe_violations, site_symmetry_check
 from .class_figure import write_class_figure
 from .lattice import border_flags, check_image, clip_outliers, lattice_constant_candidates_px, locate_columns
@@ -463,8 +464,8 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
         sites = locate_sites(image)
     except ValueError as err:
         raise InputError(f"{name}: {err}") from None
-    pixel = ctx["pixel_size_angstrom"]
-    reason = lattice_refusal(sites, pixel, cat)
+    # only the user's pixel size can refuse the lattice: a file's calibration is checked against it below
+    reason = lattice_refusal(sites, pixel_size_angstrom, cat)
     if reason:
         raise InputError(f"{name}: {reason}")
     a_cat = ctx["catalog_lattice_constant_angstrom"]
@@ -481,23 +482,28 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                      "re-encode its store (`python -m features encode`) and retrain")
     if patch_size_px and clf.patch_size_px and patch_size_px != clf.patch_size_px:
         notes.append(f"--patch-size-px {patch_size_px} overrides the model's {clf.patch_size_px}")
-    if pixel is None:
-        pixel = a_cat / sites.lattice_constant_px
-        ctx["sources"]["pixel_size_angstrom"] = "inferred from the catalog lattice constant"
-        notes.append(f"pixel size inferred from the catalog lattice constant {a_cat} Å and the image lattice "
-                     f"({sites.lattice_constant_px:.3f} px): {pixel:.5f} Å")
+    calibration = choose_pixel_size(
+        sites.lattice_constant_px, a_cat, option_pixel_size_angstrom=pixel_size_angstrom, host=ctx["host"],
+        file_pixel_size_angstrom=None if pixel_size_angstrom is not None else ctx["pixel_size_angstrom"],
+        file_source=ctx["sources"].get("pixel_size_angstrom"))
+    pixel = calibration.pixel_size_angstrom
+    if calibration.source == "lattice":
+        ctx["sources"]["pixel_size_angstrom"] = "inferred from the catalog lattice constant and the image lattice"
+        if calibration.file_pixel_size_angstrom is None:
+            notes.append(f"pixel size inferred from the catalog lattice constant {a_cat} Å and the image lattice "
+                         f"({sites.lattice_constant_px:.3f} px): {pixel:.5f} Å")
+    if calibration.warning:
+        notes.append(calibration.warning)
     a_img = sites.lattice_constant_px * pixel
-    if abs(a_img / a_cat - 1) > 0.05:
-        notes.append(f"lattice constant from the image {a_img:.4f} Å differs from the catalog's {a_cat} Å by "
-                     f"{100 * (a_img / a_cat - 1):+.1f} %: check the pixel size")
     result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns)
     lo, hi = sites.lattice_constant_px_range or (sites.lattice_constant_px,) * 2
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
                "context": {k: v for k, v in ctx.items() if k not in ("pixel_size_angstrom", "sources")},
                "context_sources": ctx["sources"], "unseen_context": bool(unseen_note),
                "material_context_distance_to_training": (near or (None,))[0],
-               "pixel_size_angstrom": pixel,
-               "pixel_size_source": "given" if ctx["pixel_size_angstrom"] else "inferred",
+               "pixel_size_angstrom": pixel, "pixel_size_source": calibration.source,
+               "pixel_size_reason": calibration.reason, "calibration": calibration.as_dict(),
+               "image_intensity": f.intensity,
                "image_shape": list(image.shape), "patch_size_px": int(p),
                "lattice_constant_angstrom_image": a_img, "lattice_constant_angstrom_catalog": a_cat,
                "lattice_constant_ratio_image_to_catalog": a_img / a_cat,

@@ -110,7 +110,7 @@ def test_classify_and_score_end_to_end(field, tiny_model, tmp_path, capsys):
         assert (pred / name).stat().st_size > 0
     summary = json.loads((pred / "summary.json").read_text())
     assert summary["context"]["detector"] == "MAADF" and summary["context"]["beam_energy_kev"] == 60
-    assert summary["pixel_size_source"] == "given" and summary["patch_size_px"] == 17
+    assert summary["pixel_size_source"] == "file" and summary["patch_size_px"] == 17
     assert sum(summary["counts"].values()) == summary["n_counted"] == summary["n_sites"] - summary["n_border"]
     rows = list(csv.DictReader(open(pred / "sites.csv")))
     assert len(rows) == summary["n_sites"]
@@ -172,13 +172,13 @@ def test_classify_tif_inferred_and_disagreeing_pixel_size(field, tiny_model, tmp
     assert inference_main(["classify", str(tmp_path / "f.tif"), "--model", str(tiny_model), *ctx,
                            "--out", str(tmp_path / "tif")]) == 0
     s = json.loads((tmp_path / "tif" / "summary.json").read_text())
-    assert s["pixel_size_source"] == "given" and s["pixel_size_angstrom"] == pytest.approx(px, rel=1e-4)
+    assert s["pixel_size_source"] == "file" and s["pixel_size_angstrom"] == pytest.approx(px, rel=1e-4)
     # no pixel size anywhere: inferred from the catalog lattice constant and the fitted lattice
     np.save(tmp_path / "bare.npy", image)
     assert inference_main(["classify", str(tmp_path / "bare.npy"), "--model", str(tiny_model), *ctx,
                            "--out", str(tmp_path / "bare")]) == 0
     s = json.loads((tmp_path / "bare" / "summary.json").read_text())
-    assert s["pixel_size_source"] == "inferred" and abs(s["pixel_size_angstrom"] / px - 1) < 0.02
+    assert s["pixel_size_source"] == "lattice" and abs(s["pixel_size_angstrom"] / px - 1) < 0.02
     assert "inferred" in capsys.readouterr().out
     # a pixel size 10 % off: both lattice constants are reported
     assert inference_main(["classify", str(tmp_path / "bare.npy"), "--model", str(tiny_model), *ctx,
@@ -252,8 +252,9 @@ def test_distorted_field_columns_hole_and_kappa(clean_field_32, tiny_model, tmp_
     assert abs(s["cohen_kappa"] - scores["clean"]["cohen_kappa"]) <= 0.05, (s["cohen_kappa"],
                                                                           scores["clean"]["cohen_kappa"])
     summ = s["summary"]
-    # the 5 % miscalibration shows as a lattice constant 5 % off the catalog's, and is reported
-    assert summ["lattice_constant_ratio_image_to_catalog"] == pytest.approx(1.05, abs=0.02)
+    # the 5 % miscalibration shows as a lattice constant 5 % off the catalog's: reported, and the lattice's pixel
+    # size used instead (inference.calibration)
+    assert summ["calibration"]["deviation"] == pytest.approx(0.05, abs=0.02) and summ["pixel_size_source"] == "lattice"
     assert summ["masked_area_fraction"] > 0.05
     # no site inside the hole (beyond half a bond inside its edge)
     meta = json.loads((dist_dir / "truth.json").read_text())

@@ -3,6 +3,10 @@ Gatan DigiScan .dm3, 0.127 Å/px; noise, contamination, a hole, a DC offset of ~
 data by temul-toolkit (tests/inference_fixtures.py). Context from the file's tags, columns on the intensity
 maxima, consistent sublattices, the hole masked; what the model knows (feature sets, training cases).
 
+Every frame of tests/data/real/frames.json (SOURCES.md) that is on this machine: it reads, its tags and
+intensity kind are as the manifest says, the lattice is found, and the calibration rule decides as recorded.
+Frames whose licence forbids shipping them are read from ``$STEM_REAL_FRAMES_DIR`` and skipped without it.
+
 The model is a real checkpoint trained on synthetic features (its classes mean nothing for this image: the
 tests judge geometry, metadata and refusals, not classes)."""
 from __future__ import annotations
@@ -14,8 +18,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from bench.real_frames import load_manifest, resolve_frame
+from contract.catalog import load_catalog
 from inference.__main__ import main as inference_main
+from inference.calibration import choose_pixel_size
+from inference.classify import locate_sites
 from inference.io import read_image
+from inference.lattice import clip_outliers
 
 SQRT3 = 3 ** 0.5
 
@@ -44,10 +53,15 @@ def test_real_micrograph_columns_sit_on_the_intensity_maxima(classified, real_dm
     out, s, rows = classified
     assert s["context"]["beam_energy_kev"] == 60 and s["context"]["detector"] == "HAADF"
     assert "dm3 tag" in s["context_sources"]["beam_energy_kev"] and s["context_sources"]["host"] == "option --host"
-    # measured lattice: ~2.98 Å against the catalog's 3.16 Å (the file's calibration is ~6 % off), reported
-    assert 2.85 < s["lattice_constant_angstrom_image"] < 3.10
-    assert s["lattice_constant_ratio_image_to_catalog"] == pytest.approx(s["lattice_constant_angstrom_image"] / 3.16)
+    # at the file's 0.127 Å/px the lattice is ~2.98 Å against the catalog's 3.16 Å: the calibration is ~6 % off,
+    # so it is reported and the lattice's pixel size (~0.135 Å) used
+    cal = s["calibration"]
+    assert cal["file_pixel_size_angstrom"] == pytest.approx(0.126953125) and -0.075 < cal["deviation"] < -0.045
+    assert s["pixel_size_source"] == "lattice" and "stale or wrong calibration" in s["pixel_size_reason"]
+    assert s["pixel_size_angstrom"] == pytest.approx(3.16 / s["lattice_constant_px"])
+    assert s["lattice_constant_angstrom_image"] == pytest.approx(3.16)
     assert any("differs from the catalog" in n for n in s["notes"])
+    assert s["image_intensity"] == "raw"
     # the hole is masked, the rest is lattice
     assert 0.9 < s["lattice_area_fraction"] < 0.999 and s["masked_area_nm2"] > 0.3
     image = read_image(real_dm3).image
@@ -133,3 +147,58 @@ def test_checkpoint_carries_what_inference_needs(synthetic_checkpoints):
         cases = meta["training_cases"]
         assert len(cases) == 12 and sum(c["n_rows"] for c in cases) == meta["n_training_rows"] == 1600
         assert {"host", "dopant", "beam_energy_kev", "detector", "n_rows"} <= set(cases[0])
+
+
+FRAMES = load_manifest()
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=[f["name"] for f in FRAMES])
+def test_real_frame_reads_with_its_tags_and_lattice(frame):
+    """The file's tags as SOURCES.md records them; the lattice found (columns on a honeycomb); the calibration
+    rule's choice and the file's deviation as measured; after calibration the lattice constant within 3 % of the
+    catalog's."""
+    path = resolve_frame(frame)
+    if path is None:
+        pytest.skip(f"{frame['file']} is not on this machine (tests/data/real/SOURCES.md says where it is; put it "
+                    "under $STEM_REAL_FRAMES_DIR)")
+    f = read_image(path)
+    assert {k: f.values.get(k) for k in frame["file_tags"]} == pytest.approx(frame["file_tags"])
+    assert "pixel_size_angstrom" in f.values or "pixel_size_angstrom" not in frame["file_tags"]
+    assert f.intensity == frame["intensity"]
+    image, _ = clip_outliers(f.image)
+    sites = locate_sites(image)
+    assert sites.has_peak.sum() >= frame["min_columns"] and sites.lattice_area_fraction > 0.8
+    a_cat = load_catalog().hosts[frame["context"]["host"]].lattice_constant_angstrom
+    choice = choose_pixel_size(sites.lattice_constant_px, a_cat,
+                               file_pixel_size_angstrom=f.values.get("pixel_size_angstrom"))
+    assert choice.source == frame["calibration"]["source"]
+    if frame["calibration"]["file_deviation"] is None:
+        assert choice.deviation is None
+    else:
+        assert choice.deviation == pytest.approx(frame["calibration"]["file_deviation"], abs=0.015)
+    assert abs(sites.lattice_constant_px * choice.pixel_size_angstrom / a_cat - 1) <= 0.03
+
+
+def test_digitalmicrograph_tiff_export_of_the_real_frame_classifies(real_dm3, synthetic_checkpoints, tmp_path):
+    """The real frame as DigitalMicrograph's 'export as TIFF' writes it (8-bit display levels, LZW, the DM tag tree in
+    tag 65027): classify takes energy and detector from the tree, says the frame is display data, and replaces the
+    tree's stale calibration by the lattice's."""
+    import tifffile
+
+    from contract.images import DM_TIFF_TAG_TREE
+
+    image = read_image(real_dm3).image
+    lo, hi = np.percentile(image, [1, 99.8])
+    display = (255 * np.clip((image - lo) / (hi - lo), 0, 1)).astype(np.uint8)
+    tree = real_dm3.read_bytes()
+    tif = tmp_path / "ADF_export.tif"
+    tifffile.imwrite(tif, display, compression="lzw", extratags=[(DM_TIFF_TAG_TREE, 7, len(tree), tree, True)])
+    out = tmp_path / "out"
+    assert inference_main(["classify", str(tif), "--model", str(synthetic_checkpoints["mlp-simple"]), "--host",
+                           "MoS2", "--dopant", "V", "--patch-size-px", "17", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["context"]["beam_energy_kev"] == 60 and s["context"]["detector"] == "HAADF"
+    assert "TIFF tag 65027" in s["context_sources"]["beam_energy_kev"]
+    assert s["image_intensity"] == "display" and any("8-bit image: display data" in n for n in s["notes"])
+    assert s["pixel_size_source"] == "lattice" and -0.075 < s["calibration"]["deviation"] < -0.045
+    assert "TIFF tag 65027" in s["pixel_size_reason"]

@@ -48,6 +48,22 @@ def brief(value: Any, limit: int = MAX_MESSAGE_VALUE_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+MAX_MESSAGE_CHARS = 300
+
+
+def bounded_message(call: Callable, *args, **kwargs):
+    """``call(*args, **kwargs)``, with any ``ConfigError`` it raises cut to ``MAX_MESSAGE_CHARS`` (for validators
+    that format a value whole: the file is at most 1 MiB and alias-free, so the value is small enough to format,
+    but not to print)."""
+    try:
+        return call(*args, **kwargs)
+    except ConfigError as err:
+        text = " ".join(str(err).split())
+        if len(text) <= MAX_MESSAGE_CHARS and text == str(err):
+            raise
+        raise ConfigError(text[:MAX_MESSAGE_CHARS - 3] + "...") from None
+
+
 class _Refused(yaml.YAMLError):
     """A YAML construct this loader refuses; ``mark`` is where it is."""
 

@@ -14,6 +14,7 @@ block, dose))``: the same bytes whatever the worker, the order or a resume.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 
 from contract import fourdstem as schema
 from contract.errors import ConfigError
-from contract.yamlsafe import ANY, Each, ListOf, brief, check_keys, read_yaml_mapping
+from contract.yamlsafe import ANY, Each, ListOf, bounded_message, brief, check_keys, read_yaml_mapping
 
 from .fourdstem_structures import STRUCTURES, build_scan_structure, position_truth
 
@@ -31,7 +32,7 @@ FFTW_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT")
 
 # ----------------------------------------------------------------------------------------------- config
 def _number(value, field: str, *, minimum: float = 0.0, allow_equal: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{field}: must be a number, got {value!r}")
     if value < minimum or (value == minimum and not allow_equal):
         raise ConfigError(f"{field}: must be {'>=' if allow_equal else '>'} {minimum:g}, got {value!r}")
@@ -122,7 +123,7 @@ def resolve(raw: dict) -> dict:
     for i, d in enumerate(doses):
         try:
             schema.dose_array_name(d)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:  # a list or mapping where a dose belongs
             raise ConfigError(f"imaging.doses_e_per_angstrom2[{i}]: {err}") from None
     if len(set(doses)) != len(doses):
         raise ConfigError("imaging.doses_e_per_angstrom2: lists a dose twice")
@@ -184,7 +185,7 @@ def load(path: str | Path) -> dict:
         if schema is not ANY and block in raw and not isinstance(raw[block], dict):
             raise ConfigError(f"{block}: must be a mapping, got {type(raw[block]).__name__} {brief(raw[block])}")
     check_keys(raw, FOURDSTEM_SCHEMA)
-    cfg = resolve(raw)
+    cfg = bounded_message(resolve, raw)
 
     def bound(key: str, value, field: str | None = None) -> None:
         name, limit, why = FOURDSTEM_LIMITS[key]

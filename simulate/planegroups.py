@@ -30,7 +30,7 @@ import numpy as np
 from contract import planegroups as pg
 from contract.errors import ConfigError
 from contract.store import StoreError, open_group
-from contract.yamlsafe import ANY, brief, check_keys, load_with_bases
+from contract.yamlsafe import ANY, bounded_message, brief, check_keys, load_with_bases
 
 from .planegroups_render import draw_image, group_for_image
 
@@ -75,7 +75,7 @@ def load_config(path: str | Path) -> dict:
         if isinstance(PLANEGROUPS_SCHEMA[block], dict) and block in raw and not isinstance(raw[block], dict):
             raise ConfigError(f"{block}: must be a mapping, got {type(raw[block]).__name__} {brief(raw[block])}")
     check_keys(raw, PLANEGROUPS_SCHEMA)
-    cfg = validate(raw)
+    cfg = bounded_message(validate, raw)
     sizes = {"image_size_px": cfg["image_size_px"], "images_per_task": cfg["images_per_task"],
              "total_images": cfg["images_per_group"] * len(cfg["groups"]),
              "max_atoms_per_cell": cfg["structure"]["max_atoms_per_cell"]}
@@ -105,7 +105,7 @@ def validate(cfg: dict) -> dict:
     if not isinstance(groups, list) or not groups:
         raise ConfigError("groups: must be `all` or a list of plane-group symbols")
     for i, g in enumerate(groups):
-        if g not in pg.PLANE_GROUP_IDS:
+        if not isinstance(g, str) or g not in pg.PLANE_GROUP_IDS:
             raise ConfigError(f"groups[{i}]: unknown plane group {g!r}; the 17 are {', '.join(pg.PLANE_GROUPS)}")
     cfg["groups"] = groups
     for key in ("images_per_group", "images_per_task", "image_size_px"):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from labelling.project import add_image, create_project
-from tests.labelling_fixtures import Server, http, render_field
+from tests.labelling_fixtures import Server, http, login_body, password_for, render_field
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -85,7 +85,8 @@ def log_in_and_open(driver, url: str, name: str):
 
     driver.get(url + "/")
     wait_for(driver, "!document.getElementById('login-view').hidden")
-    driver.find_element(By.ID, "login-name").send_keys(name, Keys.ENTER)
+    driver.find_element(By.ID, "login-name").send_keys(name)
+    driver.find_element(By.ID, "login-password").send_keys(password_for(name), Keys.ENTER)
     wait_for(driver, "document.querySelector('tr.image-row')")
     driver.find_element(By.CSS_SELECTOR, "tr.image-row").click()
     wait_for(driver, "window.labelApp.state.image && window.labelApp.state.sites.length > 0 && "
@@ -231,7 +232,7 @@ def test_patch_mode_keyboard_labelling_is_blind_and_timed(server, browser, tmp_p
     # connection (as the page's fetch does)
     import http.client as httpclient
 
-    carol = http("POST", server.url + "/api/login", {"name": "carol"})[1]["token"]
+    carol = http("POST", server.url + "/api/login", login_body("carol"))[1]["token"]
     con = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
     t0 = time.perf_counter()
     for s, key in zip(order[:N_PATCH_SITES], typed):
@@ -271,7 +272,7 @@ def test_suggestions_switch_finish_and_the_others(server, browser, tmp_path):
 
     # a model's output for the image (as `inference classify` writes it), registered while the server runs
     project = Project(server.project)
-    token0 = http("POST", server.url + "/api/login", {"name": "erin"})[1]["token"]
+    token0 = http("POST", server.url + "/api/login", login_body("erin"))[1]["token"]
     sites = http("GET", f"{server.url}/api/images/1/sites", token=token0)[1]["sites"]
     pred = tmp_path / "classify"
     pred.mkdir()
@@ -300,7 +301,7 @@ def test_suggestions_switch_finish_and_the_others(server, browser, tmp_path):
     others = wait_for(d, "window.labelApp.state.others")
     labelled_by = {name for name in ("alice", "bob")
                    if http("GET", f"{server.url}/api/images/1/sites", token=http(
-                       "POST", server.url + "/api/login", {"name": name})[1]["token"])[1]["progress"]["labelled"]}
+                       "POST", server.url + "/api/login", login_body(name))[1]["token"])[1]["progress"]["labelled"]}
     assert set(others["annotators"]) >= labelled_by
     d.save_screenshot(str(tmp_path / "others.png"))
     con = project.connect()

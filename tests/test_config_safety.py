@@ -293,3 +293,17 @@ def test_fourdstem_and_planegroups_refuse_alias_bombs(tmp_path):
         with pytest.raises(ConfigError, match="aliases"):
             loader(path)
         assert time.perf_counter() - t0 < 0.5
+
+
+def test_rvae_and_cluster_configs_refuse_alias_bombs(tmp_path):
+    from cluster.config import load_yaml as load_cluster_yaml
+    from cluster.errors import ClusterError
+    from contract.errors import InputError
+    from rvae.fit import read_config
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text("model:\n" + "\n".join("  " + line for line in LAUGHS.splitlines()) + "\n")
+    with pytest.raises(InputError, match="aliases"):
+        read_config(path)
+    with pytest.raises(ClusterError, match="aliases"):
+        load_cluster_yaml(path)

@@ -250,3 +250,14 @@ def load_with_bases(path: str | Path, field: str = "config", replace: tuple[str,
     merged = deep_merge(load_with_bases(path.parent / base, field, replace, on_merge, (*_chain, resolved)), raw,
                         replace)
     return on_merge(merged, raw, path) if on_merge else merged
+
+
+def check_config_args(argv: list[str], option: str = "--config") -> None:
+    """Read every ``--config FILE`` (or ``--config=FILE``) of a command line with ``read_yaml``, so that a tool
+    that parses them itself (LightningCLI's jsonargparse) never sees an alias bomb, a duplicate key or a NaN:
+    ``ConfigError`` naming the file and line first. Files that do not exist are left to the tool's own message."""
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == option and i + 1 < len(argv) else (
+            arg[len(option) + 1:] if arg.startswith(option + "=") else None)
+        if value is not None and Path(value).is_file():
+            read_yaml(value, option)

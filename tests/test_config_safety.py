@@ -307,3 +307,23 @@ def test_rvae_and_cluster_configs_refuse_alias_bombs(tmp_path):
         read_config(path)
     with pytest.raises(ClusterError, match="aliases"):
         load_cluster_yaml(path)
+
+
+def test_training_config_files_can_be_checked_before_lightningcli_reads_them(tmp_path):
+    """jsonargparse expands aliases itself: measured here, `python -m training fit --config base.yaml --config
+    BOMB.yaml` (540 bytes, aliases under data.batch_size) had not answered after 180 s. ``check_config_args`` is the
+    guard for that entry point."""
+    from contract.yamlsafe import check_config_args
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("data:\n  batch_size:\n" + "\n".join("    - " + line.split(": ", 1)[1]
+                                                         for line in LAUGHS.splitlines()) + "\n")
+    shipped = sorted((REPO / "configs" / "train").rglob("*.yaml"))
+    assert shipped
+    check_config_args([arg for path in shipped for arg in ("--config", str(path))])
+    t0 = time.perf_counter()
+    for argv in (["fit", "--config", str(shipped[0]), "--config", str(bomb)], ["fit", f"--config={bomb}"]):
+        with pytest.raises(ConfigError, match=r"^--config: .*bomb.yaml line 4: YAML aliases"):
+            check_config_args(argv)
+    assert time.perf_counter() - t0 < 0.5
+    check_config_args(["fit", "--config", str(tmp_path / "missing.yaml")])  # left to the tool's own message

@@ -93,7 +93,7 @@ def _check_keys(cfg: dict) -> None:
     check_keys(cfg, DATASET_SCHEMA)
 
 
-_deep_merge = deep_merge  # the name simulate.planegroups imported
+_deep_merge = deep_merge  # the old name, for code that imports it from here
 
 
 def _materials_catalog_path(merged: dict, raw: dict, path: Path) -> dict:

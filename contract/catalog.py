@@ -56,7 +56,7 @@ class Catalog:
 
     def host(self, name: str) -> Host:
         if name not in self.hosts:
-            raise ConfigError(f"host {name!r} is not in the catalog; known hosts: {', '.join(sorted(self.hosts))}")
+            raise ConfigError(f"host {brief(name)} is not in the catalog; known hosts: {', '.join(sorted(self.hosts))}")
         return self.hosts[name]
 
     def combos(self) -> list[tuple[str, str]]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+
+from contract.errors import ConfigError
+from contract.yamlsafe import read_yaml
 
 from .errors import ClusterError
 
@@ -46,9 +48,9 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ClusterError(f"cluster config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ClusterError(f"cluster config {path} is not valid YAML: {exc}") from exc
+        data = read_yaml(path, "cluster config") or {}  # no aliases, duplicate keys or NaN
+    except ConfigError as exc:
+        raise ClusterError(str(exc)) from None
     if not isinstance(data, dict):
         raise ClusterError(f"cluster config {path} must be a mapping, got {type(data).__name__}")
     return data

@@ -10,13 +10,17 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from . import elements
 from .errors import ConfigError
+from .yamlsafe import ANY, Each, brief, check_keys, key_text, read_yaml_mapping
+
+__all__ = ["CATALOG_SCHEMA", "CHALCOGENS", "Catalog", "HOST_KEYS", "Host", "catalog_from_mapping",
+           "default_catalog_path", "is_excluded", "load_catalog", "read_yaml_mapping"]
 
 CHALCOGENS = ("S", "Se", "Te")
 HOST_KEYS = ("metal", "chalcogen", "lattice_constant_angstrom", "thickness_angstrom")
+CATALOG_SCHEMA = {"hosts": Each({**dict.fromkeys(HOST_KEYS, ANY), "source": ANY}), "dopants": ANY}
+"""Every key a catalog (or a dataset config's inline ``materials`` block) may hold, at every level."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Catalog:
 
     def host(self, name: str) -> Host:
         if name not in self.hosts:
-            raise ConfigError(f"host {name!r} is not in the catalog; known hosts: {', '.join(sorted(self.hosts))}")
+            raise ConfigError(f"host {brief(name)} is not in the catalog; known hosts: {', '.join(sorted(self.hosts))}")
         return self.hosts[name]
 
     def combos(self) -> list[tuple[str, str]]:
@@ -60,9 +64,14 @@ class Catalog:
         return [(h, d) for h in self.hosts for d in self.dopants if not is_excluded(self.hosts[h].metal, d)]
 
 
-def _number(value, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{field}: must be a number > 0, got {value!r}")
+MAX_LATTICE_CONSTANT_ANGSTROM = 10.0
+"""1H-MX2 lattice constants are 3.0-3.6 A; a larger value is a typo (and would grow every supercell and grid)."""
+MAX_THICKNESS_ANGSTROM = 10.0
+
+
+def _number(value, field: str, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:
+        raise ConfigError(f"{field}: must be a number in (0, {maximum:g}], got {brief(value)}")
     return float(value)
 
 
@@ -71,18 +80,21 @@ def catalog_from_mapping(raw, field: str = "materials") -> Catalog:
     dopants: [symbols]}``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{field}: must be a mapping with hosts and dopants")
+    check_keys(raw, CATALOG_SCHEMA, field)
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, dict) or not hosts_raw:
         raise ConfigError(f"{field}.hosts: must be a non-empty mapping of host name -> properties")
     hosts = {}
     for name, h in hosts_raw.items():
-        f = f"{field}.hosts.{name}"
+        f = f"{field}.hosts.{key_text(name)}"
         if not isinstance(h, dict):
             raise ConfigError(f"{f}: must be a mapping with {', '.join(HOST_KEYS)}")
         for key in HOST_KEYS:
             if key not in h:
                 raise ConfigError(f"{f}.{key}: missing")
         for key in ("metal", "chalcogen"):
+            if not isinstance(h[key], str) or not 0 < len(h[key]) <= 3:
+                raise ConfigError(f"{f}.{key}: must be an element symbol, got {brief(h[key])}")
             try:
                 elements.atomic_number(h[key])
             except ValueError as err:
@@ -90,14 +102,18 @@ def catalog_from_mapping(raw, field: str = "materials") -> Catalog:
         if not elements.is_transition_metal(h["metal"]):
             raise ConfigError(f"{f}.metal: {h['metal']} is not a transition metal")
         if h["chalcogen"] not in CHALCOGENS:
-            raise ConfigError(f"{f}.chalcogen: must be one of {CHALCOGENS}, got {h['chalcogen']!r}")
+            raise ConfigError(f"{f}.chalcogen: must be one of {CHALCOGENS}, got {brief(h['chalcogen'])}")
         hosts[str(name)] = Host(str(name), h["metal"], h["chalcogen"],
-                                _number(h["lattice_constant_angstrom"], f"{f}.lattice_constant_angstrom"),
-                                _number(h["thickness_angstrom"], f"{f}.thickness_angstrom"), str(h.get("source", "")))
+                                _number(h["lattice_constant_angstrom"], f"{f}.lattice_constant_angstrom",
+                                        MAX_LATTICE_CONSTANT_ANGSTROM),
+                                _number(h["thickness_angstrom"], f"{f}.thickness_angstrom", MAX_THICKNESS_ANGSTROM),
+                                str(h.get("source", "")))
     dopants = raw.get("dopants")
     if not isinstance(dopants, list) or not dopants:
         raise ConfigError(f"{field}.dopants: must be a non-empty list of element symbols")
     for i, dopant in enumerate(dopants):
+        if not isinstance(dopant, str) or not 0 < len(dopant) <= 3:
+            raise ConfigError(f"{field}.dopants[{i}]: must be an element symbol, got {brief(dopant)}")
         try:
             elements.atomic_number(dopant)
         except ValueError as err:
@@ -112,19 +128,6 @@ def catalog_from_mapping(raw, field: str = "materials") -> Catalog:
 def default_catalog_path() -> Path:
     """The shipped catalog (``contract/catalog.yaml``, package data)."""
     return Path(str(resources.files("contract") / "catalog.yaml"))
-
-
-def read_yaml_mapping(path: str | Path, field: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{field}: no such file {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{field}: {path} is not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{field}: {path} must hold a mapping")
-    return raw
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

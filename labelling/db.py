@@ -5,7 +5,8 @@ answers, with ``synchronous=FULL``: a killed server or a closed tab loses nothin
 A label's key is (annotator, site), so two annotators labelling the same image at the same time never
 overwrite each other; concurrent writers wait on SQLite's lock (``busy_timeout``), they are not refused.
 
-Tables (``SCHEMA``): ``annotators`` (name, token), ``images`` (file, size, context, lattice constant in px),
+Tables (``SCHEMA``): ``annotators`` (name, token, and ``password_hash`` for those who signed up on the page:
+scrypt, never the password), ``images`` (file, size, context, lattice constant in px),
 ``sites`` (candidate columns, and the columns an annotator added: ``added_by``), ``labels`` (the current
 class of a site for one annotator: 0-4 as ``contract.classes``, or ``NO_COLUMN`` = -1 for "no column here"),
 ``events`` (every change with its time and the previous value: the audit log and the undo stack),
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import secrets
 import sqlite3
 from pathlib import Path
@@ -24,7 +27,7 @@ from pathlib import Path
 from contract.classes import N_CLASSES
 
 DB_NAME = "labelling.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: annotators.password_hash
 NO_COLUMN = -1
 """Label of a candidate site an annotator marked as "no column here" (deleted)."""
 LABEL_VALUES = (NO_COLUMN, *range(N_CLASSES))
@@ -32,7 +35,8 @@ LABEL_VALUES = (NO_COLUMN, *range(N_CLASSES))
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS annotators (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
+    password_hash TEXT);
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, source_path TEXT NOT NULL, file TEXT NOT NULL,
     height INTEGER NOT NULL, width INTEGER NOT NULL, pixel_size_angstrom REAL, pixel_size_source TEXT,
@@ -90,7 +94,10 @@ def create(path: str | Path) -> None:
         # statement by statement: executescript() would commit the open transaction first
         for statement in filter(str.strip, SCHEMA.split(";")):
             con.execute(statement)
-        con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        columns = {r["name"] for r in con.execute("PRAGMA table_info(annotators)")}
+        if "password_hash" not in columns:  # a version-1 project: its annotators keep their link tokens
+            con.execute("ALTER TABLE annotators ADD COLUMN password_hash TEXT")
+        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (now(),))
 
 
@@ -112,8 +119,35 @@ def new_token() -> str:
     return secrets.token_urlsafe(16)
 
 
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+"""scrypt cost (hashlib): ~16 MiB and some 50 ms per check, so guessing a password through the page is slow."""
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 256
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$n$r$p$salt$hash`` (hex) of ``password`` with a fresh 16-byte salt."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **SCRYPT)
+    return f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    """True when ``password`` matches ``stored`` (``hash_password``'s form), compared in constant time."""
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        if kind != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(digest) // 2)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
 def add_annotator(con: sqlite3.Connection, name: str) -> sqlite3.Row:
-    """The annotator called ``name``, created with a fresh token when new."""
+    """The annotator called ``name``, created with a fresh token when new (for ``serve --annotators`` and
+    ``annotators --add``: they sign in with the link holding their token, never by name)."""
     row = con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
     if row is not None:
         return row
@@ -121,6 +155,24 @@ def add_annotator(con: sqlite3.Connection, name: str) -> sqlite3.Row:
         con.execute("INSERT OR IGNORE INTO annotators(name, token, created_at) VALUES (?, ?, ?)",
                     (name, new_token(), now()))
     return con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+
+
+def sign_up_or_in(con: sqlite3.Connection, name: str, password: str) -> tuple[sqlite3.Row | None, str]:
+    """Sign in by name and password on the page: a new name is created with this password (``"created"``); an
+    annotator with a password must give it (``"ok"`` or ``"wrong"``); one made on the command line, without a
+    password, signs in only with their link (``"link-only"``). Returns (row or None, outcome)."""
+    row = con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        hashed = hash_password(password)  # before the write lock: scrypt takes a while
+        with write(con):
+            cur = con.execute("INSERT OR IGNORE INTO annotators(name, token, created_at, password_hash) "
+                              "VALUES (?, ?, ?, ?)", (name, new_token(), now(), hashed))
+        row = con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+        if cur.rowcount == 1:
+            return row, "created"
+    if row["password_hash"] is None:
+        return None, "link-only"
+    return (row, "ok") if check_password(password, row["password_hash"]) else (None, "wrong")
 
 
 def set_label(con: sqlite3.Connection, annotator_id: int, image_id: int, site_id: int, label: int | None,

@@ -123,9 +123,13 @@ def _check_context(meta: dict) -> dict:
     from contract.context import check_beam_energy, check_detector
 
     out = {"host": meta.get("host"), "dopant": meta.get("dopant"), "beam_energy_kev": None, "detector": None}
-    if out["host"] is not None and out["host"] not in load_catalog().hosts:
-        raise InputError(f"--host {out['host']!r} is not in the catalog; known hosts: "
-                         f"{', '.join(sorted(load_catalog().hosts))}")
+    catalog = load_catalog()
+    if out["host"] is not None and (not isinstance(out["host"], str) or out["host"] not in catalog.hosts):
+        raise InputError(f"--host {str(out['host'])[:40]!r} is not in the catalog; known hosts: "
+                         f"{', '.join(sorted(catalog.hosts))}")
+    if out["dopant"] is not None and (not isinstance(out["dopant"], str) or out["dopant"] not in catalog.dopants):
+        raise InputError(f"--dopant {str(out['dopant'])[:40]!r} is not in the catalog; known dopants: "
+                         f"{', '.join(catalog.dopants)}")
     try:
         if meta.get("beam_energy_kev") is not None:
             out["beam_energy_kev"] = check_beam_energy(meta["beam_energy_kev"])

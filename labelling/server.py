@@ -2,16 +2,25 @@
 nothing fetched from elsewhere, so it works offline).
 
 Identity: every API call carries ``Authorization: Bearer <token>``, one token per annotator. On a loopback
-address an annotator may get their token by typing their name (``POST /api/login``); on any other interface that
-is refused and each annotator opens the link with their token that ``serve`` prints (``?token=...``).
+address an annotator signs in on the page with their name and a password (``POST /api/login``): a new name is
+created with the password given (stored as scrypt), a known name needs its password, and an annotator made on the
+command line (``--annotators``, ``annotators --add``) has no password and uses their link; a name alone never
+hands out anyone's token (any local account can reach a loopback port). Five wrong passwords lock a name for a
+minute (429). On any other interface login is refused and each annotator opens the link with their token that
+``serve`` prints (``?token=...``).
+
+Every response carries ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` (the token link
+must not leak) and a Content-Security-Policy that allows only this server's own script, style, images and API.
 
 Blind labelling: ``/sites`` returns only the caller's own labels; the model's classes come only from
 ``/suggestions`` (each first use is recorded and reported with the consensus); the other annotators' labels come
 from ``/others`` only once the caller has finished the image.
 
 Every failure is a JSON ``{"error": "..."}`` with a 4xx status (5xx only for a bug, still without a traceback
-page): unknown image or site 404, bad body 422 (e.g. a class outside 0-4), body over the limit 413, unknown
-token 401, login by name off the loopback 403, conflicts (a column already there, nothing to undo) 409.
+page): unknown or impossible image or site id (outside 1..2^63-1) 404, bad body 422 (e.g. a class outside 0-4),
+body over the limit 413 (declared or streamed, chunked included), unknown token or wrong password 401, login off
+the loopback or by name for a link-only annotator 403, too many wrong passwords 429, conflicts (a column already
+there, nothing to undo) 409.
 """
 from __future__ import annotations
 
@@ -19,6 +28,8 @@ import json
 import logging
 import math
 import tempfile
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Optional
@@ -43,6 +54,13 @@ MAX_JSON_BYTES = 64 * 1024
 DEFAULT_MAX_UPLOAD_MB = 200
 UPLOAD_SUFFIXES = (".npy", ".tif", ".tiff", ".dm3", ".dm4", ".emd")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot exist (and would overflow the driver)
+LOGIN_FAILURES_BEFORE_LOCK = 5
+LOGIN_LOCK_S = 60.0
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                           "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"), (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())]
 log = logging.getLogger("labelling")
 
 
@@ -62,6 +80,7 @@ class NewSiteBody(BaseModel):
 class LoginBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+    password: str = Field(min_length=db.MIN_PASSWORD_CHARS, max_length=db.MAX_PASSWORD_CHARS)
 
 
 class FinishBody(BaseModel):
@@ -70,8 +89,9 @@ class FinishBody(BaseModel):
 
 
 class BodySizeLimit:
-    """ASGI middleware: a request body over the limit (``Content-Length`` or counted while streaming) is
-    answered 413 before the endpoint sees it; uploads have their own, larger limit."""
+    """ASGI middleware: a request body over the limit (``Content-Length`` or counted while streaming, as a chunked
+    body is) is answered 413; uploads have their own, larger limit. A body found too large while streaming is
+    answered at once, the app then sees the client gone, and whatever it answers is dropped."""
 
     def __init__(self, app, max_json_bytes: int, max_upload_bytes: int):
         self.app, self.max_json, self.max_upload = app, max_json_bytes, max_upload_bytes
@@ -91,20 +111,34 @@ class BodySizeLimit:
                 return await _json(send, 413, f"request body of {int(length)} bytes is over the limit of {limit} "
                                               "bytes")
         received = 0
+        state = {"started": False, "refused": False}
+
+        async def guarded_send(message):
+            if state["refused"]:
+                return  # the 413 is already out; the app's own answer (to a vanished client) is dropped
+            state["started"] = True
+            await send(message)
 
         async def limited_receive():
             nonlocal received
+            if state["refused"]:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge(limit)
+                    if not state["started"]:
+                        await _json(send, 413, f"request body is over the limit of {limit} bytes")
+                    state["refused"] = True
+                    return {"type": "http.disconnect"}
             return message
 
         try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge as err:
-            await _json(send, 413, f"request body is over the limit of {err.limit} bytes")
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not state["refused"]:
+                raise
+            log.debug("request refused as too large; the app then failed on the vanished body", exc_info=True)
 
 
 class HostCheck:
@@ -124,9 +158,49 @@ class HostCheck:
         return await self.app(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    def __init__(self, limit):
-        self.limit = limit
+class SecurityHeaders:
+    """ASGI middleware: ``SECURITY_HEADERS`` on every response (the page runs under the CSP: no inline script or
+    style, nothing from elsewhere)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *[(k, v) for k, v in SECURITY_HEADERS if k not in names]]}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
+
+
+class LoginThrottle:
+    """Wrong passwords per name: after ``LOGIN_FAILURES_BEFORE_LOCK`` the name is locked for ``LOGIN_LOCK_S``."""
+
+    def __init__(self):
+        self.failures: dict[str, tuple[int, float]] = {}
+        self.lock = threading.Lock()
+
+    def locked_for_s(self, name: str) -> float:
+        with self.lock:
+            count, until = self.failures.get(name, (0, 0.0))
+            return max(0.0, until - time.monotonic()) if count >= LOGIN_FAILURES_BEFORE_LOCK else 0.0
+
+    def failed(self, name: str) -> None:
+        with self.lock:
+            count, _ = self.failures.get(name, (0, 0.0))
+            if count >= LOGIN_FAILURES_BEFORE_LOCK:
+                count = 0  # the lock ran out: a fresh round
+            self.failures[name] = (count + 1, time.monotonic() + LOGIN_LOCK_S)
+
+    def succeeded(self, name: str) -> None:
+        with self.lock:
+            self.failures.pop(name, None)
 
 
 async def _json(send, status: int, message: str) -> None:
@@ -152,6 +226,8 @@ def create_app(project_root, *, require_tokens: bool = False, max_upload_bytes: 
     app.add_middleware(BodySizeLimit, max_json_bytes=MAX_JSON_BYTES, max_upload_bytes=max_upload_bytes)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so the middlewares' own answers carry it too
+    throttle = LoginThrottle()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -188,12 +264,16 @@ def create_app(project_root, *, require_tokens: bool = False, max_upload_bytes: 
         return row
 
     def image_row(image_id: int, con) -> dict:
+        if not 0 < image_id <= MAX_ID:
+            raise HTTPException(404, f"image {brief_id(image_id)} does not exist")
         row = con.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             raise HTTPException(404, f"image {image_id} does not exist")
         return dict(row)
 
     def visible_site(con, image_id: int, site_id: int, who) -> dict:
+        if not 0 < site_id <= MAX_ID:
+            raise HTTPException(404, f"site {brief_id(site_id)} does not exist on image {image_id}")
         row = con.execute("SELECT * FROM sites WHERE id = ? AND image_id = ? AND deleted_at IS NULL "
                           "AND (added_by IS NULL OR added_by = ?)", (site_id, image_id, who["id"])).fetchone()
         if row is None:
@@ -227,8 +307,19 @@ def create_app(project_root, *, require_tokens: bool = False, max_upload_bytes: 
         if require_tokens:
             raise HTTPException(403, "login by name is off on this server (it serves beyond this computer): "
                                      "open the link with your token that `serve` printed")
-        row = db.add_annotator(con, body.name.strip())
-        return {"name": row["name"], "token": row["token"]}
+        name = body.name.strip()
+        wait_s = throttle.locked_for_s(name)
+        if wait_s > 0:
+            raise HTTPException(429, f"too many wrong passwords for {name}: try again in {math.ceil(wait_s)} s")
+        row, outcome = db.sign_up_or_in(con, name, body.password)
+        if outcome == "link-only":
+            raise HTTPException(403, f"{name} was added on the command line and signs in with their personal link "
+                                     "(`python -m labelling annotators --project DIR` prints it)")
+        if outcome == "wrong":
+            throttle.failed(name)
+            raise HTTPException(401, f"wrong password for {name} (a new name signs up with the password given)")
+        throttle.succeeded(name)
+        return {"name": row["name"], "token": row["token"], "created": outcome == "created"}
 
     @app.get("/api/me")
     def me(who=Depends(annotator)):
@@ -408,6 +499,12 @@ def create_app(project_root, *, require_tokens: bool = False, max_upload_bytes: 
     return app
 
 
+def brief_id(value: int) -> str:
+    """An id as a message shows it: a huge one cut to its first digits."""
+    text = str(value)
+    return text if len(text) <= 20 else text[:20] + "..."
+
+
 def check_bind(host: str, port: int) -> None:
     """``InputError`` when ``host:port`` cannot be bound (in use, no such address), before uvicorn starts."""
     import socket
@@ -448,7 +545,8 @@ def serve(project_root, host: str = "127.0.0.1", port: int = 8000, annotators: l
     base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
     print(f"labelling {project.root} ({n_images} image(s)) at {base}", file=stream)
     if loopback:
-        print("  open it in a browser on this computer and type your name; or use a personal link:", file=stream)
+        print("  open it in a browser on this computer and sign in with your name and a password (a new name "
+              "chooses its password there); or use a personal link:", file=stream)
     else:
         print(f"  listening on {host}: login by name is off; each annotator opens their own link "
               f"(replace {shown} by this machine's address):", file=stream)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.errors import InputError
+from contract.yamlsafe import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADF_CONFIG = REPO / "configs" / "rvae" / "adf.yaml"
@@ -26,12 +27,10 @@ def _log(msg: str, stream=None) -> None:
 
 
 def read_config(path: str | Path) -> dict:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--config {path} does not exist (see configs/rvae/)")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = read_yaml(path, "--config") or {}  # no aliases, duplicate keys or NaN (docs/config-safety.md)
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise InputError(f"--config {path}: not an rVAE config (no model: section)")
     return cfg

@@ -2,30 +2,29 @@
 every field before anything is submitted, and hash the result.
 
 A config error is a ``ConfigError`` whose message starts with the dotted name of the offending field, e.g.
-``noise.dose_e_per_angstrom2: low must be > 0, got 0.0``.
+``noise.dose_e_per_angstrom2: low must be > 0, got 0.0``. The file is read by ``contract.yamlsafe`` (no aliases,
+no duplicate keys, no NaN/inf); every key at every level must be known (``DATASET_SCHEMA``); the sizes are
+bounded (``LIMITS``: a config too large for any machine is refused before anything is created). A child's
+``selection`` replaces its base's as a whole. Reference: docs/config-safety.md.
 """
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from contract.catalog import (
-    catalog_from_mapping,
-    is_excluded,
-    load_catalog,
-    read_yaml_mapping,
-)
+from contract.catalog import CATALOG_SCHEMA, catalog_from_mapping, is_excluded, load_catalog
 from contract.context import BEAM_ENERGIES_KEV, DETECTORS
 from contract.errors import ConfigError
+from contract.yamlsafe import ANY, Each, brief, check_keys, deep_merge, load_with_bases
 
 from .environments import ENVIRONMENTS
 from .optics import detector_reach_mrad, gpts_reaching, is_smooth_235
 
-__all__ = ["ConfigError", "config_hash", "is_excluded", "load", "load_yaml", "resolve"]
+__all__ = ["DATASET_SCHEMA", "LIMITS", "ConfigError", "config_hash", "is_excluded", "load", "load_yaml", "resolve"]
 
 NOISE_KEYS = (
     "probe_blur_sigma_angstrom",
@@ -36,57 +35,79 @@ NOISE_KEYS = (
 )
 
 
-KNOWN_KEYS = {
-    "": ("name", "seed", "materials", "selection", "environments", "imaging", "multislice", "noise", "patches"),
-    "imaging": ("beam_energies_kev", "convergence_semiangle_mrad", "detectors"),
-    "multislice": ("supercell_repeats", "vacuum_angstrom", "slicing", "slice_thickness_angstrom", "projection", "gpts",
-                   "scan_margin_px", "frozen_phonons", "frozen_phonon_sigma_angstrom", "parametrization", "device",
-                   "fftw_planning_effort"),
-    "noise": NOISE_KEYS,
-    "patches": ("patch_size_px", "patches_per_image"),
-    "selection": ("combos", "hosts", "dopants"),
+MULTISLICE_KEYS = ("supercell_repeats", "vacuum_angstrom", "slicing", "slice_thickness_angstrom", "projection",
+                  "gpts", "scan_margin_px", "frozen_phonons", "frozen_phonon_sigma_angstrom", "parametrization",
+                  "device", "fftw_planning_effort")
+DATASET_SCHEMA = {
+    "name": ANY, "seed": ANY, "environments": ANY,
+    "materials": {"catalog": ANY, **CATALOG_SCHEMA},
+    "selection": dict.fromkeys(("combos", "hosts", "dopants"), ANY),
+    "imaging": {"beam_energies_kev": ANY, "convergence_semiangle_mrad": ANY,
+                "detectors": Each(dict.fromkeys(("inner_mrad", "outer_mrad"), ANY))},
+    "multislice": dict.fromkeys(MULTISLICE_KEYS, ANY),
+    "noise": dict.fromkeys(NOISE_KEYS, ANY),
+    "patches": dict.fromkeys(("patch_size_px", "patches_per_image"), ANY),
 }
-"""Keys a dataset config may hold, per section ("" = top level); ``materials`` is checked by the catalog."""
+"""Every key a dataset config may hold, at every level (a typo would otherwise be ignored and the default used)."""
+SECTIONS = ("imaging", "multislice", "noise", "patches", "selection", "materials")
+
+GIB = 1 << 30
+LIMITS = {  # name: (limit, why); the paper's dataset (paper.yaml) is far inside every one
+    "patch_size_px": (255, "a stored patch spans about one lattice constant; 255 px is 8x the paper's 33 px "
+                           "(each row stores size^2 float32)"),
+    "patches_per_image": (100_000, "noise draws of one simulated image; 36x the paper's 2800"),
+    "shard_bytes": (2 * GIB, "one shard (one environment of one task: detectors x patches per image x size^2 "
+                             "float32) is built in one worker's memory"),
+    "total_patches": (1_000_000_000, "18x the paper's 55 M patches (4.5 TB at 33 px)"),
+    "frozen_phonons": (64, "each configuration is a full multislice run (cost x N); 8-30 converge"),
+    "gpts": (4096, "a 4096^2 complex64 wave is 128 MiB per probe position and FFT time grows as n^2 log n"),
+    "supercell_repeats": (16, "the environment needs one neighbour shell; 16 cells is ~50 A a side"),
+    "multislice_runs": (500_000, "combos x energies x environments x frozen phonons; 6x the paper's 78 336 "
+                                 "(~5 CPU-s each: 500 000 runs is ~1 CPU-month)"),
+    "scan_margin_px": (32, "scan pixels beyond the patch on each side; jitter and offset need a few"),
+    "convergence_semiangle_mrad": (100.0, "probe-forming apertures are 20-40 mrad; the scan step is lambda / "
+                                          "(4 alpha), so the scan grows as alpha^2"),
+    "vacuum_angstrom": (50.0, "vacuum above and below a single layer; more only adds empty slices"),
+    "dose_e_per_angstrom2": (1e9, "beyond any sample's damage threshold; numpy's Poisson sampler refuses means "
+                                  "above ~1e19 counts"),
+    "seed": (2**63 - 1, "stored as a 64-bit integer"),
+    "name": (64, "characters; the name goes into paths and store attributes"),
+}
+"""Upper bounds that refuse a config too large for any machine before anything is created: (limit, why)."""
+MIN_SLICE_THICKNESS_ANGSTROM = 0.05
+"""Thinner uniform slices only multiply the cost: 0.1 A slicing already agrees with `planes` to < 1 %."""
+
+
+def _too_large(field: str, value, limit_name: str) -> ConfigError:
+    limit, why = LIMITS[limit_name]
+    return ConfigError(f"{field}: {brief(value)} is over the limit {limit:,} ({why})")
 
 
 def _check_keys(cfg: dict) -> None:
-    """``ConfigError`` for a section that is not a mapping or a key no code reads (a typo would otherwise be
-    ignored silently and the default used)."""
-    for section, known in KNOWN_KEYS.items():
-        node = cfg if not section else cfg.get(section)
-        if section and node is None:
+    """``ConfigError`` for a section that is not a mapping, or a key no code reads at any level."""
+    for section in SECTIONS:
+        node = cfg.get(section)
+        if node is None or isinstance(node, dict) or (section == "selection" and node == "all"):
             continue  # a missing section is reported by its own validation, naming the field it needs
-        if not isinstance(node, dict):
-            if section == "selection" and node == "all":
-                continue
-            raise ConfigError(f"{section or 'config'}: must be a mapping, got {type(node).__name__} {node!r}"[:200])
-        for key in node:
-            if key not in known:
-                field = f"{section}.{key}" if section else str(key)
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-                raise ConfigError(f"{field}: unknown key; {hint}")
+        raise ConfigError(f"{section}: must be a mapping, got {type(node).__name__} {brief(node)}")
+    check_keys(cfg, DATASET_SCHEMA)
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+_deep_merge = deep_merge  # the old name, for code that imports it from here
+
+
+def _materials_catalog_path(merged: dict, raw: dict, path: Path) -> dict:
+    """A file's own ``materials: {catalog: FILE}`` is relative to that file, and replaces the base's materials."""
+    if isinstance(raw.get("materials"), dict) and "catalog" in raw["materials"]:
+        catalog = raw["materials"]["catalog"]
+        if not isinstance(catalog, str):
+            raise ConfigError(f"materials.catalog: must be a file name, got {brief(catalog)}")
+        merged["materials"] = {"catalog": str((path.parent / catalog).resolve())}
+    return merged
 
 
 def _load_with_bases(path: Path) -> dict:
-    raw = read_yaml_mapping(path, "config")
-    base = raw.pop("base", None)
-    if base is None:
-        return raw
-    merged = _deep_merge(_load_with_bases(path.parent / base), raw)
-    if isinstance(raw.get("materials"), dict) and "catalog" in raw["materials"]:
-        merged["materials"] = {"catalog": str((path.parent / raw["materials"]["catalog"]).resolve())}
-    return merged
+    return load_with_bases(path, "config", replace=("selection",), on_merge=_materials_catalog_path)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -100,9 +121,12 @@ def load_yaml(path: str | Path) -> dict:
     materials = raw.get("materials") or {}
     if not isinstance(materials, dict):
         raise ConfigError("materials: must be a mapping ({catalog: FILE}, hosts, dopants)")
+    check_keys(materials, DATASET_SCHEMA["materials"], "materials")  # before the merge copies anything
     catalog_file = materials.get("catalog")
-    catalog = load_catalog(None if catalog_file is None else path.parent / str(catalog_file)).raw
-    raw["materials"] = _deep_merge(catalog, {k: v for k, v in materials.items() if k != "catalog"})
+    if catalog_file is not None and not isinstance(catalog_file, str):
+        raise ConfigError(f"materials.catalog: must be a file name, got {brief(catalog_file)}")
+    catalog = load_catalog(None if catalog_file is None else path.parent / catalog_file).raw
+    raw["materials"] = deep_merge(catalog, {k: v for k, v in materials.items() if k != "catalog"})
     return raw
 
 
@@ -115,17 +139,21 @@ def _require(cfg: dict, dotted: str) -> Any:
     return node
 
 
-def _positive_number(value: Any, field: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{field}: must be a number, got {value!r}")
+def _positive_number(value: Any, field: str, *, allow_zero: bool = False, limit: str | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{field}: must be a finite number, got {brief(value)}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{field}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(f"{field}: must be {'>= 0' if allow_zero else '> 0'}, got {brief(value)}")
+    if limit is not None and value > LIMITS[limit][0]:
+        raise _too_large(field, value, limit)
     return float(value)
 
 
-def _positive_int(value: Any, field: str) -> int:
+def _positive_int(value: Any, field: str, limit: str | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{field}: must be a positive integer, got {value!r}")
+        raise ConfigError(f"{field}: must be a positive integer, got {brief(value)}")
+    if limit is not None and value > LIMITS[limit][0]:
+        raise _too_large(field, value, limit)
     return value
 
 
@@ -138,19 +166,23 @@ def _resolve_combos(cfg: dict) -> list[list[str]]:
     selection = cfg.get("selection", "all")
     if selection == "all":
         selection = {"hosts": list(hosts), "dopants": list(dopants)}
-    if not isinstance(selection, dict):
+    if not isinstance(selection, dict) or not selection:
         raise ConfigError("selection: must be `all`, {hosts: [...], dopants: [...]} or {combos: [[host, dopant], ...]}")
     if "combos" in selection:
+        if set(selection) != {"combos"}:
+            raise ConfigError("selection: give either combos or hosts/dopants, not both")
+        if not isinstance(selection["combos"], list):
+            raise ConfigError(f"selection.combos: must be a list of [host, dopant], got {brief(selection['combos'])}")
         combos = []
         for i, pair in enumerate(selection["combos"]):
             field = f"selection.combos[{i}]"
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-                raise ConfigError(f"{field}: must be [host, dopant], got {pair!r}")
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise ConfigError(f"{field}: must be [host, dopant], got {brief(pair)}")
             host, dopant = pair
             if host not in hosts:
-                raise ConfigError(f"{field}: unknown host {host!r}; the catalog has {sorted(hosts)}")
+                raise ConfigError(f"{field}: unknown host {brief(host)}; the catalog has {sorted(hosts)}")
             if dopant not in dopants:
-                raise ConfigError(f"{field}: unknown dopant {dopant!r}; the catalog has {dopants}")
+                raise ConfigError(f"{field}: unknown dopant {brief(dopant)}; the catalog has {dopants}")
             if is_excluded(hosts[host]["metal"], dopant):
                 raise ConfigError(
                     f"{field}: dopant {dopant} is excluded in {host}: it is in the same periodic-table row "
@@ -160,12 +192,18 @@ def _resolve_combos(cfg: dict) -> list[list[str]]:
     else:
         sel_hosts = selection.get("hosts", list(hosts))
         sel_dopants = selection.get("dopants", list(dopants))
+        for key, value in (("hosts", sel_hosts), ("dopants", sel_dopants)):
+            if not isinstance(value, list):
+                raise ConfigError(f"selection.{key}: must be a list of names, got {brief(value)}")
         for i, host in enumerate(sel_hosts):
-            if host not in hosts:
-                raise ConfigError(f"selection.hosts[{i}]: unknown host {host!r}; the catalog has {sorted(hosts)}")
+            if not isinstance(host, str) or host not in hosts:
+                raise ConfigError(f"selection.hosts[{i}]: unknown host {brief(host)}; the catalog has {sorted(hosts)}")
         for i, dopant in enumerate(sel_dopants):
-            if dopant not in dopants:
-                raise ConfigError(f"selection.dopants[{i}]: unknown dopant {dopant!r}; the catalog has {dopants}")
+            if not isinstance(dopant, str) or dopant not in dopants:
+                raise ConfigError(f"selection.dopants[{i}]: unknown dopant {brief(dopant)}; the catalog has {dopants}")
+        for key, value in (("hosts", sel_hosts), ("dopants", sel_dopants)):
+            if len(set(value)) != len(value):
+                raise ConfigError(f"selection.{key}: lists a name twice")
         combos = [[h, d] for h in sel_hosts for d in sel_dopants if not is_excluded(hosts[h]["metal"], d)]
     if not combos:
         raise ConfigError("selection: selects no host+dopant combination")
@@ -182,7 +220,7 @@ def _resolve_environments(cfg: dict) -> list[int]:
         raise ConfigError("environments: must be `all` or a non-empty list of ids 0..33")
     for i, env in enumerate(envs):
         if isinstance(env, bool) or not isinstance(env, int) or not 0 <= env < len(ENVIRONMENTS):
-            raise ConfigError(f"environments[{i}]: must be an id in 0..{len(ENVIRONMENTS) - 1}, got {env!r}")
+            raise ConfigError(f"environments[{i}]: must be an id in 0..{len(ENVIRONMENTS) - 1}, got {brief(env)}")
     if len(set(envs)) != len(envs):
         raise ConfigError("environments: lists an id twice")
     return sorted(envs)
@@ -199,19 +237,20 @@ def _validate_imaging(cfg: dict) -> None:
     if not isinstance(energies, list) or not energies:
         raise ConfigError("imaging.beam_energies_kev: must be a non-empty list")
     for i, energy in enumerate(energies):
-        if energy not in BEAM_ENERGIES_KEV:
+        if isinstance(energy, bool) or not isinstance(energy, int) or energy not in BEAM_ENERGIES_KEV:
             raise ConfigError(
-                f"imaging.beam_energies_kev[{i}]: {energy!r} is not supported; supported: {BEAM_ENERGIES_KEV} "
+                f"imaging.beam_energies_kev[{i}]: {brief(energy)} is not supported; supported: {BEAM_ENERGIES_KEV} "
                 "(the context vector one-hot encodes exactly these)"
             )
     if len(set(energies)) != len(energies):
         raise ConfigError("imaging.beam_energies_kev: lists an energy twice")
-    _positive_number(_require(cfg, "imaging.convergence_semiangle_mrad"), "imaging.convergence_semiangle_mrad")
+    _positive_number(_require(cfg, "imaging.convergence_semiangle_mrad"), "imaging.convergence_semiangle_mrad",
+                     limit="convergence_semiangle_mrad")
     detectors = _require(cfg, "imaging.detectors")
     if isinstance(detectors, list):  # names only: the paper's angles (contract.context.DETECTORS)
         for i, name in enumerate(detectors):
-            if name not in DETECTORS:
-                raise ConfigError(f"imaging.detectors[{i}]: unsupported detector {name!r}; supported: "
+            if not isinstance(name, str) or name not in DETECTORS:
+                raise ConfigError(f"imaging.detectors[{i}]: unsupported detector {brief(name)}; supported: "
                                   f"{tuple(DETECTORS)}")
         if len(set(detectors)) != len(detectors):
             raise ConfigError("imaging.detectors: lists a detector twice")
@@ -219,9 +258,11 @@ def _validate_imaging(cfg: dict) -> None:
     if not isinstance(detectors, dict) or not detectors:
         raise ConfigError("imaging.detectors: must list detector names or map name -> {inner_mrad, outer_mrad}")
     for name, det in detectors.items():
-        field = f"imaging.detectors.{name}"
-        if name not in DETECTORS:
+        field = f"imaging.detectors.{brief(name, 40)}"
+        if not isinstance(name, str) or name not in DETECTORS:
             raise ConfigError(f"{field}: unsupported detector; supported: {tuple(DETECTORS)}")
+        if not isinstance(det, dict):
+            raise ConfigError(f"{field}: must be a mapping {{inner_mrad, outer_mrad}}, got {brief(det)}")
         inner = _positive_number(det.get("inner_mrad", -1), f"{field}.inner_mrad", allow_zero=True)
         outer = _positive_number(det.get("outer_mrad", -1), f"{field}.outer_mrad")
         if outer <= inner:
@@ -247,7 +288,7 @@ def _resolve_gpts(cfg: dict, combos: list[list[str]]) -> dict[int, int]:
             raise ConfigError(f"multislice.gpts: must be `auto` or map every beam energy to a grid size; {energy} keV missing")
         n = gpts[energy]
         field = f"multislice.gpts.{energy}"
-        _positive_int(n, field)
+        _positive_int(n, field, limit="gpts")
         if not is_smooth_235(n):
             raise ConfigError(f"{field}: {n} is not 2,3,5-smooth (FFTs of other sizes run 30-40 % slower)")
         reach = detector_reach_mrad(extent, (n, n), energy)
@@ -258,15 +299,32 @@ def _resolve_gpts(cfg: dict, combos: list[list[str]]) -> dict[int, int]:
                 f"{reach:.0f} mrad at {energy} keV, below the detector outer angle {outer:.0f} mrad; use >= {need}"
             )
         resolved[energy] = n
+    for energy, n in resolved.items():
+        if n > LIMITS["gpts"][0]:
+            raise ConfigError(f"multislice.gpts: `auto` needs a {n}x{n} grid at {energy} keV to reach {outer:.0f} mrad on "
+                              f"the {extent[0]:.1f} x {extent[1]:.1f} A cell, over the limit {LIMITS['gpts'][0]} "
+                              f"({LIMITS['gpts'][1]}); use fewer supercell_repeats or a smaller detector angle")
     return resolved
 
 
 def _validate_multislice(cfg: dict) -> None:
     ms = _require(cfg, "multislice")
     repeats = ms.get("supercell_repeats")
-    if not (isinstance(repeats, list) and len(repeats) == 2 and all(isinstance(r, int) and r >= 2 for r in repeats)):
-        raise ConfigError(f"multislice.supercell_repeats: must be two integers >= 2, got {repeats!r}")
-    _positive_number(ms.get("vacuum_angstrom"), "multislice.vacuum_angstrom", allow_zero=True)
+    if not (isinstance(repeats, list) and len(repeats) == 2
+            and all(isinstance(r, int) and not isinstance(r, bool) and r >= 2 for r in repeats)):
+        raise ConfigError(f"multislice.supercell_repeats: must be two integers >= 2, got {brief(repeats)}")
+    if max(repeats) > LIMITS["supercell_repeats"][0]:
+        raise _too_large("multislice.supercell_repeats", repeats, "supercell_repeats")
+    if "gpts" in ms and ms["gpts"] != "auto":
+        if not isinstance(ms["gpts"], dict):
+            raise ConfigError(f"multislice.gpts: must be `auto` or map beam energies to grid sizes, got "
+                              f"{brief(ms['gpts'])}")
+        for energy in ms["gpts"]:
+            if energy not in BEAM_ENERGIES_KEV or isinstance(energy, bool):
+                raise ConfigError(f"multislice.gpts.{brief(energy, 40)}: not a supported beam energy "
+                                  f"{BEAM_ENERGIES_KEV}")
+    _positive_number(ms.get("vacuum_angstrom"), "multislice.vacuum_angstrom", allow_zero=True,
+                     limit="vacuum_angstrom")
     slicing = ms.get("slicing")
     if slicing == "planes":
         if ms.get("slice_thickness_angstrom") is not None:
@@ -276,20 +334,28 @@ def _validate_multislice(cfg: dict) -> None:
             raise ConfigError(f"multislice.vacuum_angstrom: `slicing: planes` needs >= 1 A of vacuum above the layer "
                               f"(the first plane's slice starts above it), got {ms.get('vacuum_angstrom')!r}")
     elif slicing == "uniform":
-        _positive_number(ms.get("slice_thickness_angstrom"), "multislice.slice_thickness_angstrom")
+        thickness = _positive_number(ms.get("slice_thickness_angstrom"), "multislice.slice_thickness_angstrom")
+        if thickness < MIN_SLICE_THICKNESS_ANGSTROM:
+            raise ConfigError(f"multislice.slice_thickness_angstrom: {thickness:g} is below the limit "
+                              f"{MIN_SLICE_THICKNESS_ANGSTROM} A (thinner slices only multiply the cost: 0.1 A slicing "
+                              "already agrees with `planes` to < 1 %)")
     else:
-        raise ConfigError(f"multislice.slicing: must be planes or uniform, got {slicing!r}")
+        raise ConfigError(f"multislice.slicing: must be planes or uniform, got {brief(slicing)}")
     if ms.get("projection") not in ("infinite", "finite"):
-        raise ConfigError(f"multislice.projection: must be infinite or finite, got {ms.get('projection')!r}")
+        raise ConfigError(f"multislice.projection: must be infinite or finite, got {brief(ms.get('projection'))}")
     margin = ms.get("scan_margin_px")
     if isinstance(margin, bool) or not isinstance(margin, int) or margin < 1:
-        raise ConfigError(f"multislice.scan_margin_px: must be an integer >= 1, got {margin!r}")
+        raise ConfigError(f"multislice.scan_margin_px: must be an integer >= 1, got {brief(margin)}")
+    if margin > LIMITS["scan_margin_px"][0]:
+        raise _too_large("multislice.scan_margin_px", margin, "scan_margin_px")
     phonons = ms.get("frozen_phonons")
     if isinstance(phonons, bool) or not isinstance(phonons, int) or phonons < 0:
-        raise ConfigError(f"multislice.frozen_phonons: must be an integer >= 0, got {phonons!r}")
+        raise ConfigError(f"multislice.frozen_phonons: must be an integer >= 0, got {brief(phonons)}")
+    if phonons > LIMITS["frozen_phonons"][0]:
+        raise _too_large("multislice.frozen_phonons", phonons, "frozen_phonons")
     _positive_number(ms.get("frozen_phonon_sigma_angstrom"), "multislice.frozen_phonon_sigma_angstrom", allow_zero=True)
     if ms.get("device") not in ("cpu", "gpu"):
-        raise ConfigError(f"multislice.device: must be cpu or gpu, got {ms.get('device')!r}")
+        raise ConfigError(f"multislice.device: must be cpu or gpu, got {brief(ms.get('device'))}")
     if ms.get("fftw_planning_effort") not in ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT"):
         raise ConfigError("multislice.fftw_planning_effort: must be FFTW_ESTIMATE, FFTW_MEASURE or FFTW_PATIENT")
 
@@ -300,9 +366,10 @@ def _validate_noise(cfg: dict) -> None:
         field = f"noise.{key}"
         value = noise.get(key)
         if not (isinstance(value, list) and len(value) == 2):
-            raise ConfigError(f"{field}: must be a range [low, high], got {value!r}")
-        low = _positive_number(value[0], f"{field}[0]", allow_zero=key != "dose_e_per_angstrom2")
-        high = _positive_number(value[1], f"{field}[1]", allow_zero=key != "dose_e_per_angstrom2")
+            raise ConfigError(f"{field}: must be a range [low, high], got {brief(value)}")
+        limit = "dose_e_per_angstrom2" if key == "dose_e_per_angstrom2" else None
+        low = _positive_number(value[0], f"{field}[0]", allow_zero=key != "dose_e_per_angstrom2", limit=limit)
+        high = _positive_number(value[1], f"{field}[1]", allow_zero=key != "dose_e_per_angstrom2", limit=limit)
         if high < low:
             raise ConfigError(f"{field}: high ({high}) is below low ({low})")
     margin = cfg["multislice"]["scan_margin_px"]
@@ -315,10 +382,32 @@ def _validate_noise(cfg: dict) -> None:
 
 
 def _validate_patches(cfg: dict) -> None:
-    size = _positive_int(_require(cfg, "patches.patch_size_px"), "patches.patch_size_px")
+    size = _positive_int(_require(cfg, "patches.patch_size_px"), "patches.patch_size_px", limit="patch_size_px")
     if size % 2 == 0 or size < 9:
         raise ConfigError(f"patches.patch_size_px: must be odd and >= 9 (the column sits on the centre pixel), got {size}")
-    _positive_int(_require(cfg, "patches.patches_per_image"), "patches.patches_per_image")
+    _positive_int(_require(cfg, "patches.patches_per_image"), "patches.patches_per_image", limit="patches_per_image")
+
+
+def _check_totals(cfg: dict) -> None:
+    """The bounds on what the whole config asks for (after each field passed its own bound)."""
+    n_detectors = len(cfg["imaging"]["detectors"])
+    size, per_image = cfg["patches"]["patch_size_px"], cfg["patches"]["patches_per_image"]
+    shard_bytes = n_detectors * per_image * size * size * 4
+    if shard_bytes > LIMITS["shard_bytes"][0]:
+        raise ConfigError(f"patches: a shard of {n_detectors} detector(s) x {per_image} patches x {size}^2 float32 is "
+                          f"{shard_bytes / GIB:.1f} GiB, over the limit {LIMITS['shard_bytes'][0] / GIB:.0f} GiB "
+                          f"({LIMITS['shard_bytes'][1]}); lower patches_per_image or patch_size_px")
+    images = len(cfg["combos"]) * len(cfg["imaging"]["beam_energies_kev"]) * len(cfg["environments"])
+    total = images * n_detectors * per_image
+    if total > LIMITS["total_patches"][0]:
+        raise ConfigError(f"patches: the config asks for {total:,} patches ({images:,} images x {n_detectors} "
+                          f"detector(s) x {per_image}), over the limit {LIMITS['total_patches'][0]:,} "
+                          f"({LIMITS['total_patches'][1]})")
+    runs = images * max(1, cfg["multislice"]["frozen_phonons"])
+    if runs > LIMITS["multislice_runs"][0]:
+        raise ConfigError(f"multislice: the config asks for {runs:,} multislice runs ({images:,} structures x "
+                          f"{max(1, cfg['multislice']['frozen_phonons'])} frozen phonon configuration(s)), over the "
+                          f"limit {LIMITS['multislice_runs'][0]:,} ({LIMITS['multislice_runs'][1]})")
 
 
 def resolve(raw: dict) -> dict:
@@ -330,9 +419,13 @@ def resolve(raw: dict) -> dict:
     _check_keys(cfg)
     if "name" not in cfg or not isinstance(cfg["name"], str):
         raise ConfigError("name: missing (a short dataset name)")
+    if not 0 < len(cfg["name"]) <= LIMITS["name"][0] or not cfg["name"].isprintable():
+        raise ConfigError(f"name: must be 1-{LIMITS['name'][0]} printable characters, got {brief(cfg['name'])}")
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
+        raise ConfigError(f"seed: must be a non-negative integer, got {brief(seed)}")
+    if seed > LIMITS["seed"][0]:
+        raise _too_large("seed", seed, "seed")
     _validate_materials(cfg)
     _validate_imaging(cfg)
     _validate_multislice(cfg)
@@ -342,6 +435,7 @@ def resolve(raw: dict) -> dict:
     cfg["combos"] = combos
     cfg["environments"] = _resolve_environments(cfg)
     cfg["selection"] = {"combos": combos}
+    _check_totals(cfg)
     cfg["multislice"]["gpts"] = _resolve_gpts(cfg, combos)
     # Only the hosts and dopants in use are kept, so the hash does not change when the catalog grows.
     used_hosts = {h for h, _ in combos}

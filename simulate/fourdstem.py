@@ -14,6 +14,7 @@ block, dose))``: the same bytes whatever the worker, the order or a resume.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from contract import fourdstem as schema
-from contract.catalog import read_yaml_mapping
 from contract.errors import ConfigError
+from contract.yamlsafe import ANY, Each, ListOf, bounded_message, brief, check_keys, read_yaml_mapping
 
 from .fourdstem_structures import STRUCTURES, build_scan_structure, position_truth
 
@@ -31,7 +32,7 @@ FFTW_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT")
 
 # ----------------------------------------------------------------------------------------------- config
 def _number(value, field: str, *, minimum: float = 0.0, allow_equal: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{field}: must be a number, got {value!r}")
     if value < minimum or (value == minimum and not allow_equal):
         raise ConfigError(f"{field}: must be {'>=' if allow_equal else '>'} {minimum:g}, got {value!r}")
@@ -122,7 +123,7 @@ def resolve(raw: dict) -> dict:
     for i, d in enumerate(doses):
         try:
             schema.dose_array_name(d)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:  # a list or mapping where a dose belongs
             raise ConfigError(f"imaging.doses_e_per_angstrom2[{i}]: {err}") from None
     if len(set(doses)) != len(doses):
         raise ConfigError("imaging.doses_e_per_angstrom2: lists a dose twice")
@@ -152,8 +153,56 @@ def resolve(raw: dict) -> dict:
     return cfg
 
 
+_DEFECT = dict.fromkeys(("element", "at", "depth", "site_element"), ANY)
+FOURDSTEM_SCHEMA = {
+    "kind": ANY, "name": ANY, "seed": ANY,
+    "imaging": dict.fromkeys(("beam_energy_kev", "convergence_semiangle_mrad", "doses_e_per_angstrom2"), ANY),
+    "detector": dict.fromkeys(("pattern_size_px", "bin_factor"), ANY),
+    "multislice": dict.fromkeys(("grid_reach_factor", "parametrization", "device", "fftw_planning_effort",
+                                 "scan_rows_per_task"), ANY),
+    "scans": Each({**dict.fromkeys(("structure", "elements", "lattice_constant_angstrom", "repeats", "vacuum_angstrom",
+                                    "slice_thickness_angstrom", "scan_steps_per_cell"), ANY),
+                   "vacancies": ListOf(_DEFECT), "dopants": ListOf(_DEFECT)}),
+}
+FOURDSTEM_LIMITS = {  # (dotted field, limit, why)
+    "pattern_px": ("detector.pattern_size_px x bin_factor", 1025, "native detector pixels per side; each is "
+                   "simulated for every probe position"),
+    "positions": ("scans.*: probe positions", 1_000_000, "one multislice per position; the demo scans 13 000"),
+    "repeats": ("scans.*.repeats", 32, "cells per direction; the grid grows with the cell"),
+    "doses": ("imaging.doses_e_per_angstrom2", 16, "one stored copy of every pattern per dose"),
+    "beam_energy_kev": ("imaging.beam_energy_kev", 1000.0, "beyond any STEM"),
+    "convergence_semiangle_mrad": ("imaging.convergence_semiangle_mrad", 100.0, "probe-forming apertures are "
+                                   "20-40 mrad"),
+    "grid_reach_factor": ("multislice.grid_reach_factor", 8.0, "the grid grows linearly with it"),
+}
+
+
 def load(path: str | Path) -> dict:
-    return resolve(read_yaml_mapping(path, "config"))
+    """Read (``contract.yamlsafe``), check every key at every level, validate (``resolve``) and bound
+    (``FOURDSTEM_LIMITS``) a 4D-STEM config: ``ConfigError`` naming the field, before anything is created."""
+    raw = read_yaml_mapping(path, "config")
+    for block, schema in FOURDSTEM_SCHEMA.items():
+        if schema is not ANY and block in raw and not isinstance(raw[block], dict):
+            raise ConfigError(f"{block}: must be a mapping, got {type(raw[block]).__name__} {brief(raw[block])}")
+    check_keys(raw, FOURDSTEM_SCHEMA)
+    cfg = bounded_message(resolve, raw)
+
+    def bound(key: str, value, field: str | None = None) -> None:
+        name, limit, why = FOURDSTEM_LIMITS[key]
+        if value > limit:
+            raise ConfigError(f"{field or name}: {brief(value)} is over the limit {limit:,} ({why})")
+
+    bound("pattern_px", cfg["detector"]["pattern_size_px"] * cfg["detector"]["bin_factor"])
+    bound("doses", len(cfg["imaging"]["doses_e_per_angstrom2"]))
+    for key in ("beam_energy_kev", "convergence_semiangle_mrad"):
+        bound(key, cfg["imaging"][key])
+    bound("grid_reach_factor", cfg["multislice"]["grid_reach_factor"])
+    for name, spec in cfg["scans"].items():
+        bound("repeats", max(spec["repeats"]), f"scans.{name}.repeats")
+        # positions = cells x steps per cell (the fold cell is at least the unit cell: an upper estimate)
+        cells = int(np.prod(spec["repeats"][:2])) * (2 if spec["structure"] == "graphene" else 1)
+        bound("positions", cells * int(np.prod(spec["scan_steps_per_cell"])), f"scans.{name}: probe positions")
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------- plan

@@ -28,11 +28,10 @@ from typing import TextIO
 import numpy as np
 
 from contract import planegroups as pg
-from contract.catalog import read_yaml_mapping
 from contract.errors import ConfigError
 from contract.store import StoreError, open_group
+from contract.yamlsafe import ANY, bounded_message, brief, check_keys, load_with_bases
 
-from .config import _deep_merge
 from .planegroups_render import draw_image, group_for_image
 
 TEXT_BYTES, SIGNATURE, DESCRIPTION, ATTEMPTS = pg.TEXT_BYTES, pg.SIGNATURE, pg.DESCRIPTION, pg.ATTEMPTS
@@ -53,15 +52,41 @@ PEAK_SHAPES = ("gaussian", "moffat")
 
 
 # --------------------------------------------------------------------------------------------- config
+PLANEGROUPS_SCHEMA = {
+    **dict.fromkeys(("kind", "name", "seed", "groups", "images_per_group", "images_per_task", "image_size_px"), ANY),
+    **{block: dict.fromkeys((*RANGES.get(block, ()), *SCALARS.get(block, ())), ANY)
+       for block in ("structure", "symmetry", "rendering", "noise")},
+}
+PLANEGROUPS_SCHEMA["rendering"]["peak_shapes"] = ANY
+PLANEGROUPS_LIMITS = {  # key: (limit, why)
+    "image_size_px": (1024, "symmetry maps cost image^2 x kernels; the demo uses 112 px"),
+    "images_per_task": (10_000, "one task renders and writes its shard in memory"),
+    "total_images": (10_000_000, "196x the full config's 51 000 images"),
+    "max_atoms_per_cell": (1000, "atoms of one conventional cell are placed and checked pairwise"),
+}
+"""Upper bounds that refuse a plane-group config too large for any machine before anything is created."""
+
+
 def load_config(path: str | Path) -> dict:
     """Read, merge (``base: other.yaml``) and validate a plane-group dataset config; ``ConfigError`` names the
-    field."""
-    path = Path(path)
-    raw = read_yaml_mapping(path, "config")
-    base = raw.pop("base", None)
-    if base is not None:
-        raw = _deep_merge(load_config(path.parent / base), raw)
-    return validate(raw)
+    field. Unknown keys are refused at every level, sizes are bounded (``PLANEGROUPS_LIMITS``)."""
+    raw = load_with_bases(path, "config")
+    for block in PLANEGROUPS_SCHEMA:
+        if isinstance(PLANEGROUPS_SCHEMA[block], dict) and block in raw and not isinstance(raw[block], dict):
+            raise ConfigError(f"{block}: must be a mapping, got {type(raw[block]).__name__} {brief(raw[block])}")
+    check_keys(raw, PLANEGROUPS_SCHEMA)
+    cfg = bounded_message(validate, raw)
+    sizes = {"image_size_px": cfg["image_size_px"], "images_per_task": cfg["images_per_task"],
+             "total_images": cfg["images_per_group"] * len(cfg["groups"]),
+             "max_atoms_per_cell": cfg["structure"]["max_atoms_per_cell"]}
+    for key, value in sizes.items():
+        limit, why = PLANEGROUPS_LIMITS[key]
+        if value > limit:
+            field = "images_per_group" if key == "total_images" else ("structure." + key if key.startswith("max_")
+                                                                       else key)
+            what = f" images in all ({len(cfg['groups'])} groups)" if key == "total_images" else ""
+            raise ConfigError(f"{field}: {brief(value)}{what} is over the limit {limit:,} ({why})")
+    return cfg
 
 
 def validate(cfg: dict) -> dict:
@@ -80,7 +105,7 @@ def validate(cfg: dict) -> dict:
     if not isinstance(groups, list) or not groups:
         raise ConfigError("groups: must be `all` or a list of plane-group symbols")
     for i, g in enumerate(groups):
-        if g not in pg.PLANE_GROUP_IDS:
+        if not isinstance(g, str) or g not in pg.PLANE_GROUP_IDS:
             raise ConfigError(f"groups[{i}]: unknown plane group {g!r}; the 17 are {', '.join(pg.PLANE_GROUPS)}")
     cfg["groups"] = groups
     for key in ("images_per_group", "images_per_task", "image_size_px"):

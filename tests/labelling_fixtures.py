@@ -91,6 +91,15 @@ def read_truth(field) -> tuple[np.ndarray, np.ndarray]:
             np.array([int(r["label"]) for r in rows]))
 
 
+def password_for(name: str) -> str:
+    """The password a test annotator signs up and in with (the page asks for one; a name alone is not enough)."""
+    return f"pw-of-{name}-0123"
+
+
+def login_body(name: str) -> dict:
+    return {"name": name, "password": password_for(name)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

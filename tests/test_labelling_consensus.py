@@ -26,7 +26,7 @@ from labelling.consensus import CATEGORIES, TRUTH_COLUMNS
 from labelling.db import NO_COLUMN
 from labelling.project import add_image, create_project
 from labelling.server import create_app
-from tests.labelling_fixtures import read_truth, render_field
+from tests.labelling_fixtures import login_body, read_truth, render_field
 
 SQRT3 = 3 ** 0.5
 
@@ -68,7 +68,7 @@ def test_three_annotators_consensus_scores_like_the_truth(tmp_path, field, class
     # the synthetic model knows WSe2+V only: the image's context says so (labelling does not depend on it)
     add_image(project, field / "image.npy", name="field", dopant="V")
     client = TestClient(create_app(project.root))
-    tokens = {n: client.post("/api/login", json={"name": n}).json()["token"] for n in ("alice", "bob", "carol")}
+    tokens = {n: client.post("/api/login", json=login_body(n)).json()["token"] for n in ("alice", "bob", "carol")}
     head = {n: {"Authorization": f"Bearer {t}"} for n, t in tokens.items()}
     iid = client.get("/api/images", headers=head["alice"]).json()["images"][0]["id"]
     sites = client.get(f"/api/images/{iid}/sites", headers=head["alice"]).json()["sites"]
@@ -228,7 +228,7 @@ def test_consensus_of_deleted_sites_and_absolute_rule(tmp_path, field):
     project = create_project(tmp_path / "p")
     add_image(project, field / "image.npy", name="f")
     client = TestClient(create_app(project.root))
-    head = {n: {"Authorization": "Bearer " + client.post("/api/login", json={"name": n}).json()["token"]}
+    head = {n: {"Authorization": "Bearer " + client.post("/api/login", json=login_body(n)).json()["token"]}
             for n in ("a", "b", "c", "d")}
     sites = client.get("/api/images/1/sites", headers=head["a"]).json()["sites"]
     s0, s1 = sites[0]["id"], sites[1]["id"]

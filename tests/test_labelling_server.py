@@ -15,7 +15,7 @@ from labelling import db
 from labelling.__main__ import main as labelling_main
 from labelling.project import add_image, create_project, display_image
 from labelling.server import MAX_JSON_BYTES, create_app
-from tests.labelling_fixtures import Server, http, read_truth, render_field
+from tests.labelling_fixtures import Server, http, password_for, read_truth, render_field
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def client_for(project, **kw) -> TestClient:
 
 
 def login(client, name) -> dict:
-    r = client.post("/api/login", json={"name": name})
+    r = client.post("/api/login", json={"name": name, "password": password_for(name)})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
@@ -257,13 +257,13 @@ def test_bad_requests_are_clear_4xx_and_change_nothing(project, tmp_path):
     assert r.status_code == 409 and "already there" in r.json()["error"]
     assert client.get("/api/images").status_code == 401
     assert client.get("/api/images", headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert client.post("/api/login", json={"name": "../x"}).status_code == 422
+    assert client.post("/api/login", json={"name": "../x", "password": password_for("x")}).status_code == 422
     assert table_counts(project) == before
 
 
 def test_remote_serving_needs_tokens_and_host_check(project, capsys):
     client = client_for(project, require_tokens=True)
-    r = client.post("/api/login", json={"name": "mallory"})
+    r = client.post("/api/login", json={"name": "mallory", "password": password_for("mallory")})
     assert r.status_code == 403 and "open the link" in r.json()["error"]
     assert client.get("/api/config").json()["login_by_name"] is False
     con = db.connect(project.db_path)
@@ -316,7 +316,7 @@ def server(project):
 
 
 def test_two_annotators_writing_at_once_do_not_overwrite_each_other(server, project):
-    tokens = {name: http("POST", server.url + "/api/login", {"name": name})[1]["token"] for name in ("alice", "bob")}
+    tokens = {name: http("POST", server.url + "/api/login", {"name": name, "password": password_for(name)})[1]["token"] for name in ("alice", "bob")}
     iid = http("GET", server.url + "/api/images", token=tokens["alice"])[1]["images"][0]["id"]
     sites = [s["id"] for s in http("GET", f"{server.url}/api/images/{iid}/sites", token=tokens["alice"])[1]["sites"]]
     want = {"alice": {s: int(s % 5) for s in sites}, "bob": {s: int((s * 3 + 1) % 5) for s in sites}}
@@ -349,7 +349,7 @@ def test_two_annotators_writing_at_once_do_not_overwrite_each_other(server, proj
 
 
 def test_killed_server_loses_nothing(server, project):
-    token = http("POST", server.url + "/api/login", {"name": "alice"})[1]["token"]
+    token = http("POST", server.url + "/api/login", {"name": "alice", "password": password_for("alice")})[1]["token"]
     iid = http("GET", server.url + "/api/images", token=token)[1]["images"][0]["id"]
     sites = http("GET", f"{server.url}/api/images/{iid}/sites", token=token)[1]["sites"]
     for s in sites[:40]:

@@ -92,6 +92,7 @@
   function showLogin() {
     showOnly("login-view");
     $("login-form").hidden = !S.config.login_by_name;
+    $("login-hint").hidden = !S.config.login_by_name;
     $("login-token-only").hidden = S.config.login_by_name;
     $("login-name").focus();
   }
@@ -99,7 +100,8 @@
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      const r = await api("POST", "/api/login", { name: $("login-name").value.trim() });
+      const r = await api("POST", "/api/login",
+                          { name: $("login-name").value.trim(), password: $("login-password").value });
       localStorage.setItem(TOKEN_KEY, r.token);
       location.reload();
     } catch (err) { $("login-error").textContent = err.message; }

@@ -60,6 +60,9 @@ def _dispatch(argv: list[str]) -> int:
         if command in ("-h", "--help"):
             print(usage())
         elif command in LIGHTNING_SUBCOMMANDS:
+            from contract.yamlsafe import check_config_args
+
+            check_config_args(rest)  # jsonargparse would expand an alias bomb itself: the strict reader first
             from .cli import run_cli
 
             try:

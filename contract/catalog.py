@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from . import elements
+from .context import NO_DOPANT, is_undoped
 from .errors import ConfigError
 
 CHALCOGENS = ("S", "Se", "Te")
@@ -40,8 +41,9 @@ class Host:
 
 
 def is_excluded(metal: str, dopant: str) -> bool:
-    """A dopant in the same periodic-table row as the host metal is excluded (too little Z contrast)."""
-    return elements.period(metal) == elements.period(dopant)
+    """A dopant in the same periodic-table row as the host metal is excluded (too little Z contrast); no dopant
+    (``"none"``, an undoped host) never is."""
+    return not is_undoped(dopant) and elements.period(metal) == elements.period(dopant)
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,11 @@ class Catalog:
             raise ConfigError(f"host {name!r} is not in the catalog; known hosts: {', '.join(sorted(self.hosts))}")
         return self.hosts[name]
 
-    def combos(self) -> list[tuple[str, str]]:
-        """Every allowed (host, dopant) pair, hosts in catalog order."""
-        return [(h, d) for h in self.hosts for d in self.dopants if not is_excluded(self.hosts[h].metal, d)]
+    def combos(self, undoped: bool = False) -> list[tuple[str, str]]:
+        """Every allowed (host, dopant) pair, hosts in catalog order; ``undoped``: each host's ``(host, "none")``
+        too, after its dopants."""
+        extra = (NO_DOPANT,) if undoped else ()
+        return [(h, d) for h in self.hosts for d in self.dopants + extra if not is_excluded(self.hosts[h].metal, d)]
 
 
 def _number(value, field: str) -> float:

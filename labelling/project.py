@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from contract.classes import CLASS_NAMES, SUBLATTICES
+from contract.context import canonical_dopant, is_undoped
+from contract.elements import atomic_number
 from contract.errors import InputError
 
 from . import db
@@ -126,6 +128,14 @@ def _check_context(meta: dict) -> dict:
     if out["host"] is not None and out["host"] not in load_catalog().hosts:
         raise InputError(f"--host {out['host']!r} is not in the catalog; known hosts: "
                          f"{', '.join(sorted(load_catalog().hosts))}")
+    if out["dopant"] is not None:  # "none" (any spelling) is an undoped sample, stored as "none"
+        out["dopant"] = canonical_dopant(out["dopant"])
+        try:
+            if not is_undoped(out["dopant"]):
+                atomic_number(out["dopant"])
+        except ValueError:
+            raise InputError(f"--dopant {meta['dopant']!r} is not an element: give a chemical symbol such as Cr, "
+                             "or none for an undoped sample") from None
     try:
         if meta.get("beam_energy_kev") is not None:
             out["beam_energy_kev"] = check_beam_energy(meta["beam_energy_kev"])

@@ -19,7 +19,7 @@ from contract.catalog import (
     load_catalog,
     read_yaml_mapping,
 )
-from contract.context import BEAM_ENERGIES_KEV, DETECTORS
+from contract.context import BEAM_ENERGIES_KEV, DETECTORS, NO_DOPANT, is_undoped
 from contract.errors import ConfigError
 
 from .environments import ENVIRONMENTS
@@ -146,11 +146,12 @@ def _resolve_combos(cfg: dict) -> list[list[str]]:
             field = f"selection.combos[{i}]"
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                 raise ConfigError(f"{field}: must be [host, dopant], got {pair!r}")
-            host, dopant = pair
+            host, dopant = pair[0], NO_DOPANT if is_undoped(pair[1]) else pair[1]
             if host not in hosts:
                 raise ConfigError(f"{field}: unknown host {host!r}; the catalog has {sorted(hosts)}")
-            if dopant not in dopants:
-                raise ConfigError(f"{field}: unknown dopant {dopant!r}; the catalog has {dopants}")
+            if dopant not in dopants and dopant != NO_DOPANT:
+                raise ConfigError(f"{field}: unknown dopant {dopant!r}; the catalog has {dopants} (or {NO_DOPANT!r}: "
+                                  "undoped)")
             if is_excluded(hosts[host]["metal"], dopant):
                 raise ConfigError(
                     f"{field}: dopant {dopant} is excluded in {host}: it is in the same periodic-table row "
@@ -159,13 +160,14 @@ def _resolve_combos(cfg: dict) -> list[list[str]]:
             combos.append([host, dopant])
     else:
         sel_hosts = selection.get("hosts", list(hosts))
-        sel_dopants = selection.get("dopants", list(dopants))
+        sel_dopants = [NO_DOPANT if is_undoped(d) else d for d in selection.get("dopants", list(dopants))]
         for i, host in enumerate(sel_hosts):
             if host not in hosts:
                 raise ConfigError(f"selection.hosts[{i}]: unknown host {host!r}; the catalog has {sorted(hosts)}")
         for i, dopant in enumerate(sel_dopants):
-            if dopant not in dopants:
-                raise ConfigError(f"selection.dopants[{i}]: unknown dopant {dopant!r}; the catalog has {dopants}")
+            if dopant not in dopants and dopant != NO_DOPANT:
+                raise ConfigError(f"selection.dopants[{i}]: unknown dopant {dopant!r}; the catalog has {dopants} "
+                                  f"(or {NO_DOPANT!r}: undoped)")
         combos = [[h, d] for h in sel_hosts for d in sel_dopants if not is_excluded(hosts[h]["metal"], d)]
     if not combos:
         raise ConfigError("selection: selects no host+dopant combination")

@@ -1,5 +1,6 @@
 """Full-field evaluation images: a doped (or, with dopant ``none``, undoped) 1H-MX2 field of view with random
-dopants and vacancies, rotated to an arbitrary angle, simulated with abTEM over the whole cell and passed through the patch noise model.
+dopants and vacancies, rotated to an arbitrary angle, simulated with abTEM over the whole cell and passed
+through the patch noise model.
 
 ``build_field`` (atoms + ground-truth columns, pure given a Generator) and ``noisy_image`` (``simulate.noise``'s
 model on a whole clean image) are separate from ``simulate_field`` (``multislice.scan_images`` on the cell) and

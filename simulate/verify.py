@@ -167,9 +167,11 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
             start = plan.shard_start(t, position)
             _check_rows(main, start, start + plan.rows_per_shard, start // plan.rows_per_shard, owner,
                         expected_rows(plan, task, position), findings)
-        c0 = plan.clean_start(t)
-        _check_rows(clean, c0, c0 + plan.task_clean_rows(t), c0 // plan.clean_chunk_rows, owner,
-                    expected_clean_rows(plan, task), findings)
+        expected, c0, per = expected_clean_rows(plan, task), plan.clean_start(t), plan.clean_chunk_rows
+        for chunk in plan.task_clean_chunks(t):  # one chunk per task unless an undoped task is shorter
+            rows = slice(chunk * per - c0, (chunk + 1) * per - c0)
+            _check_rows(clean, chunk * per, (chunk + 1) * per, chunk, owner,
+                        {k: v[rows] for k, v in expected.items()}, findings)
         if markers is not None:
             value = read_shard(markers, schema.TASK_DONE, task, task + 1, task, owner, findings)
             problem = marker_problem(value)
@@ -178,8 +180,8 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
         if len(findings) > before:
             context["tasks"].add(task)
     checked = (f"{cfg['name']}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
-               f"{plan.n_shards} shards x {len(main)} arrays, {n_clean // plan.clean_chunk_rows} chunks x {len(clean)} "
-               f"clean arrays, {len(plan.tasks)} markers")
+               f"{plan.n_shards} shards x {len(main)} arrays, {n_clean // plan.clean_chunk_rows} chunks x "
+               f"{len(clean)} clean arrays, {len(plan.tasks)} markers")
     return Report(name, checked, findings), context
 
 

@@ -8,7 +8,9 @@ One store (``tiny.yaml``'s environments X2, M and D centres; WSe2 + none and WSe
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -75,6 +77,31 @@ def test_undoped_task_holds_only_environments_without_dopant_sites(mixed_store, 
     # the shorter task is laid out and verified like any other
     assert simulate_main(["verify", str(mixed_store)]) == 0
     assert "verify: OK" in capsys.readouterr().out
+
+
+def test_damage_in_the_short_undoped_task_is_found_and_repaired_byte_identically(mixed_store, tmp_path, capsys):
+    """Task 0 (WSe2+none) owns shards 0-1 and, with clean chunks of gcd(4, 6) = 2 rows, clean chunks 0-1; task 1
+    (WSe2+Cr) shards 2-4 and clean chunks 2-4. Damage in task 0's second clean chunk (chunk 1: task 1's under the
+    uniform layout) must rerun task 0 only and restore every byte."""
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(mixed_store, store)
+
+    def file_bytes(path):
+        return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(path.rglob("*")) if p.is_file()}
+
+    reference = file_bytes(mixed_store)
+    (store / "clean/patches/c/1/0/0").write_bytes(b"garbage!")
+    (store / "patches/c/1/0/0").unlink()
+    assert simulate_main(["verify", str(store)]) == 3
+    out = capsys.readouterr().out
+    assert "bad  clean/patches chunk 1 (rows 2-3) of task 0 (WSe2+none 60 keV)" in out, out
+    assert "patches shard 1 (rows 64-127) of task 0 (WSe2+none 60 keV)" in out and "task 1" not in out
+    assert simulate_main(["verify", str(store), "--repair", "--workers", "1"]) == 0
+    assert "verify: rerunning 1 task(s): task 0 (WSe2+none 60 keV)" in capsys.readouterr().err
+    repaired = file_bytes(store)
+    assert sorted(repaired) == sorted(reference)
+    assert [k for k in reference if repaired[k] != reference[k]] == []
 
 
 def test_undoped_features_carry_the_zero_dopant_block(mixed_store):

@@ -30,6 +30,7 @@ from simulate.__main__ import main as simulate_main
 from simulate.environments import ENVIRONMENTS, UNDOPED_ENVIRONMENT_IDS, environments_for_dopant
 from simulate.fullfield import build_field, default_fractions, parse_fractions
 from simulate.plan import make_plan
+from simulate.structures import build_environment
 from training.models import build_model
 
 D = CLASS_IDS["D"]
@@ -152,6 +153,18 @@ def test_mixed_plan_lays_tasks_end_to_end_and_aligns_clean_chunks(repo_root):
     doped = make_plan(config.resolve(_raw(repo_root, {"combos": [["WSe2", "Cr"], ["MoS2", "V"]]})))
     assert doped.is_uniform and doped.clean_chunk_rows == doped.clean_rows_per_task == 34 * 2
     assert doped.shard_start(doped.tasks[2], 5) == 2 * doped.rows_per_task + 5 * doped.rows_per_shard
+
+
+def test_simulate_structures_writes_only_the_environments_without_dopant_sites(repo_root, tmp_path, capsys):
+    path = tmp_path / "tiny-undoped.yaml"
+    path.write_text(f"base: {repo_root / 'configs' / 'dataset' / 'tiny.yaml'}\nname: tiny-undoped\n"
+                    "selection:\n  combos: [[WSe2, none], [WSe2, Cr]]\n")
+    assert simulate_main(["structures", "--config", str(path), "--out", str(tmp_path / "cif")]) == 0
+    assert "wrote 5 CIF files" in capsys.readouterr().out  # tiny.yaml's environments 0, 12, 23: 2 + 3
+    assert sorted(p.name for p in (tmp_path / "cif" / "WSe2+none").iterdir()) == ["env00_X2.cif", "env12_M.cif"]
+    host = config.load(path)["materials"]["hosts"]["WSe2"]
+    with pytest.raises(ValueError, match="environment 23 has a dopant site"):
+        build_environment(host, "none", ENVIRONMENTS[23], (3, 2), 2.0)
 
 
 def test_undoped_field_has_no_dopant_column(catalog):

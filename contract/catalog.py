@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import elements
+from .context import NO_DOPANT, is_undoped
 from .errors import ConfigError
 from .yamlsafe import ANY, Each, brief, check_keys, key_text, read_yaml_mapping
 
@@ -44,8 +45,9 @@ class Host:
 
 
 def is_excluded(metal: str, dopant: str) -> bool:
-    """A dopant in the same periodic-table row as the host metal is excluded (too little Z contrast)."""
-    return elements.period(metal) == elements.period(dopant)
+    """A dopant in the same periodic-table row as the host metal is excluded (too little Z contrast); no dopant
+    (``"none"``, an undoped host) never is."""
+    return not is_undoped(dopant) and elements.period(metal) == elements.period(dopant)
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,11 @@ class Catalog:
             raise ConfigError(f"host {brief(name)} is not in the catalog; known hosts: {', '.join(sorted(self.hosts))}")
         return self.hosts[name]
 
-    def combos(self) -> list[tuple[str, str]]:
-        """Every allowed (host, dopant) pair, hosts in catalog order."""
-        return [(h, d) for h in self.hosts for d in self.dopants if not is_excluded(self.hosts[h].metal, d)]
+    def combos(self, undoped: bool = False) -> list[tuple[str, str]]:
+        """Every allowed (host, dopant) pair, hosts in catalog order; ``undoped``: each host's ``(host, "none")``
+        too, after its dopants."""
+        extra = (NO_DOPANT,) if undoped else ()
+        return [(h, d) for h in self.hosts for d in self.dopants + extra if not is_excluded(self.hosts[h].metal, d)]
 
 
 MAX_LATTICE_CONSTANT_ANGSTROM = 10.0

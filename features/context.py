@@ -9,6 +9,8 @@ Layout (stored order):
   Tungsten gives 2, 8, 18, 32, 12, 2 / 74 = 0.027, 0.108, 0.243, 0.432, 0.162, 0.027. The paper's text
   prints the fifth value as 0.108 (from a mistaken 2, 8, 18, 32, 18, 8 configuration, which sums to 86
   electrons, not 74); that is wrong and is not reproduced here.
+  An undoped case (dopant ``"none"``) has the dopant block all zero (``contract.context.NO_DOPANT_SHELL_FRACTIONS``;
+  every element's block sums to 1, so no element is encoded like it).
 * 18-19: detector one-hot (HAADF, MAADF).
 * 20-22: beam-energy one-hot (60, 80, 100 keV).
 
@@ -24,10 +26,12 @@ import numpy as np
 from contract.context import (
     BEAM_ENERGIES_KEV,
     DETECTOR_NAMES,
+    NO_DOPANT_SHELL_FRACTIONS,
     SHELLS,
     Case,
     check_beam_energy,
     check_detector,
+    is_undoped,
 )
 from contract.features import FEATURE_NAMES
 
@@ -57,6 +61,16 @@ def shell_fractions(symbol: str) -> tuple[float, ...]:
     return tuple(c / z for c in counts)
 
 
+def dopant_shell_fractions(dopant: str) -> tuple[float, ...]:
+    """The dopant block of the context vector: ``shell_fractions(dopant)``, or all zeros for ``"none"``."""
+    return NO_DOPANT_SHELL_FRACTIONS if is_undoped(dopant) else shell_fractions(dopant)
+
+
+def material_vector(metal: str, chalcogen: str, dopant: str) -> np.ndarray:
+    """(18,) float64: the shell fractions of metal, chalcogen and dopant (the first 18 context values)."""
+    return np.asarray(shell_fractions(metal) + shell_fractions(chalcogen) + dopant_shell_fractions(dopant))
+
+
 def detector_one_hot(detector: str) -> np.ndarray:
     """(2,) float32 one-hot in ``contract.context.DETECTOR_NAMES`` order (case-insensitive name)."""
     out = np.zeros(len(DETECTOR_NAMES), dtype=np.float32)
@@ -76,8 +90,7 @@ def context_vector(metal: str, chalcogen: str, dopant: str, detector: str, beam_
     # check the cheap fields first so that a bad detector/energy fails before any element lookup
     det = detector_one_hot(detector)
     energy = beam_energy_one_hot(beam_energy_kev)
-    shells = [np.asarray(shell_fractions(s), dtype=np.float32) for s in (metal, chalcogen, dopant)]
-    return np.concatenate(shells + [det, energy]).astype(np.float32)
+    return np.concatenate([material_vector(metal, chalcogen, dopant), det, energy]).astype(np.float32)
 
 
 def case_context(case: dict | Case) -> np.ndarray:

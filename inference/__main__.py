@@ -32,7 +32,7 @@ def _dispatch(argv: list[str]) -> int:
     c.add_argument("image", help=".npy (metadata from IMAGE.json beside it), .tif, .dm3, .dm4 or .emd")
     c.add_argument("--model", required=True, help="Lightning checkpoint (e.g. runs/.../last.ckpt)")
     c.add_argument("--host", default=None, help="host from the catalog, e.g. WSe2")
-    c.add_argument("--dopant", default=None, help="dopant element, e.g. Cr")
+    c.add_argument("--dopant", default=None, help="dopant element, e.g. Cr, or none (undoped)")
     c.add_argument("--energy-kev", type=float, default=None, help="beam energy: 60, 80 or 100")
     c.add_argument("--detector", default=None, help="HAADF or MAADF")
     c.add_argument("--pixel-size-angstrom", type=float, default=None,

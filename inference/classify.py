@@ -28,12 +28,14 @@ import numpy as np
 from contract.classes import (
     CHALCOGEN_SITE_CLASSES,
     CLASS_COLOURS,
+    CLASS_IDS,
     CLASS_NAMES,
     DEFECT_CLASS_IDS,
     METAL,
     METAL_SITE_CLASSES,
     SUBLATTICES,
 )
+from contract.context import absent_classes
 from contract.errors import InputError, UnseenContextError
 from contract.features import SITE_SYMMETRY_RULE_VERSION
 from features.site_symmetry import central_intensity, typical_intensities
@@ -200,10 +202,10 @@ def material_distance(ctx: dict, cases: list) -> tuple[float, dict] | None:
     """(distance, case) of the training case whose material context (metal, chalcogen, dopant shell fractions)
     is nearest to ``ctx``'s; None without cases or when an element is not known. Cheap: the shell fractions are
     cached per element."""
-    from features.context import shell_fractions
+    from features.context import material_vector
 
     def vector(metal, chalcogen, dopant):
-        return np.concatenate([shell_fractions(str(e)) for e in (metal, chalcogen, dopant)])
+        return material_vector(str(metal), str(chalcogen), str(dopant))
 
     try:
         target = vector(ctx["metal"], ctx["chalcogen"], ctx["dopant"])
@@ -255,13 +257,18 @@ def context_check(ctx: dict, cases: list | None, allow_unseen: bool) -> str | No
                              "anyway (the answer is then flagged)")
 
 
-def predict_probabilities(model, features: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-    """(N, k) -> (N, 5) softmax probabilities (eval mode; the models are batch independent there)."""
+def predict_probabilities(model, features: np.ndarray, batch_size: int = 65536, masked_classes=()) -> np.ndarray:
+    """(N, k) -> (N, 5) softmax probabilities (eval mode; the models are batch independent there).
+    ``masked_classes``: class ids that cannot occur (D in an undoped sample): probability exactly 0, the rest
+    renormalised (their logits set to -inf before the softmax, so no row can underflow to all zeros)."""
     import torch
 
     from training.evaluate import predict_logits
 
-    return torch.softmax(predict_logits(model, features, batch_size, "cpu"), dim=1).numpy()
+    logits = predict_logits(model, features, batch_size, "cpu")
+    if len(masked_classes):
+        logits[:, list(masked_classes)] = float("-inf")
+    return torch.softmax(logits, dim=1).numpy()
 
 
 def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) -> int:
@@ -278,7 +285,8 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
     """Features and probabilities of every site. ``feature_columns``: the stored columns the model reads
     (default all 31). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
     dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5), label (N,), entropy (N,) nats, the 31
-    features, plus timings."""
+    features, plus timings and ``masked_classes`` (names). An undoped context (dopant ``"none"``) masks the
+    dopant class: its probability is 0 and the other four are renormalised, so no site is called D."""
     if metal_sublattice not in ("auto", "brighter", "dimmer"):
         raise ValueError(f"metal_sublattice must be auto, brighter or dimmer, got {metal_sublattice!r}")
     t0 = time.perf_counter()
@@ -290,7 +298,8 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
                           beam_energy_kev=context["beam_energy_kev"])
     t2 = time.perf_counter()
     x = feats if feature_columns is None else np.ascontiguousarray(feats[:, list(feature_columns)])
-    probs = predict_probabilities(model, x)
+    masked = [CLASS_IDS[n] for n in absent_classes(context["dopant"])]  # D when undoped
+    probs = predict_probabilities(model, x, masked_classes=masked)
     t3 = time.perf_counter()
     centre = central_intensity(patches)
     if metal_sublattice == "auto":
@@ -302,6 +311,7 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
     entropy = -(probs * np.log(probs.clip(1e-30))).sum(axis=1)
     return {"sublattice": sublattice, "probs": probs, "label": probs.argmax(axis=1), "entropy": entropy,
             "features": feats, "centre": centre, "patches": patches,
+            "masked_classes": [CLASS_NAMES[c] for c in masked],
             "timings_s": {"patches": t1 - t0, "features": t2 - t1, "model": t3 - t2}}
 
 
@@ -525,6 +535,10 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                      f"sublattice (metal/chalcogen {sym['frame_metal_to_chalcogen_intensity']:.2f}), the model was "
                      f"trained with the {sym['model_brighter_sublattice']} brighter for this context: the detector, "
                      "beam energy or sublattice assignment (--metal-sublattice) may be wrong")
+    summary["masked_classes"] = result["masked_classes"]
+    if result["masked_classes"]:
+        notes.append(f"undoped sample (--dopant none): class {', '.join(result['masked_classes'])} masked, the "
+                     "probabilities renormalised over the other classes")
     if summary["uncertainty"]["unreliable"]:
         notes.append(f"{100 * summary['uncertainty']['fraction_above_threshold']:.0f} % of the sites have a "
                      f"posterior entropy above {HIGH_ENTROPY_NATS} nats: the classes are unreliable")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from contract.context import BEAM_ENERGIES_KEV, DETECTOR_NAMES, check_detector
+from contract.context import BEAM_ENERGIES_KEV, DETECTOR_NAMES, canonical_dopant, check_detector, is_undoped
+from contract.elements import atomic_number
 from contract.errors import InputError
 from contract.images import FORMATS, META_KEYS, CONTEXT_KEYS, ImageFile, detector_from_names, load_image, read_image
 
@@ -19,7 +20,8 @@ def resolve_context(file_meta: dict, overrides: dict, catalog, sources: dict | N
     ``catalog``: a ``contract.catalog.Catalog``; ``sources``: where each file value was read. Returns host,
     metal, chalcogen, dopant, beam_energy_kev, detector, the catalog lattice constant, ``pixel_size_angstrom``
     (None when neither source gives it: then it is inferred from the lattice) and ``sources`` (each value:
-    its file tag or ``--option``). Raises ``InputError`` listing every missing value with the option that
+    its file tag or ``--option``). The dopant is ``"none"`` (any spelling) for an undoped sample, else an
+    element. Raises ``InputError`` listing every missing value with the option that
     provides it.
     """
     sources = dict(sources or {})
@@ -28,7 +30,7 @@ def resolve_context(file_meta: dict, overrides: dict, catalog, sources: dict | N
     options = {"host": "--host", "dopant": "--dopant", "beam_energy_kev": "--energy-kev", "detector": "--detector",
                "pixel_size_angstrom": "--pixel-size-angstrom"}
     src = {k: (f"option {options[k]}" if k in given else sources.get(k, "file")) for k in ctx if k in options}
-    hints = {"host": "--host (e.g. WSe2)", "dopant": "--dopant (e.g. Cr)",
+    hints = {"host": "--host (e.g. WSe2)", "dopant": "--dopant (e.g. Cr, or none for an undoped sample)",
              "beam_energy_kev": "--energy-kev (60, 80 or 100)", "detector": "--detector (HAADF or MAADF)"}
     missing = [hints[k] for k in CONTEXT_KEYS if ctx.get(k) in (None, "")]
     if missing:
@@ -37,6 +39,13 @@ def resolve_context(file_meta: dict, overrides: dict, catalog, sources: dict | N
         raise InputError(f"--host {ctx['host']!r} is not in the catalog; known hosts: "
                          f"{', '.join(sorted(catalog.hosts))}")
     host = catalog.hosts[ctx["host"]]
+    dopant = canonical_dopant(ctx["dopant"])
+    if not is_undoped(dopant):
+        try:
+            atomic_number(dopant)
+        except ValueError:
+            raise InputError(f"--dopant {ctx['dopant']!r} ({src['dopant']}) is not an element: give a chemical symbol "
+                             "such as Cr, or none for an undoped sample") from None
     try:
         energy = float(ctx["beam_energy_kev"])
     except (TypeError, ValueError):
@@ -59,6 +68,6 @@ def resolve_context(file_meta: dict, overrides: dict, catalog, sources: dict | N
             raise InputError(f"pixel size must be > 0 Å, got {ctx.get('pixel_size_angstrom')!r} "
                              f"({src['pixel_size_angstrom']})")
     return {"host": ctx["host"], "metal": host.metal, "chalcogen": host.chalcogen,
-            "dopant": str(ctx["dopant"]), "beam_energy_kev": int(round(energy)), "detector": detector,
+            "dopant": dopant, "beam_energy_kev": int(round(energy)), "detector": detector,
             "catalog_lattice_constant_angstrom": host.lattice_constant_angstrom,
             "pixel_size_angstrom": pixel, "sources": src}

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--name", default=None, help="name of the image in the project (default: the file name)")
     a.add_argument("--model-name", default=None, help="name of the model of --sites (default: from summary.json)")
     a.add_argument("--host", default=None, help="host from the catalog, e.g. WSe2 (overrides the file)")
-    a.add_argument("--dopant", default=None, help="dopant element, e.g. Cr")
+    a.add_argument("--dopant", default=None, help="dopant element, e.g. Cr, or none (undoped)")
     a.add_argument("--energy-kev", type=float, default=None, help="beam energy: 60, 80 or 100")
     a.add_argument("--detector", default=None, help="HAADF or MAADF")
     a.add_argument("--pixel-size-angstrom", type=float, default=None, help="overrides the file")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.classes import CLASS_NAMES, SUBLATTICES
+from contract.context import canonical_dopant, is_undoped
 from contract.errors import InputError
 
 from . import db
@@ -127,9 +128,13 @@ def _check_context(meta: dict) -> dict:
     if out["host"] is not None and (not isinstance(out["host"], str) or out["host"] not in catalog.hosts):
         raise InputError(f"--host {str(out['host'])[:40]!r} is not in the catalog; known hosts: "
                          f"{', '.join(sorted(catalog.hosts))}")
-    if out["dopant"] is not None and (not isinstance(out["dopant"], str) or out["dopant"] not in catalog.dopants):
-        raise InputError(f"--dopant {str(out['dopant'])[:40]!r} is not in the catalog; known dopants: "
-                         f"{', '.join(catalog.dopants)}")
+    if out["dopant"] is not None:  # "none" (any spelling) is an undoped sample, stored as "none"
+        if not isinstance(out["dopant"], str):
+            raise InputError(f"--dopant {str(out['dopant'])[:40]!r} is not a dopant name")
+        out["dopant"] = canonical_dopant(out["dopant"])
+        if not is_undoped(out["dopant"]) and out["dopant"] not in catalog.dopants:
+            raise InputError(f"--dopant {str(meta['dopant'])[:40]!r} is not in the catalog; known dopants: "
+                             f"{', '.join(catalog.dopants)}, or none for an undoped sample")
     try:
         if meta.get("beam_energy_kev") is not None:
             out["beam_energy_kev"] = check_beam_energy(meta["beam_energy_kev"])

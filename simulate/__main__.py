@@ -46,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     field = sub.add_parser("fullfield", help="a full field of view with random defects and its ground truth")
     field.add_argument("--host", required=True, help="host from the catalog, e.g. WSe2")
-    field.add_argument("--dopant", required=True, help="dopant element, e.g. Cr")
+    field.add_argument("--dopant", required=True, help="dopant element, e.g. Cr, or none (undoped: no D column)")
     field.add_argument("--energy-kev", type=float, required=True, help="beam energy, e.g. 60")
     field.add_argument("--detector", required=True, help="HAADF or MAADF")
-    field.add_argument("--fractions", default="D=0.05,VacX=0.05,VacX2=0.02",
-                       help="D of metal columns, VacX/VacX2 of chalcogen columns")
+    field.add_argument("--fractions", default=None,
+                       help="D of metal columns, VacX/VacX2 of chalcogen columns (default D=0.05,VacX=0.05,VacX2=0.02;"
+                            " D=0 with --dopant none)")
     field.add_argument("--size-angstrom", type=float, default=25.0, help="side of the square field")
     field.add_argument("--rotation-deg", type=float, default=17.0, help="lattice rotation")
     field.add_argument("--seed", type=int, default=0)
@@ -130,10 +131,10 @@ def _dispatch(argv: list[str]) -> int:
             raise InputError(f"--out {args.out!r}: cannot write the CIF files: {err.strerror or err}") from err
         print(f"wrote {len(paths)} CIF files under {args.out}")
     elif args.command == "fullfield":
-        from .fullfield import ScanDistortion, parse_fractions, run_fullfield
+        from .fullfield import ScanDistortion, default_fractions, parse_fractions, run_fullfield
 
         try:
-            fractions = parse_fractions(args.fractions)
+            fractions = parse_fractions(default_fractions(args.dopant) if args.fractions is None else args.fractions)
             if args.size_angstrom <= 0:
                 raise ValueError(f"--size-angstrom must be > 0, got {args.size_angstrom}")
             distortion = ScanDistortion(
@@ -177,7 +178,9 @@ def _dispatch(argv: list[str]) -> int:
 
         cfg = load(args.config)
         plan = make_plan(cfg)
-        print(f"{cfg['name']}: OK, {len(cfg['combos'])} combos, {len(plan.environment_ids)} environments, "
+        # per energy: the config's environments for a doped combo, those without a dopant site for an undoped one
+        envs = "/".join(str(n) for n in sorted({len(plan.environments_of(t)) for t in plan.tasks}, reverse=True))
+        print(f"{cfg['name']}: OK, {len(cfg['combos'])} combos, {envs} environments, "
               f"{len(plan.tasks)} tasks, {len(plan.cases)} cases, {plan.n_rows} patches, gpts "
               f"{cfg['multislice']['gpts']}, hash {config_hash(cfg)[:12]}")
     elif args.command == "verify":

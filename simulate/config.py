@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.catalog import CATALOG_SCHEMA, catalog_from_mapping, is_excluded, load_catalog
-from contract.context import BEAM_ENERGIES_KEV, DETECTORS
+from contract.context import BEAM_ENERGIES_KEV, DETECTORS, NO_DOPANT, is_undoped
 from contract.errors import ConfigError
 from contract.yamlsafe import ANY, Each, brief, check_keys, deep_merge, load_with_bases
 
@@ -178,11 +178,12 @@ def _resolve_combos(cfg: dict) -> list[list[str]]:
             field = f"selection.combos[{i}]"
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                 raise ConfigError(f"{field}: must be [host, dopant], got {brief(pair)}")
-            host, dopant = pair
+            host, dopant = pair[0], NO_DOPANT if is_undoped(pair[1]) else pair[1]
             if host not in hosts:
                 raise ConfigError(f"{field}: unknown host {brief(host)}; the catalog has {sorted(hosts)}")
-            if dopant not in dopants:
-                raise ConfigError(f"{field}: unknown dopant {brief(dopant)}; the catalog has {dopants}")
+            if dopant not in dopants and dopant != NO_DOPANT:
+                raise ConfigError(f"{field}: unknown dopant {brief(dopant)}; the catalog has {dopants} (or "
+                                  f"{NO_DOPANT!r}: undoped)")
             if is_excluded(hosts[host]["metal"], dopant):
                 raise ConfigError(
                     f"{field}: dopant {dopant} is excluded in {host}: it is in the same periodic-table row "
@@ -195,12 +196,14 @@ def _resolve_combos(cfg: dict) -> list[list[str]]:
         for key, value in (("hosts", sel_hosts), ("dopants", sel_dopants)):
             if not isinstance(value, list):
                 raise ConfigError(f"selection.{key}: must be a list of names, got {brief(value)}")
+        sel_dopants = [NO_DOPANT if isinstance(d, str) and is_undoped(d) else d for d in sel_dopants]
         for i, host in enumerate(sel_hosts):
             if not isinstance(host, str) or host not in hosts:
                 raise ConfigError(f"selection.hosts[{i}]: unknown host {brief(host)}; the catalog has {sorted(hosts)}")
         for i, dopant in enumerate(sel_dopants):
-            if not isinstance(dopant, str) or dopant not in dopants:
-                raise ConfigError(f"selection.dopants[{i}]: unknown dopant {brief(dopant)}; the catalog has {dopants}")
+            if not isinstance(dopant, str) or (dopant not in dopants and dopant != NO_DOPANT):
+                raise ConfigError(f"selection.dopants[{i}]: unknown dopant {brief(dopant)}; the catalog has {dopants} "
+                                  f"(or {NO_DOPANT!r}: undoped)")
         for key, value in (("hosts", sel_hosts), ("dopants", sel_dopants)):
             if len(set(value)) != len(value):
                 raise ConfigError(f"selection.{key}: lists a name twice")

@@ -12,6 +12,10 @@ site (the site symmetry is D3h for metal, C3v for chalcogen sites):
 Environment ids run 0..33 in class order, then in the order of ``itertools.product`` over neighbour symbols.
 Neighbour tuples are stored in their canonical rotation (the lexicographically smallest under the symbol order
 below); the structure builder places them counter-clockwise in that order.
+
+An undoped sample (dopant ``"none"``) has only the 14 environments with no dopant site: the 3 chalcogen-site
+centres whose three metal neighbours are all host metal (``M, M, M``) and the 11 host-metal centres
+(``environments_for_dopant``). For a given host and beam energy they are the same structures for every dopant.
 """
 from __future__ import annotations
 
@@ -20,11 +24,15 @@ from dataclasses import dataclass
 
 from contract.classes import (
     CHALCOGEN_SYMBOLS,
+    CLASS_IDS,
     CLASS_NAMES,
     METAL_SYMBOLS,
     SUBLATTICES,
     sublattice_of_class,
 )
+from contract.context import is_undoped
+
+DOPANT_SYMBOL = CLASS_NAMES[CLASS_IDS["D"]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,11 @@ class Environment:
     def sublattice(self) -> str:
         """``"metal"`` or ``"chalcogen"``: the sublattice the central column sits on."""
         return SUBLATTICES[sublattice_of_class(self.label)]
+
+    @property
+    def has_dopant_site(self) -> bool:
+        """Whether the centre or a neighbour is a dopant column (not simulated for an undoped sample)."""
+        return DOPANT_SYMBOL in (self.centre, *self.neighbours)
 
     @property
     def class_name(self) -> str:
@@ -83,3 +96,14 @@ def local_environments() -> tuple[Environment, ...]:
 
 
 ENVIRONMENTS = local_environments()
+
+UNDOPED_ENVIRONMENT_IDS = tuple(e.id for e in ENVIRONMENTS if not e.has_dopant_site)
+"""The 14 environments without a dopant site (ids in class order)."""
+
+
+def environments_for_dopant(dopant: str, environment_ids) -> tuple[int, ...]:
+    """The ids of ``environment_ids`` a (host, ``dopant``) combo simulates: all of them for a dopant element,
+    only those without a dopant site for ``"none"``."""
+    if is_undoped(dopant):
+        return tuple(i for i in environment_ids if not ENVIRONMENTS[i].has_dopant_site)
+    return tuple(environment_ids)

@@ -1,5 +1,6 @@
-"""Full-field evaluation images: a doped 1H-MX2 field of view with random dopants and vacancies, rotated to
-an arbitrary angle, simulated with abTEM over the whole cell and passed through the patch noise model.
+"""Full-field evaluation images: a doped (or, with dopant ``none``, undoped) 1H-MX2 field of view with random
+dopants and vacancies, rotated to an arbitrary angle, simulated with abTEM over the whole cell and passed
+through the patch noise model.
 
 ``build_field`` (atoms + ground-truth columns, pure given a Generator) and ``noisy_image`` (``simulate.noise``'s
 model on a whole clean image) are separate from ``simulate_field`` (``multislice.scan_images`` on the cell) and
@@ -31,12 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from contract.classes import CLASS_IDS, CLASS_NAMES, DEFECT_CLASS_IDS, SUBLATTICES
+from contract.context import canonical_dopant, is_undoped
 
 from .noise import NoiseDraw, noisy_counts
 
 DEFECT_CLASSES = tuple(CLASS_NAMES[c] for c in DEFECT_CLASS_IDS)
 DEFAULT_CONFIG = Path("configs/dataset/paper.yaml")
 """Noise ranges and multislice settings of a full field (relative to the working directory: the repository)."""
+
+
+def default_fractions(dopant: str) -> str:
+    """The CLI's ``--fractions`` default: no dopant columns for an undoped field."""
+    return f"D={0 if is_undoped(dopant) else 0.05},VacX=0.05,VacX2=0.02"
 
 
 def parse_fractions(text: str) -> dict[str, float]:
@@ -65,7 +72,10 @@ def build_field(host: dict, dopant: str, size_angstrom: float, rotation_deg: flo
 
     Returns ``(atoms, truth)``; ``truth`` is a dict of arrays: ``x_angstrom``, ``y_angstrom`` (N,) float64,
     ``sublattice`` (N,) str (``metal``/``chalcogen``), ``label`` (N,) int (0 X2, 1 VacX, 2 VacX2, 3 M, 4 D).
+    ``dopant`` ``"none"`` (an undoped layer) needs ``fractions["D"] == 0``.
     """
+    if is_undoped(dopant) and fractions.get("D", 0) > 0:
+        raise ValueError(f"--fractions: D must be 0 for an undoped field (--dopant none), got {fractions['D']}")
     from .structures import host_supercell
 
     a = float(host["lattice_constant_angstrom"])
@@ -404,6 +414,7 @@ def simulate_clean_field(*, host: str, dopant: str, beam_energy_kev: float, dete
     from .multislice import configure_abtem
     from .optics import nyquist_scan_sampling_angstrom
 
+    dopant = canonical_dopant(dopant)
     config_path = Path(config_path or DEFAULT_CONFIG)
     if not config_path.is_file():
         raise ConfigError(f"--config: no dataset config at {config_path} (run from the repository root or pass "

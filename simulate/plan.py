@@ -4,15 +4,23 @@
 * A **case** is one (combo, beam energy, detector): the context a patch was imaged in.
 * Rows: task-major, then environment, then detector, then patch. One environment of one task is one shard,
   so each task owns whole shards.
+* An undoped combo (dopant ``"none"``) simulates only the config's environments without a dopant site
+  (``environments.environments_for_dopant``), so its tasks are shorter: a task's rows start after the shards of
+  all earlier tasks (``first_shard``), and the clean arrays are chunked by the greatest common divisor of the
+  tasks' clean rows so that every task still owns whole chunks. A plan of doped combos only is laid out exactly
+  as before.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from contract.errors import ConfigError
+
 from .config import supercell_extent_angstrom
-from .environments import ENVIRONMENTS
+from .environments import ENVIRONMENTS, environments_for_dopant
 from .multislice import scan_window
 
 
@@ -36,32 +44,88 @@ class Plan:
     tasks: tuple[Task, ...]
     cases: tuple[dict, ...]
     environment_ids: tuple[int, ...]
+    """The config's environments (what a doped combo simulates)."""
     detectors: tuple[str, ...]
     patches_per_image: int
     patch_size_px: int
+    task_environment_ids: tuple[tuple[int, ...], ...] = ()
+    """Per task (by index), the environments it simulates; empty: every task has ``environment_ids``."""
+
+    def environments_of(self, task: Task) -> tuple[int, ...]:
+        return self.task_environment_ids[task.index] if self.task_environment_ids else self.environment_ids
+
+    @property
+    def is_uniform(self) -> bool:
+        """Whether every task simulates the same number of environments (no undoped combo beside doped ones)."""
+        return len({len(self.environments_of(t)) for t in self.tasks}) <= 1
 
     @property
     def rows_per_shard(self) -> int:
         return len(self.detectors) * self.patches_per_image
 
+    def first_shard(self, task: Task) -> int:
+        """Index of the first shard of ``task`` (the shards of all earlier tasks come before it)."""
+        return sum(len(self.environments_of(t)) for t in self.tasks[:task.index])
+
+    def task_rows(self, task: Task) -> int:
+        return len(self.environments_of(task)) * self.rows_per_shard
+
+    def task_clean_rows(self, task: Task) -> int:
+        return len(self.environments_of(task)) * len(self.detectors)
+
+    def clean_start(self, task: Task) -> int:
+        """First row of ``task``'s noiseless images in ``clean/``."""
+        return self.first_shard(task) * len(self.detectors)
+
+    @property
+    def clean_chunk_rows(self) -> int:
+        """Rows per chunk of the ``clean/`` arrays: one task's clean rows when all tasks are alike (the layout of
+        every store made before undoped combos), else their greatest common divisor, so that no chunk is
+        written by two tasks (zarr-python #3514)."""
+        return math.gcd(*(self.task_clean_rows(t) for t in self.tasks))
+
+    def task_shards(self, task: Task) -> range:
+        """Indices of ``task``'s shards in the row arrays."""
+        first = self.first_shard(task)
+        return range(first, first + len(self.environments_of(task)))
+
+    def task_clean_chunks(self, task: Task) -> range:
+        """Indices of ``task``'s chunks in the ``clean/`` arrays."""
+        per = self.clean_chunk_rows
+        return range(self.clean_start(task) // per, (self.clean_start(task) + self.task_clean_rows(task)) // per)
+
+    def _uniform(self, value_of_task) -> int:
+        if not self.is_uniform:
+            raise ValueError("the tasks of this plan differ in size (an undoped combo simulates fewer "
+                             "environments): use task_rows(task) / task_clean_rows(task)")
+        return value_of_task(self.tasks[0]) if self.tasks else 0
+
     @property
     def rows_per_task(self) -> int:
-        return len(self.environment_ids) * self.rows_per_shard
+        return self._uniform(self.task_rows)
 
     @property
     def clean_rows_per_task(self) -> int:
-        return len(self.environment_ids) * len(self.detectors)
+        return self._uniform(self.task_clean_rows)
+
+    @property
+    def n_shards(self) -> int:
+        return sum(len(self.environments_of(t)) for t in self.tasks)
 
     @property
     def n_rows(self) -> int:
-        return len(self.tasks) * self.rows_per_task
+        return self.n_shards * self.rows_per_shard
+
+    @property
+    def n_clean_rows(self) -> int:
+        return self.n_shards * len(self.detectors)
 
     def case_index(self, task: Task, detector_index: int) -> int:
         return task.index * len(self.detectors) + detector_index
 
     def shard_start(self, task: Task, environment_position: int) -> int:
         """First row of the shard holding environment number ``environment_position`` of ``task``."""
-        return task.index * self.rows_per_task + environment_position * self.rows_per_shard
+        return (self.first_shard(task) + environment_position) * self.rows_per_shard
 
 
 def make_plan(cfg: dict) -> Plan:
@@ -69,13 +133,19 @@ def make_plan(cfg: dict) -> Plan:
     hosts = cfg["materials"]["hosts"]
     detectors = tuple(cfg["imaging"]["detectors"])
     energies = cfg["imaging"]["beam_energies_kev"]
-    tasks, cases = [], []
+    tasks, cases, task_envs = [], [], []
     for combo_index, (host, dopant) in enumerate(cfg["combos"]):
         h = hosts[host]
         a = h["lattice_constant_angstrom"]
+        envs = environments_for_dopant(dopant, cfg["environments"])
+        if not envs:
+            raise ConfigError(f"environments: none of {cfg['environments']} is free of dopant sites, so the undoped "
+                              f"combo {host}+{dopant} has nothing to simulate; add one of the 14 without a dopant "
+                              "site (simulate.environments.UNDOPED_ENVIRONMENT_IDS)")
         for energy_index, energy in enumerate(energies):
             task = Task(len(tasks), combo_index, host, dopant, energy, energy_index)
             tasks.append(task)
+            task_envs.append(envs)
             window = scan_window(a, energy, cfg["imaging"]["convergence_semiangle_mrad"],
                                  cfg["multislice"]["scan_margin_px"])
             for det in detectors:
@@ -97,8 +167,10 @@ def make_plan(cfg: dict) -> Plan:
                     "gpts": cfg["multislice"]["gpts"][energy],
                     "task": task.index,
                 })
+    uniform = all(len(e) == len(cfg["environments"]) for e in task_envs)
     return Plan(tuple(tasks), tuple(cases), tuple(cfg["environments"]), detectors,
-                cfg["patches"]["patches_per_image"], cfg["patches"]["patch_size_px"])
+                cfg["patches"]["patches_per_image"], cfg["patches"]["patch_size_px"],
+                () if uniform else tuple(task_envs))
 
 
 def seed_entropy(cfg: dict, cfg_hash: str) -> list[int]:

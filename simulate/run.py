@@ -38,8 +38,10 @@ def store_attrs(cfg: dict, cfg_hash: str, plan) -> dict:
         "pixel_size_angstrom": [c["pixel_size_angstrom"] for c in plan.cases],
         "patches_per_image": plan.patches_per_image,
         schema.ATTR_ROWS_PER_SHARD: plan.rows_per_shard,
-        schema.ATTR_ROWS_PER_TASK: plan.rows_per_task,
-        schema.ATTR_CLEAN_ROWS_PER_TASK: plan.clean_rows_per_task,
+        # one number when every task is alike (doped combos only); per task when an undoped combo is shorter
+        schema.ATTR_ROWS_PER_TASK: plan.rows_per_task if plan.is_uniform else [plan.task_rows(t) for t in plan.tasks],
+        schema.ATTR_CLEAN_ROWS_PER_TASK: (plan.clean_rows_per_task if plan.is_uniform
+                                          else [plan.task_clean_rows(t) for t in plan.tasks]),
         schema.ATTR_TASKS: [task_dict(t) for t in plan.tasks],
         schema.ATTR_CONFIG: cfg,
         schema.ATTR_CONFIG_HASH: cfg_hash,

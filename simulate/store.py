@@ -45,11 +45,11 @@ def create_store(path: str | Path, plan: Plan, attrs: dict) -> zarr.Group:
         root.create_array(name, shape=(plan.n_rows,), dtype=dtype, chunks=(_row_chunks(plan),),
                           shards=(plan.rows_per_shard,), fill_value=0, compressors=crc)
     clean = root.create_group(CLEAN)
-    n_clean = len(plan.tasks) * plan.clean_rows_per_task
-    clean.create_array(PATCHES, shape=(n_clean, p, p), dtype=PATCH_DTYPE, chunks=(plan.clean_rows_per_task, p, p),
+    n_clean = plan.n_clean_rows
+    clean.create_array(PATCHES, shape=(n_clean, p, p), dtype=PATCH_DTYPE, chunks=(plan.clean_chunk_rows, p, p),
                        fill_value=np.nan, compressors=crc)
     for name, dtype in ROW_ARRAYS.items():
-        clean.create_array(name, shape=(n_clean,), dtype=dtype, chunks=(plan.clean_rows_per_task,), fill_value=0,
+        clean.create_array(name, shape=(n_clean,), dtype=dtype, chunks=(plan.clean_chunk_rows,), fill_value=0,
                            compressors=crc)
     root.create_array(TASK_DONE, shape=(len(plan.tasks),), dtype=MARKER_DTYPE, chunks=(1,), fill_value=0,
                       compressors=crc)

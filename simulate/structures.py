@@ -13,7 +13,9 @@ import numpy as np
 from ase import Atoms
 from ase.build import mx2
 
-from .environments import ENVIRONMENTS, Environment
+from contract.context import is_undoped
+
+from .environments import ENVIRONMENTS, Environment, environments_for_dopant
 
 _XY_DECIMALS = 3  # columns are grouped by x, y rounded to 1 mÅ
 
@@ -72,6 +74,9 @@ def build_environment(host: dict, dopant: str, environment: Environment, repeats
 
     def apply(column: list[int], role: str) -> None:
         if role == "D":
+            if is_undoped(dopant):
+                raise ValueError(f"environment {environment.id} has a dopant site: an undoped sample (dopant "
+                                 f"{dopant!r}) has none of these")
             for i in column:
                 atoms[i].symbol = dopant
         elif role == "VacX":
@@ -133,7 +138,7 @@ def write_environment_cifs(resolved_config: dict, out_dir: str | Path) -> list[P
     hosts = resolved_config["materials"]["hosts"]
     paths = []
     for host_name, dopant in resolved_config["combos"]:
-        for env_id in resolved_config["environments"]:
+        for env_id in environments_for_dopant(dopant, resolved_config["environments"]):  # undoped: no D sites
             atoms = build_environment(hosts[host_name], dopant, ENVIRONMENTS[env_id],
                                       tuple(ms["supercell_repeats"]), ms["vacuum_angstrom"])
             path = Path(out_dir) / f"{host_name}+{dopant}" / f"env{env_id:02d}_{ENVIRONMENTS[env_id].class_name}.cif"

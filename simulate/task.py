@@ -21,7 +21,7 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
     """The rows of one environment of ``task``: returns (shard arrays, clean arrays). Deterministic."""
     ms, imaging = cfg["multislice"], cfg["imaging"]
     host = cfg["materials"]["hosts"][task.host]
-    env = ENVIRONMENTS[plan.environment_ids[environment_position]]
+    env = ENVIRONMENTS[plan.environments_of(task)[environment_position]]
     entropy = seed_entropy(cfg, cfg_hash)
     atoms = build_environment(host, task.dopant, env, tuple(ms["supercell_repeats"]), ms["vacuum_angstrom"])
     window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
@@ -72,12 +72,12 @@ def run_task(task: Task, cfg: dict, cfg_hash: str, store_path: str) -> dict:
     multislice.configure_abtem(cfg["multislice"]["device"], cfg["multislice"]["fftw_planning_effort"])
     plan = make_plan(cfg)
     clean_parts = []
-    for position in range(len(plan.environment_ids)):
+    for position in range(len(plan.environments_of(task))):
         shard, clean_rows = simulate_task_arrays(task, cfg, cfg_hash, plan, position)
         store.write_shard(store_path, plan.shard_start(task, position), shard)
         clean_parts.append(clean_rows)
     clean = {k: np.concatenate([c[k] for c in clean_parts]) for k in clean_parts[0]}
-    store.write_clean(store_path, task.index * plan.clean_rows_per_task, clean)
+    store.write_clean(store_path, plan.clean_start(task), clean)
     store.mark_done(store_path, task.index)
     return {"task": task.index, "key": task.key, "seconds": time.perf_counter() - started,
-            "images": len(plan.environment_ids), "rows": plan.rows_per_task, "store": str(Path(store_path))}
+            "images": len(plan.environments_of(task)), "rows": plan.task_rows(task), "store": str(Path(store_path))}

@@ -106,8 +106,8 @@ def store_plan(group, name: str) -> tuple[dict | None, str | None, Plan | None, 
 
 def expected_rows(plan: Plan, task: int, position: int) -> dict[str, np.ndarray]:
     """``label``, ``case`` and ``environment`` of the shard of environment ``position`` of ``task``."""
-    env = ENVIRONMENTS[plan.environment_ids[position]]
     t, n = plan.tasks[task], plan.patches_per_image
+    env = ENVIRONMENTS[plan.environments_of(t)[position]]
     case = np.repeat([plan.case_index(t, d) for d in range(len(plan.detectors))], n)
     return {schema.LABEL: np.full(plan.rows_per_shard, env.label), schema.CASE: case,
             schema.ENVIRONMENT: np.full(plan.rows_per_shard, env.id)}
@@ -115,7 +115,7 @@ def expected_rows(plan: Plan, task: int, position: int) -> dict[str, np.ndarray]
 
 def expected_clean_rows(plan: Plan, task: int) -> dict[str, np.ndarray]:
     t, n_det = plan.tasks[task], len(plan.detectors)
-    envs = [ENVIRONMENTS[e] for e in plan.environment_ids]
+    envs = [ENVIRONMENTS[e] for e in plan.environments_of(t)]
     return {schema.LABEL: np.repeat([e.label for e in envs], n_det),
             schema.CASE: np.tile([plan.case_index(t, d) for d in range(n_det)], len(envs)),
             schema.ENVIRONMENT: np.repeat([e.id for e in envs], n_det)}
@@ -146,29 +146,32 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
     context = {"config": cfg, "config_hash": cfg_hash, "plan": plan, "tasks": set()}
     if plan is None:
         return Report(name, "group attributes", findings), context
-    p, n_env = plan.patch_size_px, len(plan.environment_ids)
-    n_clean = len(plan.tasks) * plan.clean_rows_per_task
+    p, n_clean = plan.patch_size_px, plan.n_clean_rows
     main = {schema.PATCHES: open_checked(group, schema.PATCHES, (plan.n_rows, p, p), schema.PATCH_DTYPE,
                                          plan.rows_per_shard, findings)}
     clean = {f"{schema.CLEAN}/{schema.PATCHES}": open_checked(group, f"{schema.CLEAN}/{schema.PATCHES}",
                                                               (n_clean, p, p), schema.PATCH_DTYPE,
-                                                              plan.clean_rows_per_task, findings)}
+                                                              plan.clean_chunk_rows, findings)}
     for a, dtype in schema.ROW_ARRAYS.items():
         main[a] = open_checked(group, a, (plan.n_rows,), dtype, plan.rows_per_shard, findings)
         c = f"{schema.CLEAN}/{a}"
-        clean[c] = open_checked(group, c, (n_clean,), dtype, plan.clean_rows_per_task, findings)
+        clean[c] = open_checked(group, c, (n_clean,), dtype, plan.clean_chunk_rows, findings)
     markers = open_checked(group, schema.TASK_DONE, (len(plan.tasks),), schema.MARKER_DTYPE, 1, findings)
     from cluster import track_items
 
     for task in track_items(range(len(plan.tasks)), label="verify", unit="task"):
         owner = task_label(plan, task)
         before = len(findings)
-        for position in range(n_env):
-            start = plan.shard_start(plan.tasks[task], position)
+        t = plan.tasks[task]
+        for position in range(len(plan.environments_of(t))):
+            start = plan.shard_start(t, position)
             _check_rows(main, start, start + plan.rows_per_shard, start // plan.rows_per_shard, owner,
                         expected_rows(plan, task, position), findings)
-        c0 = task * plan.clean_rows_per_task
-        _check_rows(clean, c0, c0 + plan.clean_rows_per_task, task, owner, expected_clean_rows(plan, task), findings)
+        expected, c0, per = expected_clean_rows(plan, task), plan.clean_start(t), plan.clean_chunk_rows
+        for chunk in plan.task_clean_chunks(t):  # one chunk per task unless an undoped task is shorter
+            rows = slice(chunk * per - c0, (chunk + 1) * per - c0)
+            _check_rows(clean, chunk * per, (chunk + 1) * per, chunk, owner,
+                        {k: v[rows] for k, v in expected.items()}, findings)
         if markers is not None:
             value = read_shard(markers, schema.TASK_DONE, task, task + 1, task, owner, findings)
             problem = marker_problem(value)
@@ -177,21 +180,21 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
         if len(findings) > before:
             context["tasks"].add(task)
     checked = (f"{cfg['name']}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
-               f"{len(plan.tasks) * n_env} shards x {len(main)} arrays, {len(plan.tasks)} chunks x {len(clean)} "
-               f"clean arrays, {len(plan.tasks)} markers")
+               f"{plan.n_shards} shards x {len(main)} arrays, {n_clean // plan.clean_chunk_rows} chunks x "
+               f"{len(clean)} clean arrays, {len(plan.tasks)} markers")
     return Report(name, checked, findings), context
 
 
 def _remove_task_blocks(path, group, plan: Plan, tasks: list[int]) -> None:
     """Delete every shard and clean chunk of ``tasks`` (the rerun writes each of them whole)."""
-    n_env = len(plan.environment_ids)
+    shards = [k for t in tasks for k in plan.task_shards(plan.tasks[t])]
+    chunks = [k for t in tasks for k in plan.task_clean_chunks(plan.tasks[t])]
     for name in (schema.PATCHES, *schema.ROW_ARRAYS):
-        shards = [t * n_env + p for t in tasks for p in range(n_env)]
         if name in group:
             remove_blocks(path, name, group[name], shards)
         clean = f"{schema.CLEAN}/{name}"
         if clean in group:
-            remove_blocks(path, clean, group[clean], tasks)
+            remove_blocks(path, clean, group[clean], chunks)
 
 
 def repair_store(path: str | Path, report: Report, context: dict, *, cluster: str = "local",

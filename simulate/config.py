@@ -42,7 +42,7 @@ KNOWN_KEYS = {
     "multislice": ("supercell_repeats", "vacuum_angstrom", "slicing", "slice_thickness_angstrom", "projection", "gpts",
                    "scan_margin_px", "frozen_phonons", "frozen_phonon_sigma_angstrom", "parametrization", "device",
                    "fftw_planning_effort"),
-    "noise": NOISE_KEYS,
+    "noise": NOISE_KEYS + ("display_export",),
     "patches": ("patch_size_px", "patches_per_image"),
     "selection": ("combos", "hosts", "dopants"),
 }
@@ -305,6 +305,7 @@ def _validate_noise(cfg: dict) -> None:
         high = _positive_number(value[1], f"{field}[1]", allow_zero=key != "dose_e_per_angstrom2")
         if high < low:
             raise ConfigError(f"{field}: high ({high}) is below low ({low})")
+    _validate_display_export(noise.get("display_export"))
     margin = cfg["multislice"]["scan_margin_px"]
     reach = noise["scan_jitter_px"][1] + noise["centre_offset_px"][1] + 1  # +1: bilinear support
     if reach > margin:
@@ -312,6 +313,29 @@ def _validate_noise(cfg: dict) -> None:
             f"multislice.scan_margin_px: {margin} px cannot hold jitter ({noise['scan_jitter_px'][1]}) + offset "
             f"({noise['centre_offset_px'][1]}) + 1 px of interpolation; raise it to {int(reach + 0.999)}"
         )
+
+
+def _validate_display_export(export: Any) -> None:
+    """``noise.display_export`` (optional; absent or null: off): ranges of the 8-bit display step."""
+    from .noise import DISPLAY_EXPORT_KEYS
+
+    if export is None:
+        return
+    if not isinstance(export, dict):
+        raise ConfigError(f"noise.display_export: must be a mapping of ranges {DISPLAY_EXPORT_KEYS}, got {export!r}")
+    for key in export:
+        if key not in DISPLAY_EXPORT_KEYS:
+            raise ConfigError(f"noise.display_export.{key}: unknown key; known keys: {', '.join(DISPLAY_EXPORT_KEYS)}")
+    for key in DISPLAY_EXPORT_KEYS:
+        field, value = f"noise.display_export.{key}", export.get(key)
+        if not (isinstance(value, list) and len(value) == 2):
+            raise ConfigError(f"{field}: must be a range [low, high], got {value!r}")
+        low = _positive_number(value[0], f"{field}[0]", allow_zero=key != "gamma")
+        high = _positive_number(value[1], f"{field}[1]", allow_zero=key != "gamma")
+        if high < low:
+            raise ConfigError(f"{field}: high ({high}) is below low ({low})")
+        if key != "gamma" and high >= 0.5:
+            raise ConfigError(f"{field}: a clipped fraction must stay below 0.5, got {high}")
 
 
 def _validate_patches(cfg: dict) -> None:

@@ -1,0 +1,359 @@
+"""What a frame's imaging looks like, measured from the image and its located sites, and the dataset-config
+overrides that make a model's training data look the same (docs/frame-matching.md).
+
+``measure_frame_imaging`` is pure: image + ``inference.classify.Sites`` in, a frozen ``FrameImaging`` out.
+
+- **Sampling**: the lattice constant in pixels (and, given the host's lattice constant, the pixel size).
+- **Column width**: an isotropic 2-D Gaussian (plus a background and the three nearest columns of the other
+  sublattice, fitted with them) fitted to the pixels around every column of a sublattice, each pixel at its
+  exact offset from its column (no resampling), with a robust loss so that vacancies and dopants do not pull it.
+  The probe blur the simulation's noise model adds (``simulate.noise.probe_blur``, σ in Å) is then
+  ``sqrt(σ_column² - σ_intrinsic²)``, where σ_intrinsic is the width of an unblurred simulated column:
+  ``INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA`` × λ/α (calibrated on abTEM columns, tests/test_frame_imaging.py).
+- **Levels and noise**: the pixel nearest each column centre (corrected to the centre with the fitted Gaussian)
+  and nearest each hollow site (the empty centre of a hexagon, a stationary point of the image), per group the
+  median and the robust standard deviation (MAD): three (level, variance) points.
+- **Raw counts**: integer values and a variance that grows in proportion to the level (a line through the three
+  points with a positive slope, the gain in counts per electron, and an intercept that is small against the
+  background's variance). Then the electrons per pixel (lattice mean / gain) and, given the context's detected
+  fraction of the beam (``lattice_mean_fraction``, from a clean simulated image of the context) and the pixel
+  size, the dose in e/Å².
+- **Display export**: 8-bit integers that fill the range (or clip at black), or normalised floats; the fractions of
+  pixels clipped at the black level and at white, the grey levels used, and the peak signal-to-noise (brighter
+  column over the noise at its peaks: not biased by the clipped background).
+
+What cannot be measured is said in ``FrameImaging.not_estimated`` (plain sentences).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.spatial import cKDTree
+
+SQRT3 = 3 ** 0.5
+MAD_TO_SIGMA = 1.4826
+
+INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA = 0.21
+"""σ of an unblurred simulated column (this module's Gaussian fit, Å) in units of λ/α (α the convergence
+semi-angle): the Gaussian σ of an aberration-free probe is about 0.21 λ/α, and the fit to abTEM columns (WSe2 at
+60 keV HAADF, the project's multislice settings) gave 0.209 (docs/frame-matching.md lists the calibration)."""
+
+FIT_RADIUS_BONDS = 0.85
+"""Pixels within this many nearest-neighbour distances (a/√3) of a column enter the column fit."""
+MAX_FIT_SITES = 200
+"""Columns per sublattice used for the fit (evenly spaced through the list): enough for a smooth average."""
+MIN_INTEGER_FRACTION = 0.999
+"""Fraction of pixels with integer values for an integer-valued frame."""
+DISPLAY_WHITE_MIN = 250
+"""An integer frame within 0..255 that reaches this value is a display export (a display stretch puts its white
+level at 255; raw counts that stop just short of 256 would be a coincidence). Zeros alone do not tell: a
+low-dose counting frame has many."""
+POISSON_MIN_VARIANCE_RATIO = 1.5
+"""Raw counts need the brightest level's noise variance at least this many times the background's."""
+POISSON_MAX_INTERCEPT = 0.3
+"""... and the fitted line's intercept at most this fraction of the brightest level's variance (variance ∝ mean,
+up to read noise): a DC offset gives a large negative intercept. The variances are known to about 10 % (a few
+hundred columns), which sets the tolerance."""
+CLIP_SIGMAS = 3.0
+"""Noise std per group: values further than this many std from the median are dropped (vacancies, dopants) until
+none is; the std is then corrected for the clipped tails of a normal distribution."""
+
+
+_CLIPPED_STD_RATIO = math.sqrt(1 - 2 * CLIP_SIGMAS * math.exp(-CLIP_SIGMAS**2 / 2) / math.sqrt(2 * math.pi)
+                               / math.erf(CLIP_SIGMAS / math.sqrt(2)))  # std of a normal cut at ±k σ, over σ
+
+
+@dataclass(frozen=True)
+class FrameImaging:
+    """A frame's imaging (module docstring). Levels are in the frame's units (counts or grey values); ``None``
+    where not measured (``not_estimated`` says why)."""
+
+    lattice_constant_px: float
+    pixel_size_angstrom: float | None
+    column_sigma_px: float  # the brighter sublattice's column
+    column_sigma_angstrom: float | None
+    intrinsic_column_sigma_angstrom: float | None
+    probe_blur_sigma_angstrom: float | None
+    sublattice_levels: tuple[float, float]  # median column centre of sublattice 0, 1
+    sublattice_noise_std: tuple[float, float]
+    background_level: float  # median hollow site
+    background_noise_std: float
+    lattice_mean_level: float
+    peak_snr: float  # (brighter column - background) / noise std at the brighter columns
+    integer_valued: bool
+    display_export: bool
+    eight_bit: bool
+    normalised: bool
+    black_clip_fraction: float
+    white_clip_fraction: float
+    grey_levels_used: int
+    noise_gain: float | None  # d variance / d level: counts per electron for raw counts
+    noise_intercept: float | None
+    poisson_like: bool
+    raw_counts: bool
+    electrons_per_pixel: float | None  # lattice mean
+    dose_e_per_angstrom2: float | None
+    columns_fitted: int
+    not_estimated: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def wavelength_angstrom(beam_energy_kev: float) -> float:
+    """Relativistic electron wavelength [Å] (the textbook formula; abTEM's ``energy2wavelength`` agrees)."""
+    m0c2_ev, hc_ev_angstrom = 510998.95, 12398.4198
+    e = beam_energy_kev * 1e3
+    return hc_ev_angstrom / math.sqrt(e * (2 * m0c2_ev + e))
+
+
+def intrinsic_column_sigma_angstrom(beam_energy_kev: float, convergence_semiangle_mrad: float) -> float:
+    """σ [Å] of an unblurred simulated column at this beam energy and probe convergence (calibrated)."""
+    return INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA * wavelength_angstrom(beam_energy_kev) / (
+        convergence_semiangle_mrad * 1e-3)
+
+
+def _neighbour_geometry(own: np.ndarray, other: np.ndarray, bond_px: float):
+    """Mean offsets (3, 2) (row, col) from a column of ``own`` to its three nearest columns of ``other``, and
+    each column of ``own`` placed where those neighbours put it (mean of neighbour - offset; rows whose three
+    neighbours are not all within 1.3 bonds are dropped). The placement is independent of the column's own
+    pixels: a detected peak position leans towards that column's noise, which would bias its value upwards and
+    its spread downwards. None when fewer than 3 columns have three neighbours."""
+    if len(own) == 0 or len(other) < 3:
+        return None
+    dist, idx = cKDTree(other).query(own, k=3)
+    ok = np.all(dist < 1.3 * bond_px, axis=1)
+    if ok.sum() < 3:
+        return None
+    vec = other[idx[ok]] - own[ok, None, :]  # (n, 3, 2)
+    theta = np.arctan2(vec[..., 0], vec[..., 1])
+    base = np.angle(np.exp(3j * theta).mean()) / 3  # the three directions are 120° apart: 3θ agree
+    directions = base + np.arange(3) * 2 * np.pi / 3
+    k = np.argmin(np.abs(np.angle(np.exp(1j * (theta[..., None] - directions)))), axis=-1)  # (n, 3)
+    offsets = np.stack([vec[k == j].mean(axis=0) if np.any(k == j) else bond_px * np.array(
+        [np.sin(directions[j]), np.cos(directions[j])]) for j in range(3)])
+    placed = (other[idx[ok]] - offsets[k]).mean(axis=1)
+    return offsets, placed
+
+
+def _robust_std(values: np.ndarray) -> float:
+    """Std of the bulk of ``values`` by iterative clipping at ``CLIP_SIGMAS`` (a MAD start): half the variance
+    of the MAD's own estimate, and no steps on integer counts."""
+    keep = np.asarray(values, dtype=np.float64)
+    std = MAD_TO_SIGMA * np.median(np.abs(keep - np.median(keep)))
+    if std == 0:
+        std = keep.std()
+    for _ in range(10):
+        inside = keep[np.abs(keep - np.median(keep)) <= CLIP_SIGMAS * std]
+        if len(inside) < 3:
+            break
+        new = inside.std(ddof=1) / _CLIPPED_STD_RATIO
+        if math.isclose(new, std, rel_tol=1e-4):
+            break
+        std = new
+    return float(std)
+
+
+def _nearest_values(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the pixels nearest ``points`` inside the image and those pixels' offsets from the points."""
+    pix = np.rint(points).astype(int)
+    inside = (pix[:, 0] >= 0) & (pix[:, 1] >= 0) & (pix[:, 0] < image.shape[0]) & (pix[:, 1] < image.shape[1])
+    pix = pix[inside]
+    return image[pix[:, 0], pix[:, 1]], pix - points[inside]
+
+
+def _column_model(params, dy, dx, neighbours):
+    background, a0, s0, a1, s1 = params
+    centre = a0 * np.exp(-(dy**2 + dx**2) / (2 * s0**2))
+    ring = sum(np.exp(-((dy - ny)**2 + (dx - nx)**2) / (2 * s1**2)) for ny, nx in neighbours)
+    return background + centre + a1 * ring
+
+
+@dataclass(frozen=True)
+class ColumnFit:
+    """The fitted column model (background, amplitude, σ_px, neighbour amplitude, neighbour σ_px) and the
+    pixels it was fitted to: values, offsets from their column (dy, dx) and the model there."""
+
+    params: np.ndarray
+    values: np.ndarray
+    dy: np.ndarray
+    dx: np.ndarray
+    model: np.ndarray
+
+
+def fit_column(image: np.ndarray, centres: np.ndarray, neighbours: np.ndarray, bond_px: float,
+               noise_std: float) -> ColumnFit:
+    """Fit (background, amplitude, σ_px, neighbour amplitude, neighbour σ_px) to the pixels within
+    ``FIT_RADIUS_BONDS`` of every centre, each at its exact offset. Robust (soft-L1) loss at the noise scale."""
+    if len(centres) > MAX_FIT_SITES:
+        centres = centres[np.linspace(0, len(centres) - 1, MAX_FIT_SITES).astype(int)]
+    radius = FIT_RADIUS_BONDS * bond_px
+    span = np.arange(-math.ceil(radius), math.ceil(radius) + 1)
+    grid = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
+    pix = np.rint(centres)[:, None, :].astype(int) + grid[None]
+    off = pix - centres[:, None, :]
+    keep = ((off**2).sum(-1) <= radius**2) & (pix[..., 0] >= 0) & (pix[..., 1] >= 0) & \
+        (pix[..., 0] < image.shape[0]) & (pix[..., 1] < image.shape[1])
+    values = image[pix[keep][:, 0], pix[keep][:, 1]]
+    dy, dx = off[keep][:, 0], off[keep][:, 1]
+    r2 = dy**2 + dx**2
+    background = float(np.percentile(values, 5))
+    centre = float(np.median(values[r2 <= 1.0])) - background
+    x0 = [background, max(centre, 1e-9), 0.2 * bond_px, 0.5 * max(centre, 1e-9), 0.2 * bond_px]
+    scale = max(noise_std, 1e-6 * max(abs(centre), 1.0))
+    fit = least_squares(lambda p: (_column_model(p, dy, dx, neighbours) - values) / scale, x0, loss="soft_l1",
+                        bounds=([-np.inf, 0, 0.02 * bond_px, 0, 0.02 * bond_px],
+                                [np.inf, np.inf, bond_px, np.inf, bond_px]))
+    return ColumnFit(fit.x, values, dy, dx, _column_model(fit.x, dy, dx, neighbours))
+
+
+LEVEL_BINS = 8
+"""Noise variance is measured in this many bins of the column model's level (equal numbers of pixels). The top
+bin holds the columns' flanks, where an error in a column's placement adds to the spread (its variance came out
+~9 % above the Poisson value on synthetic lattices, the other bins within ~5 %): it is reported, not fitted."""
+OFFSET_BIN_PX = 0.5
+"""The model's shape error is removed per bin of this size in the pixel's offset from its column."""
+
+
+def noise_against_level(fits: list[ColumnFit]) -> tuple[np.ndarray, np.ndarray]:
+    """(levels, variances) of the noise in ``LEVEL_BINS`` bins of the expected value, from every fitted pixel:
+    residual from the fitted model less the mean residual at that offset (what the Gaussian misses), robust std
+    per bin. Thousands of pixels per bin, against a few hundred column centres."""
+    levels, residuals = [], []
+    for fit in fits:
+        r0 = fit.values - fit.model
+        key = np.floor(fit.dy / OFFSET_BIN_PX).astype(np.int64) * 100003 + np.floor(fit.dx / OFFSET_BIN_PX).astype(np.int64)
+        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        shape_error = np.bincount(inverse, weights=r0) / counts
+        enough = counts[inverse] >= 10
+        n = counts[inverse][enough]
+        # a residual from a mean of n values has (n - 1)/n of the noise variance
+        residuals.append((r0 - shape_error[inverse])[enough] * np.sqrt(n / (n - 1)))
+        levels.append((fit.model + shape_error[inverse])[enough])
+    level, resid = np.concatenate(levels), np.concatenate(residuals)
+    if len(level) < 20 * LEVEL_BINS:  # too few columns for a noise measurement
+        return np.empty(0), np.empty(0)
+    edges = np.quantile(level, np.linspace(0, 1, LEVEL_BINS + 1))
+    which = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, LEVEL_BINS - 1)
+    out = [(float(np.median(level[which == b])), _robust_std(resid[which == b]) ** 2)
+           for b in range(LEVEL_BINS) if np.sum(which == b) >= 20]
+    return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+
+
+def _hollow_sites(sublattice0: np.ndarray, offsets0: np.ndarray) -> np.ndarray:
+    """One hollow site (hexagon centre) per column of sublattice 0: opposite one of its bonds."""
+    return sublattice0 - offsets0[0][None, :]
+
+
+def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom: float | None = None,
+                          beam_energy_kev: float | None = None, convergence_semiangle_mrad: float | None = None,
+                          lattice_mean_fraction: float | None = None) -> FrameImaging:
+    """Measure a frame's imaging (module docstring). ``sites``: ``inference.classify.locate_sites(image)``.
+    ``lattice_constant_angstrom``: the host's (gives the pixel size, so the blur in Å); ``beam_energy_kev`` and
+    ``convergence_semiangle_mrad``: the probe (gives the intrinsic column width, so the blur);
+    ``lattice_mean_fraction``: the mean detected fraction of the beam over the context's lattice (from a clean
+    simulated image; gives the dose from the electrons per pixel). ``ValueError`` for too few columns."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {image.shape}")
+    missing: list[str] = []
+    a_px = float(sites.lattice_constant_px)
+    bond = a_px / SQRT3
+    usable = np.asarray(sites.has_peak, bool) & ~np.asarray(sites.on_border, bool)
+    pos = np.asarray(sites.positions, dtype=np.float64)
+    sub = np.asarray(sites.fitted_sublattice)
+    groups = [pos[usable & (sub == s)] for s in (0, 1)]
+    if min(len(g) for g in groups) < 3:
+        raise ValueError(f"too few columns to measure the imaging ({len(groups[0])} and {len(groups[1])} per "
+                         "sublattice away from the border)")
+    geometry = [_neighbour_geometry(groups[0], pos[sub == 1], bond), _neighbour_geometry(groups[1], pos[sub == 0], bond)]
+    if any(g is None for g in geometry):
+        raise ValueError("too few columns with three neighbours of the other sublattice to measure the imaging")
+    offsets = [g[0] for g in geometry]
+    groups = [g[1] for g in geometry]
+    # the lattice constant from the measured bonds (a = √3 x the nearest-neighbour distance), over the columns used
+    a_px = float(SQRT3 * np.mean(np.linalg.norm(np.concatenate(offsets), axis=1)))
+    bond = a_px / SQRT3
+    hollow_values, _ = _nearest_values(image, _hollow_sites(groups[0], offsets[0]))
+    if len(hollow_values) < 3:
+        raise ValueError("too few hollow sites inside the image to measure the background")
+    background, background_std = float(np.median(hollow_values)), _robust_std(hollow_values)
+
+    fits, levels, stds = [], [], []
+    for s in (0, 1):
+        fit = fit_column(image, groups[s], offsets[s], bond, max(background_std, 1e-12))
+        fits.append(fit)
+        p = fit.params
+        values, off = _nearest_values(image, groups[s])
+        # the nearest pixel sits off the centre by up to half a pixel: back to the centre along the fitted column
+        values = values + p[1] * (1 - np.exp(-(off**2).sum(axis=1) / (2 * p[2] ** 2)))
+        levels.append(float(np.median(values)))
+        stds.append(_robust_std(values))
+    bright = int(np.argmax(levels))
+    sigma_px = float(fits[bright].params[2])
+    pixel = lattice_constant_angstrom / a_px if lattice_constant_angstrom else None
+    sigma_angstrom = sigma_px * pixel if pixel else None
+    intrinsic = blur = None
+    if pixel is None:
+        missing.append("pixel size and blur in Å: the host's lattice constant was not given")
+    if beam_energy_kev and convergence_semiangle_mrad:
+        intrinsic = intrinsic_column_sigma_angstrom(beam_energy_kev, convergence_semiangle_mrad)
+    else:
+        missing.append("probe blur: the beam energy and convergence (the unblurred column width) were not given")
+    if sigma_angstrom is not None and intrinsic is not None:
+        blur = math.sqrt(max(sigma_angstrom**2 - intrinsic**2, 0.0))
+
+    # value format: integers, the 8-bit range, normalised floats, clipping
+    finite = image[np.isfinite(image)]
+    integer_valued = bool(np.mean(finite == np.round(finite)) >= MIN_INTEGER_FRACTION)
+    lo, hi = float(finite.min()), float(finite.max())
+    black = float(np.mean(finite <= lo))
+    white = float(np.mean(finite >= hi))
+    eight_bit = integer_valued and lo >= 0 and hi <= 255
+    normalised = not integer_valued and lo >= -1.0 and hi <= 1.0
+    display = bool((eight_bit and hi >= DISPLAY_WHITE_MIN) or normalised)
+    if not display:
+        black = white = 0.0  # the extreme values of counts are data, not a display's clipping
+    grey_levels = int(len(np.unique(finite))) if eight_bit or display else 0
+
+    # noise: variance against level at the background and both sublattices' column centres
+    means, variances = noise_against_level(fits)
+    gain = intercept = None
+    poisson = False
+    if len(means) >= 3 and np.ptp(means[:-1]) > 0:
+        gain, intercept = (float(v) for v in np.polyfit(means[:-1], variances[:-1], 1))
+        dark, brightest = int(np.argmin(means)), int(np.argmax(means))
+        poisson = bool(gain > 0 and variances[brightest] >= POISSON_MIN_VARIANCE_RATIO * variances[dark]
+                       and abs(intercept) <= POISSON_MAX_INTERCEPT * variances[brightest])
+    raw = bool(integer_valued and poisson and not display)
+    lattice_mean = float(np.mean(image[sites.lattice_mask])) if getattr(sites, "lattice_mask", None) is not None \
+        and np.any(sites.lattice_mask) else float(np.mean(finite))
+    electrons = dose = None
+    if raw:
+        electrons = lattice_mean / gain
+        if pixel is not None and lattice_mean_fraction:
+            dose = electrons / (pixel**2 * lattice_mean_fraction)
+        else:
+            missing.append("dose: needs the pixel size and the context's detected fraction of the beam "
+                           "(lattice_mean_fraction from a clean simulated image)")
+    elif display:
+        missing.append("dose: a display export keeps no counts (the signal-to-noise stands in for it)")
+        missing.append("palette gamma: not separable from the columns' own contrast")
+    else:
+        missing.append("dose: the values are not raw counts (not integers, or the noise variance does not grow "
+                       "in proportion to the level: an offset, a detector gain or processed data)")
+    snr = (levels[bright] - background) / stds[bright] if stds[bright] > 0 else float("inf")
+    return FrameImaging(
+        lattice_constant_px=a_px, pixel_size_angstrom=pixel, column_sigma_px=sigma_px,
+        column_sigma_angstrom=sigma_angstrom, intrinsic_column_sigma_angstrom=intrinsic,
+        probe_blur_sigma_angstrom=blur, sublattice_levels=(levels[0], levels[1]),
+        sublattice_noise_std=(stds[0], stds[1]), background_level=background, background_noise_std=background_std,
+        lattice_mean_level=lattice_mean, peak_snr=float(snr), integer_valued=integer_valued,
+        display_export=display, eight_bit=eight_bit, normalised=normalised, black_clip_fraction=black,
+        white_clip_fraction=white, grey_levels_used=grey_levels, noise_gain=gain, noise_intercept=intercept,
+        poisson_like=poisson, raw_counts=raw, electrons_per_pixel=electrons, dose_e_per_angstrom2=dose,
+        columns_fitted=int(min(len(groups[0]), MAX_FIT_SITES) + min(len(groups[1]), MAX_FIT_SITES)),
+        not_estimated=tuple(missing))

@@ -33,6 +33,8 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
+from simulate.noise import DISPLAY_EXPORT_RANGES
+
 SQRT3 = 3 ** 0.5
 MAD_TO_SIGMA = 1.4826
 
@@ -43,7 +45,7 @@ semi-angle): the Gaussian σ of an aberration-free probe is about 0.21 λ/α, an
 
 FIT_RADIUS_BONDS = 0.85
 """Pixels within this many nearest-neighbour distances (a/√3) of a column enter the column fit."""
-MAX_FIT_SITES = 200
+MAX_FIT_SITES = 80
 """Columns per sublattice used for the fit (evenly spaced through the list): enough for a smooth average."""
 MIN_INTEGER_FRACTION = 0.999
 """Fraction of pixels with integer values for an integer-valued frame."""
@@ -165,11 +167,30 @@ def _nearest_values(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, 
     return image[pix[:, 0], pix[:, 1]], pix - points[inside]
 
 
+def _column_terms(params, dy, dx, neighbours):
+    """The model's terms: centre Gaussian, its r², the neighbours' summed Gaussians and their Σ e r²."""
+    _, _, s0, _, s1 = params
+    r0 = dy**2 + dx**2
+    centre = np.exp(-r0 / (2 * s0**2))
+    ring = np.zeros_like(dy)
+    ring_r2 = np.zeros_like(dy)
+    for ny, nx in neighbours:
+        rk = (dy - ny) ** 2 + (dx - nx) ** 2
+        ek = np.exp(-rk / (2 * s1**2))
+        ring += ek
+        ring_r2 += ek * rk
+    return centre, r0, ring, ring_r2
+
+
 def _column_model(params, dy, dx, neighbours):
-    background, a0, s0, a1, s1 = params
-    centre = a0 * np.exp(-(dy**2 + dx**2) / (2 * s0**2))
-    ring = sum(np.exp(-((dy - ny)**2 + (dx - nx)**2) / (2 * s1**2)) for ny, nx in neighbours)
-    return background + centre + a1 * ring
+    centre, _, ring, _ = _column_terms(params, dy, dx, neighbours)
+    return params[0] + params[1] * centre + params[3] * ring
+
+
+def _column_jacobian(params, dy, dx, neighbours):
+    _, a0, s0, a1, s1 = params
+    centre, r0, ring, ring_r2 = _column_terms(params, dy, dx, neighbours)
+    return np.stack([np.ones_like(dy), centre, a0 * centre * r0 / s0**3, ring, a1 * ring_r2 / s1**3], axis=1)
 
 
 @dataclass(frozen=True)
@@ -205,6 +226,7 @@ def fit_column(image: np.ndarray, centres: np.ndarray, neighbours: np.ndarray, b
     x0 = [background, max(centre, 1e-9), 0.2 * bond_px, 0.5 * max(centre, 1e-9), 0.2 * bond_px]
     scale = max(noise_std, 1e-6 * max(abs(centre), 1.0))
     fit = least_squares(lambda p: (_column_model(p, dy, dx, neighbours) - values) / scale, x0, loss="soft_l1",
+                        jac=lambda p: _column_jacobian(p, dy, dx, neighbours) / scale, x_scale="jac",
                         bounds=([-np.inf, 0, 0.02 * bond_px, 0, 0.02 * bond_px],
                                 [np.inf, np.inf, bond_px, np.inf, bond_px]))
     return ColumnFit(fit.x, values, dy, dx, _column_model(fit.x, dy, dx, neighbours))
@@ -357,3 +379,82 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
         poisson_like=poisson, raw_counts=raw, electrons_per_pixel=electrons, dose_e_per_angstrom2=dose,
         columns_fitted=int(min(len(groups[0]), MAX_FIT_SITES) + min(len(groups[1]), MAX_FIT_SITES)),
         not_estimated=tuple(missing))
+
+
+BLUR_HALF_WIDTH_ANGSTROM = (0.05, 0.25)
+"""Half-width of the matched blur range: the larger of 0.05 Å and 25 % of the measured blur (the calibration
+recovers a known blur to about 0.02 Å; frames vary across the field)."""
+DOSE_HALF_WIDTH = 0.4
+"""The matched dose range is the measured dose ± 40 % (raw counts give it to ~5 %, the signal-to-noise route to
+~20 %; frames vary in thickness and contamination)."""
+CLIP_HALF_WIDTH = (0.03, 0.3)
+"""Half-width of a matched clipped-fraction range: the larger of 3 % of the pixels and 30 % of the measured
+fraction."""
+MIN_PATCH_SIZE_PX = 9
+
+
+def matched_patch_size_px(lattice_constant_px: float) -> int:
+    """The odd patch size whose pixels per lattice constant, (P - 1)/√3 on a patch of side √3·a
+    (``contract.patches.extract_patch``), are nearest the frame's."""
+    size = SQRT3 * lattice_constant_px + 1
+    return max(MIN_PATCH_SIZE_PX, int(2 * round((size - 1) / 2) + 1))
+
+
+def dose_from_snr(peak_snr: float, peak_fraction: float, background_fraction: float,
+                  pixel_size_angstrom: float) -> float:
+    """Dose [e/Å²] at which Poisson noise gives a column of detected fraction ``peak_fraction`` over a background
+    of ``background_fraction`` this peak signal-to-noise per pixel: SNR = (N_p - N_b)/√N_p with N = dose ×
+    pixel area × fraction."""
+    contrast = peak_fraction - background_fraction
+    if not (contrast > 0 and peak_fraction > 0 and pixel_size_angstrom > 0):
+        raise ValueError("dose_from_snr: needs a column brighter than the background and a pixel size")
+    return float(peak_snr**2 * peak_fraction / (contrast**2 * pixel_size_angstrom**2))
+
+
+def _around(value: float, half: float, low: float = 0.0, high: float = math.inf) -> list[float]:
+    return [float(max(low, value - half)), float(min(high, value + half))]
+
+
+def frame_overrides(imaging: FrameImaging, base_noise: dict, *, reference: FrameImaging | None = None
+                    ) -> tuple[dict, tuple[str, ...]]:
+    """Dataset-config overrides for a model built for this frame, and what stays at the base config's values
+    (plain sentences, with ``imaging.not_estimated``).
+
+    ``base_noise``: the base config's ``noise`` section (ranges not matched are kept). ``reference``: this
+    function's measurement of a clean simulated image of the frame's context (values are fractions of the beam),
+    blurred by the frame's blur; it turns a display frame's signal-to-noise, or raw counts without a detected
+    fraction, into a dose.
+
+    Returns ({"noise": {...}, "patches": {"patch_size_px": P}}, unmatched)."""
+    noise = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in base_noise.items()}
+    unmatched = list(imaging.not_estimated)
+    blur = imaging.probe_blur_sigma_angstrom
+    if blur is not None:
+        half = max(BLUR_HALF_WIDTH_ANGSTROM[0], BLUR_HALF_WIDTH_ANGSTROM[1] * blur)
+        noise["probe_blur_sigma_angstrom"] = _around(blur, half)
+    else:
+        unmatched.append("probe blur: kept at the base config's range")
+    dose = imaging.dose_e_per_angstrom2
+    bright = int(np.argmax(reference.sublattice_levels)) if reference is not None else None
+    if dose is None and reference is not None and imaging.pixel_size_angstrom:
+        if imaging.raw_counts and imaging.electrons_per_pixel:
+            dose = imaging.electrons_per_pixel / (imaging.pixel_size_angstrom**2 * reference.lattice_mean_level)
+        elif np.isfinite(imaging.peak_snr):
+            dose = dose_from_snr(imaging.peak_snr, reference.sublattice_levels[bright], reference.background_level,
+                                 imaging.pixel_size_angstrom)
+    if dose is not None:
+        noise["dose_e_per_angstrom2"] = _around(dose, DOSE_HALF_WIDTH * dose, low=1e-3 * dose)
+    else:
+        unmatched.append("dose: kept at the base config's range (needs raw counts or the signal-to-noise, the "
+                         "pixel size, and a clean simulated reference of the context)")
+    if imaging.display_export:
+        export = {"black_clip_fraction": _around(imaging.black_clip_fraction, max(
+                      CLIP_HALF_WIDTH[0], CLIP_HALF_WIDTH[1] * imaging.black_clip_fraction), high=0.45),
+                  "white_clip_fraction": _around(imaging.white_clip_fraction, max(
+                      CLIP_HALF_WIDTH[0] / 3, CLIP_HALF_WIDTH[1] * imaging.white_clip_fraction), high=0.45),
+                  "gamma": list(DISPLAY_EXPORT_RANGES["gamma"])}
+        noise["display_export"] = export
+        unmatched.append("palette gamma: drawn from the span display exports use "
+                         f"({DISPLAY_EXPORT_RANGES['gamma'][0]}-{DISPLAY_EXPORT_RANGES['gamma'][1]})")
+    patches = {"patch_size_px": matched_patch_size_px(imaging.lattice_constant_px)}
+    return {"noise": noise, "patches": patches}, tuple(dict.fromkeys(unmatched))

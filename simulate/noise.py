@@ -109,8 +109,18 @@ def read_noise(counts: np.ndarray, sigma_counts: float, rng: np.random.Generator
 
 
 def display_export(counts: np.ndarray, display: DisplayDraw) -> np.ndarray:
-    """Step 4b on a (H, W) image of counts: float64 grey values 0..255 (integers)."""
+    """Step 4b on a (H, W) image of counts: float64 grey values 0..255 (integers). Pixels at or below the
+    black level become 0, at or above the white level 255."""
     black, white = np.quantile(counts, [display.black_clip_fraction, 1.0 - display.white_clip_fraction])
+    # integer counts tie at the level: clip the tied pixels or not, whichever comes nearer the drawn fraction
+    below = counts[counts < black]
+    if below.size and abs(below.size / counts.size - display.black_clip_fraction) < \
+            abs(np.mean(counts <= black) - display.black_clip_fraction):
+        black = float(below.max())
+    above = counts[counts > white]
+    if above.size and abs(above.size / counts.size - display.white_clip_fraction) < \
+            abs(np.mean(counts >= white) - display.white_clip_fraction):
+        white = float(above.min())
     if not white > black:  # a flat image: everything at black
         return np.zeros_like(counts, dtype=np.float64)
     stretched = np.clip((counts - black) / (white - black), 0.0, 1.0) ** display.gamma

@@ -1,0 +1,198 @@
+"""Frame imaging measured from the image (inference.frame_imaging): the blur, dose, format and signal-to-noise of
+frames made by the project's own noise model (simulate.noise) from Gaussian-column lattices and from an abTEM
+field, and the dataset-config overrides built from them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.signal import resample
+
+from inference.classify import Sites, locate_sites
+from inference.frame_imaging import (
+    INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA,
+    frame_overrides,
+    intrinsic_column_sigma_angstrom,
+    matched_patch_size_px,
+    measure_frame_imaging,
+    wavelength_angstrom,
+)
+from simulate import noise
+from simulate.fullfield import CleanField
+
+WSE2_A = 3.282  # Å, contract/catalog.yaml
+CONVERGENCE_MRAD = 31.0
+FIELD_60KEV = Path(__file__).parent / "fields" / "wse2_60kev_haadf_16A_clean.npz"
+"""A clean 16 x 16 Å WSe2 field, 60 keV HAADF, intact, rotated 13°: ``simulate.fullfield.simulate_clean_field``
+(host WSe2, fractions 0, seed 1, configs/dataset/paper.yaml; ~2 min), saved with ``CleanField.save``."""
+
+
+def honeycomb_fractions(shape, pixel_angstrom, beam_energy_kev, *, amplitudes=(0.08, 0.064), background=0.002,
+                        angle_rad=0.3):
+    """A clean 1H-MX2 image in fractions of the beam: Gaussian columns of the unblurred simulated width at this
+    energy (metal then chalcogen sublattice), lattice constant that of WSe2."""
+    a = WSE2_A / pixel_angstrom
+    sigma = intrinsic_column_sigma_angstrom(beam_energy_kev, CONVERGENCE_MRAD) / pixel_angstrom
+    h, w = shape
+    a1 = a * np.array([np.sin(angle_rad), np.cos(angle_rad)])
+    a2 = a * np.array([np.sin(angle_rad + np.pi / 3), np.cos(angle_rad + np.pi / 3)])
+    bond = (a1 + a2) / 3
+    n = int(2 * max(h, w) / a) + 2
+    i, j = np.meshgrid(np.arange(-n, n), np.arange(-n, n), indexing="ij")
+    lattice = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2 + np.array([h / 2, w / 2])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    image = np.full(shape, background)
+    reach = 5 * sigma
+    for amplitude, centres in zip(amplitudes, (lattice, lattice + bond)):
+        for y, x in centres:
+            if -reach < y < h + reach and -reach < x < w + reach:
+                r0, r1 = max(int(y - reach), 0), min(int(y + reach) + 2, h)
+                c0, c1 = max(int(x - reach), 0), min(int(x + reach) + 2, w)
+                image[r0:r1, c0:c1] += amplitude * np.exp(
+                    -((yy[r0:r1, c0:c1] - y) ** 2 + (xx[r0:r1, c0:c1] - x) ** 2) / (2 * sigma**2))
+    return image
+
+
+def counts_frame(clean, pixel_angstrom, blur_angstrom, dose, seed=0, display=None, read_noise_counts=0.0):
+    """The simulation's own noise model on a whole image: blur, Poisson, (display export)."""
+    draw = noise.NoiseDraw(blur_angstrom, dose, read_noise_counts, 0.0, (0.0, 0.0), display)
+    return noise.noisy_counts(clean, draw, pixel_size_angstrom=pixel_angstrom, rng=np.random.default_rng(seed))
+
+
+def measure(image, **kwargs):
+    return measure_frame_imaging(image, locate_sites(image), lattice_constant_angstrom=WSE2_A, beam_energy_kev=80,
+                                 convergence_semiangle_mrad=CONVERGENCE_MRAD, **kwargs)
+
+
+PIXEL = 0.14  # Å: a = 23.4 px, a typical atomic-resolution frame
+
+
+@pytest.fixture(scope="module")
+def clean_lattice():
+    return honeycomb_fractions((224, 224), PIXEL, 80)
+
+
+@pytest.mark.parametrize("blur,dose", [(0.15, 4e5), (0.35, 1e5)])
+def test_blur_dose_and_raw_counts_recovered(clean_lattice, blur, dose):
+    frame = counts_frame(clean_lattice, PIXEL, blur, dose)
+    m = measure(frame, lattice_mean_fraction=float(clean_lattice.mean()))
+    assert abs(m.lattice_constant_px - WSE2_A / PIXEL) < 0.02 * WSE2_A / PIXEL
+    assert abs(m.pixel_size_angstrom - PIXEL) < 0.003
+    assert abs(m.probe_blur_sigma_angstrom - blur) < 0.03
+    assert m.integer_valued and m.poisson_like and m.raw_counts and not m.display_export
+    assert 0.9 < m.noise_gain < 1.1  # one count per electron
+    assert abs(m.dose_e_per_angstrom2 / dose - 1) < 0.1
+    assert m.sublattice_levels[0] > m.sublattice_levels[1]  # the metal sublattice is the brighter here
+    assert not any("dose" in s for s in m.not_estimated)
+
+
+def test_offset_or_gain_is_not_raw_counts(clean_lattice):
+    frame = counts_frame(clean_lattice, PIXEL, 0.25, 2e5)
+    with_offset = measure(frame + 10_000.5)  # a DC offset, as DigiScan frames carry
+    assert not with_offset.integer_valued and not with_offset.raw_counts
+    assert with_offset.dose_e_per_angstrom2 is None and any("not raw counts" in s for s in with_offset.not_estimated)
+    scaled = measure(frame * 7.0)  # an analogue detector: 7 units per electron, integer steps of 7
+    assert scaled.integer_valued and abs(scaled.noise_gain / 7 - 1) < 0.12
+    assert abs(scaled.electrons_per_pixel / (frame.mean()) - 1) < 0.12
+    # the blur does not depend on the units
+    assert abs(scaled.probe_blur_sigma_angstrom - with_offset.probe_blur_sigma_angstrom) < 1e-3
+
+
+def test_clipped_8bit_export_recognised_and_matched(clean_lattice):
+    dose, blur = 3e4, 0.25
+    counts = counts_frame(clean_lattice, PIXEL, blur, dose, seed=4, read_noise_counts=1.0)
+    export = counts_frame(clean_lattice, PIXEL, blur, dose, seed=4, display=noise.DisplayDraw(0.17, 0.002, 1.0),
+                          read_noise_counts=1.0)
+    assert export.max() == 255
+    raw, shown = measure(counts), measure(export.astype(np.uint8))
+    assert shown.display_export and shown.eight_bit and not shown.raw_counts
+    assert abs(shown.black_clip_fraction - 0.17) < 0.02 and shown.white_clip_fraction < 0.01
+    assert shown.dose_e_per_angstrom2 is None and any("display export" in s for s in shown.not_estimated)
+    assert abs(shown.probe_blur_sigma_angstrom - blur) < 0.04
+    # a linear stretch keeps the peak signal-to-noise (the noise is measured at the columns, not the clipped floor)
+    assert abs(shown.peak_snr / raw.peak_snr - 1) < 0.15
+    # the overrides: dose from the SNR and a clean reference of the context, the display step around the clipping
+    clean_blurred = noise.probe_blur(clean_lattice, blur, PIXEL)
+    reference = measure(clean_blurred)
+    overrides, unmatched = frame_overrides(shown, noise.DISPLAY_EXPORT_RANGES | {
+        "probe_blur_sigma_angstrom": [0.15, 0.45], "dose_e_per_angstrom2": [2e4, 2e5], "read_noise_counts": [0, 3],
+        "scan_jitter_px": [0, 0.5], "centre_offset_px": [0, 0.5]}, reference=reference)
+    low, high = overrides["noise"]["dose_e_per_angstrom2"]
+    assert low < dose < high and abs((low + high) / 2 / dose - 1) < 0.3
+    black = overrides["noise"]["display_export"]["black_clip_fraction"]
+    assert black[0] < 0.17 < black[1] and black[1] - black[0] < 0.15
+    assert overrides["noise"]["display_export"]["gamma"] == noise.DISPLAY_EXPORT_RANGES["gamma"]
+    assert any("gamma" in s for s in unmatched)
+
+
+def test_overrides_resolve_in_a_dataset_config(clean_lattice):
+    from simulate.config import load_yaml, resolve
+
+    frame = counts_frame(clean_lattice, PIXEL, 0.3, 1e5)
+    m = measure(frame, lattice_mean_fraction=float(clean_lattice.mean()))
+    raw = load_yaml("configs/dataset/tiny.yaml")
+    overrides, _ = frame_overrides(m, raw["noise"])
+    cfg = resolve({**raw, "noise": overrides["noise"], "patches": {**raw["patches"], **overrides["patches"]}})
+    blur = cfg["noise"]["probe_blur_sigma_angstrom"]
+    assert blur[0] < 0.3 < blur[1] and abs(sum(blur) / 2 - m.probe_blur_sigma_angstrom) < 1e-9
+    assert cfg["noise"]["read_noise_counts"] == raw["noise"]["read_noise_counts"]  # not measured: kept
+    size = cfg["patches"]["patch_size_px"]
+    assert size % 2 == 1 and abs((size - 1) / 3**0.5 - WSE2_A / PIXEL) <= 1.2  # pixels per lattice constant
+    assert "display_export" not in cfg["noise"]
+
+
+def test_matched_patch_size_is_odd_and_at_least_9():
+    assert matched_patch_size_px(18.5) == 33  # the paper's 33 px patches have 18.5 px per lattice constant
+    assert matched_patch_size_px(24.0) == 43
+    assert matched_patch_size_px(2.0) == 9
+
+
+def test_what_is_not_given_is_said(clean_lattice):
+    frame = counts_frame(clean_lattice, PIXEL, 0.3, 1e5)
+    m = measure_frame_imaging(frame, locate_sites(frame))
+    assert m.pixel_size_angstrom is None and m.probe_blur_sigma_angstrom is None and m.dose_e_per_angstrom2 is None
+    assert m.column_sigma_px > 0 and m.raw_counts
+    text = " ".join(m.not_estimated)
+    assert "lattice constant" in text and "beam energy" in text and "dose" in text
+    overrides, unmatched = frame_overrides(m, {"probe_blur_sigma_angstrom": [0.15, 0.45],
+                                               "dose_e_per_angstrom2": [2e4, 2e5]})
+    assert overrides["noise"]["probe_blur_sigma_angstrom"] == [0.15, 0.45]
+    assert any("probe blur: kept" in s for s in unmatched) and any("dose: kept" in s for s in unmatched)
+
+
+def test_too_few_columns_is_an_error():
+    image = np.random.default_rng(0).poisson(5.0, (64, 64)).astype(float)
+    sites = Sites(np.array([[20.0, 20.0], [30.0, 30.0]]), np.array([0, 1]), np.ones(2, bool), np.zeros(2, bool),
+                  12.0, 12.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="too few columns"):
+        measure_frame_imaging(image, sites)
+
+
+def _truth_sites(field: CleanField, pixel_angstrom: float, shape) -> Sites:
+    """The field's own column positions (the calibration is about the column width, not the site finder)."""
+    pos = np.stack([field.truth["y_angstrom"], field.truth["x_angstrom"]], axis=1) / pixel_angstrom
+    a_px = field.meta["lattice_constant_angstrom"] / pixel_angstrom
+    border = np.any((pos < a_px) | (pos > np.array(shape) - 1 - a_px), axis=1)
+    sublattice = (field.truth["sublattice"] == "chalcogen").astype(int)
+    return Sites(pos, sublattice, np.ones(len(pos), bool), border, a_px, a_px, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("blur", [0.0, 0.2, 0.4])
+def test_blur_calibration_on_an_abtem_field(blur):
+    """The unblurred width of abTEM columns is INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA x λ/α, and a known
+    blur (the noise model's own) is recovered from the column width."""
+    field = CleanField.load(FIELD_60KEV)
+    n = int(round(field.clean.shape[0] * field.pixel_angstrom / 0.1))  # band-limited scan: Fourier upsampling is exact
+    fine = resample(resample(field.clean.astype(np.float64), n, axis=0), n, axis=1)
+    pixel = field.clean.shape[0] * field.pixel_angstrom / n
+    image = noise.probe_blur(fine, blur, pixel)
+    m = measure_frame_imaging(image, _truth_sites(field, pixel, image.shape), lattice_constant_angstrom=WSE2_A,
+                              beam_energy_kev=60, convergence_semiangle_mrad=CONVERGENCE_MRAD)
+    if blur == 0.0:
+        ratio = m.column_sigma_angstrom / (wavelength_angstrom(60) / (CONVERGENCE_MRAD * 1e-3))
+        assert abs(ratio / INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA - 1) < 0.05
+        assert m.probe_blur_sigma_angstrom < 0.1
+    else:
+        assert abs(m.probe_blur_sigma_angstrom - blur) < 0.03
+    assert m.sublattice_levels[0] > m.sublattice_levels[1]  # HAADF: W over Se2

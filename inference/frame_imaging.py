@@ -38,10 +38,12 @@ from simulate.noise import DISPLAY_EXPORT_RANGES
 SQRT3 = 3 ** 0.5
 MAD_TO_SIGMA = 1.4826
 
-INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA = 0.21
-"""σ of an unblurred simulated column (this module's Gaussian fit, Å) in units of λ/α (α the convergence
-semi-angle): the Gaussian σ of an aberration-free probe is about 0.21 λ/α, and the fit to abTEM columns (WSe2 at
-60 keV HAADF, the project's multislice settings) gave 0.209 (docs/frame-matching.md lists the calibration)."""
+INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA = {"HAADF": 0.206, "MAADF": 0.220}
+"""σ of an unblurred simulated column (this module's Gaussian fit to the brighter sublattice, Å) in units of λ/α
+(α the convergence semi-angle), per detector. An aberration-free probe's Gaussian σ is about 0.21 λ/α. Measured on
+clean abTEM WSe2 fields (project multislice settings; tests/fields/): HAADF 0.209 (60 keV) and 0.207 (80 keV),
+MAADF 0.225 (60 keV, where Se2 is the brighter column); the values here are those that recover a known blur of
+0.2-0.4 Å best (a column is not exactly Gaussian, so blurs add in quadrature only approximately)."""
 
 FIT_RADIUS_BONDS = 0.85
 """Pixels within this many nearest-neighbour distances (a/√3) of a column enter the column fit."""
@@ -112,9 +114,10 @@ def wavelength_angstrom(beam_energy_kev: float) -> float:
     return hc_ev_angstrom / math.sqrt(e * (2 * m0c2_ev + e))
 
 
-def intrinsic_column_sigma_angstrom(beam_energy_kev: float, convergence_semiangle_mrad: float) -> float:
-    """σ [Å] of an unblurred simulated column at this beam energy and probe convergence (calibrated)."""
-    return INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA * wavelength_angstrom(beam_energy_kev) / (
+def intrinsic_column_sigma_angstrom(beam_energy_kev: float, convergence_semiangle_mrad: float,
+                                    detector: str) -> float:
+    """σ [Å] of an unblurred simulated column at this beam energy, probe convergence and detector (calibrated)."""
+    return INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA[detector.upper()] * wavelength_angstrom(beam_energy_kev) / (
         convergence_semiangle_mrad * 1e-3)
 
 
@@ -272,10 +275,11 @@ def _hollow_sites(sublattice0: np.ndarray, offsets0: np.ndarray) -> np.ndarray:
 
 def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom: float | None = None,
                           beam_energy_kev: float | None = None, convergence_semiangle_mrad: float | None = None,
-                          lattice_mean_fraction: float | None = None) -> FrameImaging:
+                          detector: str | None = None, lattice_mean_fraction: float | None = None) -> FrameImaging:
     """Measure a frame's imaging (module docstring). ``sites``: ``inference.classify.locate_sites(image)``.
     ``lattice_constant_angstrom``: the host's (gives the pixel size, so the blur in Å); ``beam_energy_kev`` and
-    ``convergence_semiangle_mrad``: the probe (gives the intrinsic column width, so the blur);
+    ``convergence_semiangle_mrad`` and ``detector`` (HAADF, MAADF): the probe (gives the intrinsic column width,
+    so the blur);
     ``lattice_mean_fraction``: the mean detected fraction of the beam over the context's lattice (from a clean
     simulated image; gives the dose from the electrons per pixel). ``ValueError`` for too few columns."""
     image = np.asarray(image, dtype=np.float64)
@@ -321,10 +325,12 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
     intrinsic = blur = None
     if pixel is None:
         missing.append("pixel size and blur in Å: the host's lattice constant was not given")
-    if beam_energy_kev and convergence_semiangle_mrad:
-        intrinsic = intrinsic_column_sigma_angstrom(beam_energy_kev, convergence_semiangle_mrad)
+    if beam_energy_kev and convergence_semiangle_mrad and str(detector).upper() in \
+            INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA:
+        intrinsic = intrinsic_column_sigma_angstrom(beam_energy_kev, convergence_semiangle_mrad, str(detector))
     else:
-        missing.append("probe blur: the beam energy and convergence (the unblurred column width) were not given")
+        missing.append("probe blur: the beam energy, convergence and detector (which set the unblurred column width) "
+                       "were not all given")
     if sigma_angstrom is not None and intrinsic is not None:
         blur = math.sqrt(max(sigma_angstrom**2 - intrinsic**2, 0.0))
 

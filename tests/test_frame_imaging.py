@@ -23,9 +23,10 @@ from simulate.fullfield import CleanField
 
 WSE2_A = 3.282  # Å, contract/catalog.yaml
 CONVERGENCE_MRAD = 31.0
-FIELD_60KEV = Path(__file__).parent / "fields" / "wse2_60kev_haadf_16A_clean.npz"
-"""A clean 16 x 16 Å WSe2 field, 60 keV HAADF, intact, rotated 13°: ``simulate.fullfield.simulate_clean_field``
-(host WSe2, fractions 0, seed 1, configs/dataset/paper.yaml; ~2 min), saved with ``CleanField.save``."""
+FIELDS = Path(__file__).parent / "fields"
+"""Clean 16 x 16 Å WSe2 fields, intact, rotated 13° (wse2_<E>kev_<detector>_16A_clean.npz): made by
+``simulate.fullfield.simulate_clean_field`` (host WSe2, fractions 0, seed 1, configs/dataset/paper.yaml; 2-5 min
+each) and saved with ``CleanField.save``."""
 
 
 def honeycomb_fractions(shape, pixel_angstrom, beam_energy_kev, *, amplitudes=(0.08, 0.064), background=0.002,
@@ -33,7 +34,7 @@ def honeycomb_fractions(shape, pixel_angstrom, beam_energy_kev, *, amplitudes=(0
     """A clean 1H-MX2 image in fractions of the beam: Gaussian columns of the unblurred simulated width at this
     energy (metal then chalcogen sublattice), lattice constant that of WSe2."""
     a = WSE2_A / pixel_angstrom
-    sigma = intrinsic_column_sigma_angstrom(beam_energy_kev, CONVERGENCE_MRAD) / pixel_angstrom
+    sigma = intrinsic_column_sigma_angstrom(beam_energy_kev, CONVERGENCE_MRAD, "HAADF") / pixel_angstrom
     h, w = shape
     a1 = a * np.array([np.sin(angle_rad), np.cos(angle_rad)])
     a2 = a * np.array([np.sin(angle_rad + np.pi / 3), np.cos(angle_rad + np.pi / 3)])
@@ -62,7 +63,7 @@ def counts_frame(clean, pixel_angstrom, blur_angstrom, dose, seed=0, display=Non
 
 def measure(image, **kwargs):
     return measure_frame_imaging(image, locate_sites(image), lattice_constant_angstrom=WSE2_A, beam_energy_kev=80,
-                                 convergence_semiangle_mrad=CONVERGENCE_MRAD, **kwargs)
+                                 convergence_semiangle_mrad=CONVERGENCE_MRAD, detector="HAADF", **kwargs)
 
 
 PIXEL = 0.14  # Å: a = 23.4 px, a typical atomic-resolution frame
@@ -178,21 +179,23 @@ def _truth_sites(field: CleanField, pixel_angstrom: float, shape) -> Sites:
     return Sites(pos, sublattice, np.ones(len(pos), bool), border, a_px, a_px, 0.0, 0.0)
 
 
+@pytest.mark.parametrize("energy,detector", [(60, "HAADF"), (80, "HAADF"), (60, "MAADF")])
 @pytest.mark.parametrize("blur", [0.0, 0.2, 0.4])
-def test_blur_calibration_on_an_abtem_field(blur):
+def test_blur_calibration_on_abtem_fields(energy, detector, blur):
     """The unblurred width of abTEM columns is INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA x λ/α, and a known
     blur (the noise model's own) is recovered from the column width."""
-    field = CleanField.load(FIELD_60KEV)
+    field = CleanField.load(FIELDS / f"wse2_{energy}kev_{detector.lower()}_16A_clean.npz")
     n = int(round(field.clean.shape[0] * field.pixel_angstrom / 0.1))  # band-limited scan: Fourier upsampling is exact
     fine = resample(resample(field.clean.astype(np.float64), n, axis=0), n, axis=1)
     pixel = field.clean.shape[0] * field.pixel_angstrom / n
     image = noise.probe_blur(fine, blur, pixel)
     m = measure_frame_imaging(image, _truth_sites(field, pixel, image.shape), lattice_constant_angstrom=WSE2_A,
-                              beam_energy_kev=60, convergence_semiangle_mrad=CONVERGENCE_MRAD)
+                              beam_energy_kev=energy, convergence_semiangle_mrad=CONVERGENCE_MRAD, detector=detector)
     if blur == 0.0:
-        ratio = m.column_sigma_angstrom / (wavelength_angstrom(60) / (CONVERGENCE_MRAD * 1e-3))
-        assert abs(ratio / INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA - 1) < 0.05
-        assert m.probe_blur_sigma_angstrom < 0.1
+        ratio = m.column_sigma_angstrom / (wavelength_angstrom(energy) / (CONVERGENCE_MRAD * 1e-3))
+        assert abs(ratio / INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA[detector] - 1) < 0.05
+        assert m.probe_blur_sigma_angstrom < 0.12
     else:
         assert abs(m.probe_blur_sigma_angstrom - blur) < 0.03
-    assert m.sublattice_levels[0] > m.sublattice_levels[1]  # HAADF: W over Se2
+    # HAADF: W over Se2; MAADF at 60 keV: Se2 over W (NOTES.md)
+    assert (m.sublattice_levels[0] > m.sublattice_levels[1]) == (detector == "HAADF")

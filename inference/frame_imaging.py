@@ -12,10 +12,11 @@ overrides that make a model's training data look the same (docs/frame-matching.m
   ``INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA`` × λ/α (calibrated on abTEM columns, tests/test_frame_imaging.py).
 - **Levels and noise**: the pixel nearest each column centre (corrected to the centre with the fitted Gaussian)
   and nearest each hollow site (the empty centre of a hexagon, a stationary point of the image), per group the
-  median and the robust standard deviation (MAD): three (level, variance) points.
-- **Raw counts**: integer values and a variance that grows in proportion to the level (a line through the three
-  points with a positive slope, the gain in counts per electron, and an intercept that is small against the
-  background's variance). Then the electrons per pixel (lattice mean / gain) and, given the context's detected
+  median and a robust standard deviation; and the noise variance against the expected level from every fitted
+  pixel (``noise_against_level``).
+- **Raw counts**: not display data, and a noise variance that grows linearly with the level (the slope is the
+  gain in counts per electron; an intercept beyond read noise is a DC offset, zero electrons at -intercept/gain).
+  Then the electrons per pixel ((lattice mean - zero level) / gain) and, given the context's detected
   fraction of the beam (``lattice_mean_fraction``, from a clean simulated image of the context) and the pixel
   size, the dose in e/Å².
 - **Display export**: 8-bit integers that fill the range (or clip at black), or normalised floats; the fractions of
@@ -51,16 +52,19 @@ MAX_FIT_SITES = 80
 """Columns per sublattice used for the fit (evenly spaced through the list): enough for a smooth average."""
 MIN_INTEGER_FRACTION = 0.999
 """Fraction of pixels with integer values for an integer-valued frame."""
+INTENSITY_KINDS = ("display", "normalised", "raw")
 DISPLAY_WHITE_MIN = 250
 """An integer frame within 0..255 that reaches this value is a display export (a display stretch puts its white
 level at 255; raw counts that stop just short of 256 would be a coincidence). Zeros alone do not tell: a
 low-dose counting frame has many."""
 POISSON_MIN_VARIANCE_RATIO = 1.5
 """Raw counts need the brightest level's noise variance at least this many times the background's."""
+POISSON_MIN_R2 = 0.9
+"""... and a straight line through the (level, variance) bins explaining at least this fraction of their spread."""
 POISSON_MAX_INTERCEPT = 0.3
-"""... and the fitted line's intercept at most this fraction of the brightest level's variance (variance ∝ mean,
-up to read noise): a DC offset gives a large negative intercept. The variances are known to about 10 % (a few
-hundred columns), which sets the tolerance."""
+"""A fitted intercept within this fraction of the brightest level's variance is read noise on counts that start
+at 0 (the variances are known to ~5-10 %); a larger one is a DC offset: zero electrons sit at -intercept/gain
+(DigiScan frames carry offsets of ~1e6)."""
 CLIP_SIGMAS = 3.0
 """Noise std per group: values further than this many std from the median are dropped (vacancies, dopants) until
 none is; the std is then corrected for the clipped tails of a normal distribution."""
@@ -96,6 +100,7 @@ class FrameImaging:
     grey_levels_used: int
     noise_gain: float | None  # d variance / d level: counts per electron for raw counts
     noise_intercept: float | None
+    zero_level: float | None  # the level of zero electrons (a DC offset), for Poisson-like frames
     poisson_like: bool
     raw_counts: bool
     electrons_per_pixel: float | None  # lattice mean
@@ -275,14 +280,21 @@ def _hollow_sites(sublattice0: np.ndarray, offsets0: np.ndarray) -> np.ndarray:
 
 def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom: float | None = None,
                           beam_energy_kev: float | None = None, convergence_semiangle_mrad: float | None = None,
-                          detector: str | None = None, lattice_mean_fraction: float | None = None) -> FrameImaging:
+                          detector: str | None = None, lattice_mean_fraction: float | None = None,
+                          intensity: str | None = None) -> FrameImaging:
     """Measure a frame's imaging (module docstring). ``sites``: ``inference.classify.locate_sites(image)``.
     ``lattice_constant_angstrom``: the host's (gives the pixel size, so the blur in Å); ``beam_energy_kev`` and
     ``convergence_semiangle_mrad`` and ``detector`` (HAADF, MAADF): the probe (gives the intrinsic column width,
     so the blur);
     ``lattice_mean_fraction``: the mean detected fraction of the beam over the context's lattice (from a clean
-    simulated image; gives the dose from the electrons per pixel). ``ValueError`` for too few columns."""
+    simulated image; gives the dose from the electrons per pixel); ``intensity``: what the file reader says the
+    values are (``contract.images.ImageFile.intensity``: display, normalised or raw), else decided from the
+    values: an 8-bit array, integers 0..255 reaching ``DISPLAY_WHITE_MIN``, or floats within [-1, 1] are display
+    data. ``ValueError`` for too few columns."""
+    stored_as_8bit = np.asarray(image).dtype == np.uint8
     image = np.asarray(image, dtype=np.float64)
+    if intensity not in (None, *INTENSITY_KINDS):
+        raise ValueError(f"intensity must be one of {INTENSITY_KINDS} or None, got {intensity!r}")
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {image.shape}")
     missing: list[str] = []
@@ -341,27 +353,37 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
     black = float(np.mean(finite <= lo))
     white = float(np.mean(finite >= hi))
     eight_bit = integer_valued and lo >= 0 and hi <= 255
-    normalised = not integer_valued and lo >= -1.0 and hi <= 1.0
-    display = bool((eight_bit and hi >= DISPLAY_WHITE_MIN) or normalised)
+    if intensity is None:  # what the values alone say (contract.images decides the same way from the file)
+        normalised = not integer_valued and lo >= -1.0 and hi <= 1.0
+        display = bool(stored_as_8bit or (eight_bit and hi >= DISPLAY_WHITE_MIN) or normalised)
+    else:
+        normalised = intensity == "normalised"
+        display = intensity in ("display", "normalised")
     if not display:
         black = white = 0.0  # the extreme values of counts are data, not a display's clipping
     grey_levels = int(len(np.unique(finite))) if eight_bit or display else 0
 
     # noise: variance against level at the background and both sublattices' column centres
     means, variances = noise_against_level(fits)
-    gain = intercept = None
+    gain = intercept = zero_level = None
     poisson = False
     if len(means) >= 3 and np.ptp(means[:-1]) > 0:
         gain, intercept = (float(v) for v in np.polyfit(means[:-1], variances[:-1], 1))
+        predicted = gain * means[:-1] + intercept
+        r2 = 1 - np.sum((variances[:-1] - predicted) ** 2) / max(np.sum((variances[:-1] - variances[:-1].mean()) ** 2),
+                                                                  1e-300)
         dark, brightest = int(np.argmin(means)), int(np.argmax(means))
         poisson = bool(gain > 0 and variances[brightest] >= POISSON_MIN_VARIANCE_RATIO * variances[dark]
-                       and abs(intercept) <= POISSON_MAX_INTERCEPT * variances[brightest])
-    raw = bool(integer_valued and poisson and not display)
+                       and r2 >= POISSON_MIN_R2)
+        if poisson:  # the level of zero electrons: 0 unless the line says there is an offset
+            offset = abs(intercept) > POISSON_MAX_INTERCEPT * variances[brightest]
+            zero_level = -intercept / gain if offset else 0.0
+    raw = bool(poisson and not display)
     lattice_mean = float(np.mean(image[sites.lattice_mask])) if getattr(sites, "lattice_mask", None) is not None \
         and np.any(sites.lattice_mask) else float(np.mean(finite))
     electrons = dose = None
     if raw:
-        electrons = lattice_mean / gain
+        electrons = (lattice_mean - zero_level) / gain
         if pixel is not None and lattice_mean_fraction:
             dose = electrons / (pixel**2 * lattice_mean_fraction)
         else:
@@ -371,8 +393,8 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
         missing.append("dose: a display export keeps no counts (the signal-to-noise stands in for it)")
         missing.append("palette gamma: not separable from the columns' own contrast")
     else:
-        missing.append("dose: the values are not raw counts (not integers, or the noise variance does not grow "
-                       "in proportion to the level: an offset, a detector gain or processed data)")
+        missing.append("dose: the values are not raw counts (their noise variance does not grow in proportion to "
+                       "the level: processed, filtered or scan-noise-dominated data)")
     snr = (levels[bright] - background) / stds[bright] if stds[bright] > 0 else float("inf")
     return FrameImaging(
         lattice_constant_px=a_px, pixel_size_angstrom=pixel, column_sigma_px=sigma_px,
@@ -382,6 +404,7 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
         lattice_mean_level=lattice_mean, peak_snr=float(snr), integer_valued=integer_valued,
         display_export=display, eight_bit=eight_bit, normalised=normalised, black_clip_fraction=black,
         white_clip_fraction=white, grey_levels_used=grey_levels, noise_gain=gain, noise_intercept=intercept,
+        zero_level=zero_level,
         poisson_like=poisson, raw_counts=raw, electrons_per_pixel=electrons, dose_e_per_angstrom2=dose,
         columns_fitted=int(min(len(groups[0]), MAX_FIT_SITES) + min(len(groups[1]), MAX_FIT_SITES)),
         not_estimated=tuple(missing))

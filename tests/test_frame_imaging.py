@@ -207,3 +207,44 @@ def test_blur_calibration_on_abtem_fields(energy, detector, blur):
         assert abs(m.probe_blur_sigma_angstrom - blur) < 0.03
     # HAADF: W over Se2; MAADF at 60 keV: Se2 over W (NOTES.md)
     assert (m.sublattice_levels[0] > m.sublattice_levels[1]) == (detector == "HAADF")
+
+
+def _clean_reference(name: str, blur_angstrom: float):
+    """This module's measurement of a committed clean field (fractions of the beam), blurred by ``blur_angstrom``."""
+    field = CleanField.load(FIELDS / name)
+    n = int(round(field.clean.shape[0] * field.pixel_angstrom / 0.1))
+    fine = resample(resample(field.clean.astype(np.float64), n, axis=0), n, axis=1)
+    pixel = field.clean.shape[0] * field.pixel_angstrom / n
+    image = noise.probe_blur(fine, blur_angstrom, pixel)
+    return measure_frame_imaging(image, _truth_sites(field, pixel, image.shape),
+                                 lattice_constant_angstrom=field.meta["lattice_constant_angstrom"])
+
+
+def test_real_dm3_frame_counts_with_offset_and_two_dose_routes_agree():
+    """The real DigiScan MoS2 frame (60 kV HAADF, integer counts on a DC offset of ~3e6): Poisson-like counts with
+    an offset are found, and the dose from its counts and from its peak signal-to-noise (two independent routes,
+    both through a clean abTEM MoS2 reference) agree."""
+    from contract.catalog import load_catalog
+    from contract.images import read_image
+    from inference.frame_imaging import dose_from_snr
+    from tests.inference_fixtures import real_micrograph_path
+
+    frame = read_image(real_micrograph_path())
+    a = load_catalog(None).hosts["MoS2"].lattice_constant_angstrom
+    kwargs = dict(lattice_constant_angstrom=a, beam_energy_kev=60, convergence_semiangle_mrad=CONVERGENCE_MRAD,
+                  detector="HAADF")
+    sites = locate_sites(frame.image)
+    first = measure_frame_imaging(frame.image, sites, **kwargs)
+    reference = _clean_reference("mos2_60kev_haadf_16A_clean.npz", first.probe_blur_sigma_angstrom)
+    m = measure_frame_imaging(frame.image, sites, lattice_mean_fraction=reference.lattice_mean_level, **kwargs)
+    assert m.integer_valued and m.poisson_like and m.raw_counts and not m.display_export
+    assert 1e6 < m.zero_level < m.background_level  # the DC offset, below the darkest lattice signal
+    assert 0.15 < m.probe_blur_sigma_angstrom < 0.6
+    bright = int(np.argmax(reference.sublattice_levels))
+    snr_dose = dose_from_snr(m.peak_snr, reference.sublattice_levels[bright], reference.background_level,
+                             m.pixel_size_angstrom)
+    assert 0.6 < snr_dose / m.dose_e_per_angstrom2 < 1.6
+    overrides, _ = frame_overrides(m, {"probe_blur_sigma_angstrom": [0.15, 0.45], "dose_e_per_angstrom2": [2e4, 2e5]},
+                                   reference=reference)
+    low, high = overrides["noise"]["dose_e_per_angstrom2"]
+    assert low < m.dose_e_per_angstrom2 < high and "display_export" not in overrides["noise"]

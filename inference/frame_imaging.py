@@ -50,6 +50,9 @@ FIT_RADIUS_BONDS = 0.85
 """Pixels within this many nearest-neighbour distances (a/√3) of a column enter the column fit."""
 MAX_FIT_SITES = 80
 """Columns per sublattice used for the fit (evenly spaced through the list): enough for a smooth average."""
+MAX_FIT_PIXELS = 40_000
+"""... and fewer where that many pixels are reached first (a finely sampled frame has ~1 200 pixels per column):
+the fit's cost grows with its pixels, its precision no longer does."""
 MIN_INTEGER_FRACTION = 0.999
 """Fraction of pixels with integer values for an integer-valued frame."""
 INTENSITY_KINDS = ("display", "normalised", "raw")
@@ -98,6 +101,7 @@ class FrameImaging:
     black_clip_fraction: float
     white_clip_fraction: float
     grey_levels_used: int
+    display_range_fraction: float  # display data: (max - min) over the format's range (255, or 1 for normalised)
     noise_gain: float | None  # d variance / d level: counts per electron for raw counts
     noise_intercept: float | None
     zero_level: float | None  # the level of zero electrons (a DC offset), for Poisson-like frames
@@ -201,6 +205,12 @@ def _column_jacobian(params, dy, dx, neighbours):
     return np.stack([np.ones_like(dy), centre, a0 * centre * r0 / s0**3, ring, a1 * ring_r2 / s1**3], axis=1)
 
 
+def fit_sites(n_columns: int, bond_px: float) -> int:
+    """How many of ``n_columns`` columns enter the fit (``MAX_FIT_SITES``, ``MAX_FIT_PIXELS``), at least 20."""
+    per_column = math.pi * (FIT_RADIUS_BONDS * bond_px) ** 2
+    return int(min(n_columns, MAX_FIT_SITES, max(20, MAX_FIT_PIXELS // max(per_column, 1.0))))
+
+
 @dataclass(frozen=True)
 class ColumnFit:
     """The fitted column model (background, amplitude, σ_px, neighbour amplitude, neighbour σ_px) and the
@@ -217,9 +227,9 @@ def fit_column(image: np.ndarray, centres: np.ndarray, neighbours: np.ndarray, b
                noise_std: float) -> ColumnFit:
     """Fit (background, amplitude, σ_px, neighbour amplitude, neighbour σ_px) to the pixels within
     ``FIT_RADIUS_BONDS`` of every centre, each at its exact offset. Robust (soft-L1) loss at the noise scale."""
-    if len(centres) > MAX_FIT_SITES:
-        centres = centres[np.linspace(0, len(centres) - 1, MAX_FIT_SITES).astype(int)]
     radius = FIT_RADIUS_BONDS * bond_px
+    n_sites = fit_sites(len(centres), bond_px)
+    centres = centres[np.linspace(0, len(centres) - 1, n_sites).astype(int)]
     span = np.arange(-math.ceil(radius), math.ceil(radius) + 1)
     grid = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
     pix = np.rint(centres)[:, None, :].astype(int) + grid[None]
@@ -362,6 +372,8 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
     if not display:
         black = white = 0.0  # the extreme values of counts are data, not a display's clipping
     grey_levels = int(len(np.unique(finite))) if eight_bit or display else 0
+    # the contrast stretch: how much of the format's range the frame spans
+    stretch = (hi - lo) / (255.0 if eight_bit else 1.0) if display else 0.0
 
     # noise: variance against level at the background and both sublattices' column centres
     means, variances = noise_against_level(fits)
@@ -403,10 +415,11 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
         sublattice_noise_std=(stds[0], stds[1]), background_level=background, background_noise_std=background_std,
         lattice_mean_level=lattice_mean, peak_snr=float(snr), integer_valued=integer_valued,
         display_export=display, eight_bit=eight_bit, normalised=normalised, black_clip_fraction=black,
-        white_clip_fraction=white, grey_levels_used=grey_levels, noise_gain=gain, noise_intercept=intercept,
+        white_clip_fraction=white, grey_levels_used=grey_levels, display_range_fraction=float(stretch),
+        noise_gain=gain, noise_intercept=intercept,
         zero_level=zero_level,
         poisson_like=poisson, raw_counts=raw, electrons_per_pixel=electrons, dose_e_per_angstrom2=dose,
-        columns_fitted=int(min(len(groups[0]), MAX_FIT_SITES) + min(len(groups[1]), MAX_FIT_SITES)),
+        columns_fitted=fit_sites(len(groups[0]), bond) + fit_sites(len(groups[1]), bond),
         not_estimated=tuple(missing))
 
 

@@ -116,6 +116,7 @@ def test_clipped_8bit_export_recognised_and_matched(clean_lattice):
     raw, shown = measure(counts), measure(export.astype(np.uint8))
     assert shown.display_export and shown.eight_bit and not shown.raw_counts
     assert abs(shown.black_clip_fraction - 0.17) < 0.02 and shown.white_clip_fraction < 0.001
+    assert shown.display_range_fraction == 1.0 and shown.grey_levels_used > 100 and raw.display_range_fraction == 0
     assert shown.dose_e_per_angstrom2 is None and any("display export" in s for s in shown.not_estimated)
     assert abs(shown.probe_blur_sigma_angstrom - blur) < 0.04
     # a linear stretch keeps the peak signal-to-noise (the noise is measured at the columns, not the clipped floor;

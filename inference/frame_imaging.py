@@ -265,7 +265,8 @@ def noise_against_level(fits: list[ColumnFit]) -> tuple[np.ndarray, np.ndarray]:
     levels, residuals = [], []
     for fit in fits:
         r0 = fit.values - fit.model
-        key = np.floor(fit.dy / OFFSET_BIN_PX).astype(np.int64) * 100003 + np.floor(fit.dx / OFFSET_BIN_PX).astype(np.int64)
+        row, col = (np.floor(d / OFFSET_BIN_PX).astype(np.int64) for d in (fit.dy, fit.dx))
+        key = row * 100003 + col
         _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
         shape_error = np.bincount(inverse, weights=r0) / counts
         enough = counts[inverse] >= 10
@@ -317,7 +318,7 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
     if min(len(g) for g in groups) < 3:
         raise ValueError(f"too few columns to measure the imaging ({len(groups[0])} and {len(groups[1])} per "
                          "sublattice away from the border)")
-    geometry = [_neighbour_geometry(groups[0], pos[sub == 1], bond), _neighbour_geometry(groups[1], pos[sub == 0], bond)]
+    geometry = [_neighbour_geometry(groups[s], pos[sub == 1 - s], bond) for s in (0, 1)]
     if any(g is None for g in geometry):
         raise ValueError("too few columns with three neighbours of the other sublattice to measure the imaging")
     offsets = [g[0] for g in geometry]

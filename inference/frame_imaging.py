@@ -461,7 +461,8 @@ def _around(value: float, half: float, low: float = 0.0, high: float = math.inf)
 def frame_overrides(imaging: FrameImaging, base_noise: dict, *, reference: FrameImaging | None = None
                     ) -> tuple[dict, tuple[str, ...]]:
     """Dataset-config overrides for a model built for this frame, and what stays at the base config's values
-    (plain sentences, with ``imaging.not_estimated``).
+    (plain sentences: ``imaging.not_estimated``, one per topic, the topic being the text before the colon; a
+    topic the overrides settle anyway, such as a display frame's dose through its signal-to-noise, is dropped).
 
     ``base_noise``: the base config's ``noise`` section (ranges not matched are kept). ``reference``: this
     function's measurement of a clean simulated image of the frame's context (values are fractions of the beam),
@@ -470,13 +471,14 @@ def frame_overrides(imaging: FrameImaging, base_noise: dict, *, reference: Frame
 
     Returns ({"noise": {...}, "patches": {"patch_size_px": P}}, unmatched)."""
     noise = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in base_noise.items()}
-    unmatched = list(imaging.not_estimated)
+    unmatched = {note.split(":")[0]: note for note in imaging.not_estimated}
     blur = imaging.probe_blur_sigma_angstrom
     if blur is not None:
         half = max(BLUR_HALF_WIDTH_ANGSTROM[0], BLUR_HALF_WIDTH_ANGSTROM[1] * blur)
         noise["probe_blur_sigma_angstrom"] = _around(blur, half)
     else:
-        unmatched.append("probe blur: kept at the base config's range")
+        unmatched["probe blur"] = unmatched.get("probe blur", "probe blur: not measured") + \
+            "; kept at the base config's range"
     dose = imaging.dose_e_per_angstrom2
     bright = int(np.argmax(reference.sublattice_levels)) if reference is not None else None
     if dose is None and reference is not None and imaging.pixel_size_angstrom:
@@ -487,9 +489,10 @@ def frame_overrides(imaging: FrameImaging, base_noise: dict, *, reference: Frame
                                  imaging.pixel_size_angstrom)
     if dose is not None:
         noise["dose_e_per_angstrom2"] = _around(dose, DOSE_HALF_WIDTH * dose, low=1e-3 * dose)
+        unmatched.pop("dose", None)
     else:
-        unmatched.append("dose: kept at the base config's range (needs raw counts or the signal-to-noise, the "
-                         "pixel size, and a clean simulated reference of the context)")
+        unmatched["dose"] = ("dose: kept at the base config's range (needs raw counts or the signal-to-noise, the "
+                             "pixel size, and a clean simulated reference of the context)")
     if imaging.display_export:
         export = {"black_clip_fraction": _around(imaging.black_clip_fraction, max(
                       CLIP_HALF_WIDTH[0], CLIP_HALF_WIDTH[1] * imaging.black_clip_fraction), high=0.45),
@@ -497,7 +500,7 @@ def frame_overrides(imaging: FrameImaging, base_noise: dict, *, reference: Frame
                       CLIP_HALF_WIDTH[0] / 3, CLIP_HALF_WIDTH[1] * imaging.white_clip_fraction), high=0.45),
                   "gamma": list(DISPLAY_EXPORT_RANGES["gamma"])}
         noise["display_export"] = export
-        unmatched.append("palette gamma: drawn from the span display exports use "
-                         f"({DISPLAY_EXPORT_RANGES['gamma'][0]}-{DISPLAY_EXPORT_RANGES['gamma'][1]})")
+        unmatched["palette gamma"] = ("palette gamma: not separable from the columns' own contrast; drawn from the "
+                                      "span display exports use ({}-{})".format(*DISPLAY_EXPORT_RANGES["gamma"]))
     patches = {"patch_size_px": matched_patch_size_px(imaging.lattice_constant_px)}
-    return {"noise": noise, "patches": patches}, tuple(dict.fromkeys(unmatched))
+    return {"noise": noise, "patches": patches}, tuple(unmatched.values())

@@ -42,7 +42,7 @@ MAD_TO_SIGMA = 1.4826
 INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA = {"HAADF": 0.206, "MAADF": 0.220}
 """σ of an unblurred simulated column (this module's Gaussian fit to the brighter sublattice, Å) in units of λ/α
 (α the convergence semi-angle), per detector. An aberration-free probe's Gaussian σ is about 0.21 λ/α. Measured on
-clean abTEM WSe2 fields (project multislice settings; tests/fields/): HAADF 0.209 (60 keV) and 0.207 (80 keV),
+clean abTEM WSe2 fields (project multislice settings; tests/fields/): HAADF 0.209, 0.207, 0.210 (60, 80, 100 keV),
 MAADF 0.225 (60 keV, where Se2 is the brighter column); the values here are those that recover a known blur of
 0.2-0.4 Å best (a column is not exactly Gaussian, so blurs add in quadrature only approximately)."""
 

@@ -190,7 +190,7 @@ def _truth_sites(field: CleanField, pixel_angstrom: float, shape) -> Sites:
     return Sites(pos, sublattice, np.ones(len(pos), bool), border, a_px, a_px, 0.0, 0.0)
 
 
-@pytest.mark.parametrize("energy,detector", [(60, "HAADF"), (80, "HAADF"), (60, "MAADF")])
+@pytest.mark.parametrize("energy,detector", [(60, "HAADF"), (80, "HAADF"), (100, "HAADF"), (60, "MAADF")])
 @pytest.mark.parametrize("blur", [0.0, 0.2, 0.4])
 def test_blur_calibration_on_abtem_fields(energy, detector, blur):
     """The unblurred width of abTEM columns is INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA x λ/α, and a known

@@ -19,9 +19,10 @@ overrides that make a model's training data look the same (docs/frame-matching.m
   Then the electrons per pixel ((lattice mean - zero level) / gain) and, given the context's detected
   fraction of the beam (``lattice_mean_fraction``, from a clean simulated image of the context) and the pixel
   size, the dose in e/Å².
-- **Display export**: 8-bit integers that fill the range (or clip at black), or normalised floats; the fractions of
-  pixels clipped at the black level and at white, the grey levels used, and the peak signal-to-noise (brighter
-  column over the noise at its peaks: not biased by the clipped background).
+- **Display export**: the file reader's word (``contract.images``: display, normalised, raw), else an 8-bit
+  array, integers 0..255 reaching 250, or floats within [-1, 1]; the fractions of pixels clipped at the black
+  level and at white, the grey levels used and the range spanned. For every frame the peak signal-to-noise
+  (brighter column over the noise at its peaks: not biased by a clipped background).
 
 What cannot be measured is said in ``FrameImaging.not_estimated`` (plain sentences).
 """
@@ -35,6 +36,7 @@ from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
 from simulate.noise import DISPLAY_EXPORT_RANGES
+from simulate.optics import wavelength_angstrom
 
 SQRT3 = 3 ** 0.5
 MAD_TO_SIGMA = 1.4826
@@ -114,13 +116,6 @@ class FrameImaging:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def wavelength_angstrom(beam_energy_kev: float) -> float:
-    """Relativistic electron wavelength [Å] (the textbook formula; abTEM's ``energy2wavelength`` agrees)."""
-    m0c2_ev, hc_ev_angstrom = 510998.95, 12398.4198
-    e = beam_energy_kev * 1e3
-    return hc_ev_angstrom / math.sqrt(e * (2 * m0c2_ev + e))
 
 
 def intrinsic_column_sigma_angstrom(beam_energy_kev: float, convergence_semiangle_mrad: float,
@@ -376,15 +371,15 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
     # the contrast stretch: how much of the format's range the frame spans
     stretch = (hi - lo) / (255.0 if eight_bit else 1.0) if display else 0.0
 
-    # noise: variance against level at the background and both sublattices' column centres
+    # noise: variance against expected level over the fitted pixels (the top bin, the columns' flanks, not fitted)
     means, variances = noise_against_level(fits)
     gain = intercept = zero_level = None
     poisson = False
     if len(means) >= 3 and np.ptp(means[:-1]) > 0:
         gain, intercept = (float(v) for v in np.polyfit(means[:-1], variances[:-1], 1))
-        predicted = gain * means[:-1] + intercept
-        r2 = 1 - np.sum((variances[:-1] - predicted) ** 2) / max(np.sum((variances[:-1] - variances[:-1].mean()) ** 2),
-                                                                  1e-300)
+        fitted = variances[:-1]
+        r2 = 1 - np.sum((fitted - gain * means[:-1] - intercept) ** 2) / max(np.sum((fitted - fitted.mean()) ** 2),
+                                                                             1e-300)
         dark, brightest = int(np.argmin(means)), int(np.argmax(means))
         poisson = bool(gain > 0 and variances[brightest] >= POISSON_MIN_VARIANCE_RATIO * variances[dark]
                        and r2 >= POISSON_MIN_R2)
@@ -417,9 +412,8 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
         lattice_mean_level=lattice_mean, peak_snr=float(snr), integer_valued=integer_valued,
         display_export=display, eight_bit=eight_bit, normalised=normalised, black_clip_fraction=black,
         white_clip_fraction=white, grey_levels_used=grey_levels, display_range_fraction=float(stretch),
-        noise_gain=gain, noise_intercept=intercept,
-        zero_level=zero_level,
-        poisson_like=poisson, raw_counts=raw, electrons_per_pixel=electrons, dose_e_per_angstrom2=dose,
+        noise_gain=gain, noise_intercept=intercept, zero_level=zero_level, poisson_like=poisson, raw_counts=raw,
+        electrons_per_pixel=electrons, dose_e_per_angstrom2=dose,
         columns_fitted=fit_sites(len(groups[0]), bond) + fit_sites(len(groups[1]), bond),
         not_estimated=tuple(missing))
 

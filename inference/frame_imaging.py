@@ -33,9 +33,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
+from scipy.signal import resample
 from scipy.spatial import cKDTree
 
-from simulate.noise import DISPLAY_EXPORT_RANGES
+from simulate.noise import DISPLAY_EXPORT_RANGES, probe_blur
 from simulate.optics import wavelength_angstrom
 
 SQRT3 = 3 ** 0.5
@@ -416,6 +417,32 @@ def measure_frame_imaging(image: np.ndarray, sites, *, lattice_constant_angstrom
         electrons_per_pixel=electrons, dose_e_per_angstrom2=dose,
         columns_fitted=fit_sites(len(groups[0]), bond) + fit_sites(len(groups[1]), bond),
         not_estimated=tuple(missing))
+
+
+REFERENCE_PIXEL_ANGSTROM = 0.1
+"""A clean reference field is Fourier-resampled to about this pixel (exact for a scan at Nyquist) before it is
+measured: finer than real frames, so the column fit is not limited by the simulation's coarse scan."""
+
+
+def reference_imaging(field, blur_angstrom: float = 0.0,
+                      pixel_angstrom: float = REFERENCE_PIXEL_ANGSTROM) -> FrameImaging:
+    """This module's measurement of a clean simulated field (``simulate.fullfield.CleanField``: values are
+    fractions of the beam) blurred by ``blur_angstrom``, at the field's own column positions: the ``reference``
+    of ``frame_overrides`` (column and background fractions, the lattice mean fraction)."""
+    from .classify import Sites  # here, not at the top: classify may come to use this module
+
+    clean = np.asarray(field.clean, dtype=np.float64)
+    n = int(round(clean.shape[0] * field.pixel_angstrom / pixel_angstrom))
+    fine = resample(resample(clean, n, axis=0), n, axis=1)
+    pixel = clean.shape[0] * field.pixel_angstrom / n
+    image = probe_blur(fine, blur_angstrom, pixel)
+    a_angstrom = float(field.meta["lattice_constant_angstrom"])
+    positions = np.stack([field.truth["y_angstrom"], field.truth["x_angstrom"]], axis=1) / pixel
+    a_px = a_angstrom / pixel
+    border = np.any((positions < a_px) | (positions > np.array(image.shape) - 1 - a_px), axis=1)
+    sublattice = (np.asarray(field.truth["sublattice"]) == "chalcogen").astype(int)
+    sites = Sites(positions, sublattice, np.ones(len(positions), bool), border, a_px, a_px, 0.0, 0.0)
+    return measure_frame_imaging(image, sites, lattice_constant_angstrom=a_angstrom)
 
 
 BLUR_HALF_WIDTH_ANGSTROM = (0.05, 0.25)

@@ -16,10 +16,11 @@ from inference.frame_imaging import (
     intrinsic_column_sigma_angstrom,
     matched_patch_size_px,
     measure_frame_imaging,
-    wavelength_angstrom,
+    reference_imaging,
 )
 from simulate import noise
 from simulate.fullfield import CleanField
+from simulate.optics import wavelength_angstrom
 
 WSE2_A = 3.282  # Å, contract/catalog.yaml
 CONVERGENCE_MRAD = 31.0
@@ -210,17 +211,9 @@ def test_blur_calibration_on_abtem_fields(energy, detector, blur):
         assert abs(m.probe_blur_sigma_angstrom - blur) < 0.03
     # HAADF: W over Se2; MAADF at 60 keV: Se2 over W (NOTES.md)
     assert (m.sublattice_levels[0] > m.sublattice_levels[1]) == (detector == "HAADF")
-
-
-def _clean_reference(name: str, blur_angstrom: float):
-    """This module's measurement of a committed clean field (fractions of the beam), blurred by ``blur_angstrom``."""
-    field = CleanField.load(FIELDS / name)
-    n = int(round(field.clean.shape[0] * field.pixel_angstrom / 0.1))
-    fine = resample(resample(field.clean.astype(np.float64), n, axis=0), n, axis=1)
-    pixel = field.clean.shape[0] * field.pixel_angstrom / n
-    image = noise.probe_blur(fine, blur_angstrom, pixel)
-    return measure_frame_imaging(image, _truth_sites(field, pixel, image.shape),
-                                 lattice_constant_angstrom=field.meta["lattice_constant_angstrom"])
+    reference = reference_imaging(field, blur)  # the same measurement, as frame_overrides' reference takes it
+    assert reference.column_sigma_angstrom == pytest.approx(m.column_sigma_angstrom, rel=1e-6)
+    assert reference.lattice_mean_level == pytest.approx(field.clean.mean(), rel=0.01)  # resampling keeps the mean
 
 
 def test_real_dm3_frame_counts_with_offset_and_two_dose_routes_agree():
@@ -238,7 +231,8 @@ def test_real_dm3_frame_counts_with_offset_and_two_dose_routes_agree():
                   detector="HAADF")
     sites = locate_sites(frame.image)
     first = measure_frame_imaging(frame.image, sites, **kwargs)
-    reference = _clean_reference("mos2_60kev_haadf_16A_clean.npz", first.probe_blur_sigma_angstrom)
+    reference = reference_imaging(CleanField.load(FIELDS / "mos2_60kev_haadf_16A_clean.npz"),
+                                  first.probe_blur_sigma_angstrom)
     m = measure_frame_imaging(frame.image, sites, lattice_mean_fraction=reference.lattice_mean_level, **kwargs)
     assert m.integer_valued and m.poisson_like and m.raw_counts and not m.display_export
     assert 1e6 < m.zero_level < m.background_level  # the DC offset, below the darkest lattice signal

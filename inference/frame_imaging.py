@@ -252,6 +252,9 @@ bin holds the columns' flanks, where an error in a column's placement adds to th
 ~9 % above the Poisson value on synthetic lattices, the other bins within ~5 %): it is reported, not fitted."""
 OFFSET_BIN_PX = 0.5
 """The model's shape error is removed per bin of this size in the pixel's offset from its column."""
+MIN_PIXELS_PER_OFFSET_BIN = 3
+"""Fewest pixels in an offset bin for its residuals to count (each is rescaled by √(n/(n-1)) for the bin mean
+taken out); a frame of few columns has few pixels per bin."""
 
 
 def noise_against_level(fits: list[ColumnFit]) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +268,7 @@ def noise_against_level(fits: list[ColumnFit]) -> tuple[np.ndarray, np.ndarray]:
         key = row * 100003 + col
         _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
         shape_error = np.bincount(inverse, weights=r0) / counts
-        enough = counts[inverse] >= 10
+        enough = counts[inverse] >= MIN_PIXELS_PER_OFFSET_BIN
         n = counts[inverse][enough]
         # a residual from a mean of n values has (n - 1)/n of the noise variance
         residuals.append((r0 - shape_error[inverse])[enough] * np.sqrt(n / (n - 1)))

@@ -245,3 +245,22 @@ def test_real_dm3_frame_counts_with_offset_and_two_dose_routes_agree():
                                    reference=reference)
     low, high = overrides["noise"]["dose_e_per_angstrom2"]
     assert low < m.dose_e_per_angstrom2 < high and "display_export" not in overrides["noise"]
+
+
+@pytest.mark.parametrize("name", ["wse2_80kev_haadf_16A_clean.npz", "mos2_60kev_haadf_16A_clean.npz"])
+def test_blur_and_dose_recovered_on_abtem_fields_through_the_noise_model(name):
+    """abTEM columns at 0.14 Å/px through the noise model (blur 0.3 Å, 3e4 e/Å²): the blur and, from the counts
+    and the field's mean detected fraction, the dose come back. Only 18 columns: the tolerance is wider than on
+    the large synthetic lattices."""
+    field = CleanField.load(FIELDS / name)
+    n = int(round(field.clean.shape[0] * field.pixel_angstrom / PIXEL))
+    fine = resample(resample(field.clean.astype(np.float64), n, axis=0), n, axis=1)
+    pixel = field.clean.shape[0] * field.pixel_angstrom / n
+    frame = counts_frame(fine, pixel, 0.3, 3e4, seed=0)
+    m = measure_frame_imaging(frame, _truth_sites(field, pixel, frame.shape),
+                              lattice_constant_angstrom=field.meta["lattice_constant_angstrom"],
+                              beam_energy_kev=field.meta["beam_energy_kev"],
+                              convergence_semiangle_mrad=CONVERGENCE_MRAD, detector="HAADF",
+                              lattice_mean_fraction=float(fine.mean()))
+    assert abs(m.probe_blur_sigma_angstrom - 0.3) < 0.03
+    assert m.raw_counts and abs(m.dose_e_per_angstrom2 / 3e4 - 1) < 0.25

@@ -17,10 +17,10 @@ from inference.frame_imaging import (
     matched_patch_size_px,
     measure_frame_imaging,
     reference_imaging,
+    wavelength_angstrom,
 )
 from simulate import noise
 from simulate.fullfield import CleanField
-from simulate.optics import wavelength_angstrom
 
 WSE2_A = 3.282  # Å, contract/catalog.yaml
 CONVERGENCE_MRAD = 31.0
@@ -152,6 +152,13 @@ def test_overrides_resolve_in_a_dataset_config(clean_lattice):
     size = cfg["patches"]["patch_size_px"]
     assert size % 2 == 1 and abs((size - 1) / 3**0.5 - WSE2_A / PIXEL) <= 1.2  # pixels per lattice constant
     assert "display_export" not in cfg["noise"]
+
+
+@pytest.mark.parametrize("energy", [60, 80, 100])
+def test_wavelength_agrees_with_abtem(energy):
+    from simulate.optics import wavelength_angstrom as abtem_wavelength
+
+    assert wavelength_angstrom(energy) == pytest.approx(abtem_wavelength(energy), rel=1e-6)
 
 
 def test_matched_patch_size_is_odd_and_at_least_9():

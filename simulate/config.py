@@ -45,7 +45,7 @@ DATASET_SCHEMA = {
     "imaging": {"beam_energies_kev": ANY, "convergence_semiangle_mrad": ANY,
                 "detectors": Each(dict.fromkeys(("inner_mrad", "outer_mrad"), ANY))},
     "multislice": dict.fromkeys(MULTISLICE_KEYS, ANY),
-    "noise": dict.fromkeys(NOISE_KEYS, ANY),
+    "noise": {**dict.fromkeys(NOISE_KEYS, ANY), "display_export": ANY},  # its keys: _validate_display_export
     "patches": dict.fromkeys(("patch_size_px", "patches_per_image"), ANY),
 }
 """Every key a dataset config may hold, at every level (a typo would otherwise be ignored and the default used)."""
@@ -375,6 +375,7 @@ def _validate_noise(cfg: dict) -> None:
         high = _positive_number(value[1], f"{field}[1]", allow_zero=key != "dose_e_per_angstrom2", limit=limit)
         if high < low:
             raise ConfigError(f"{field}: high ({high}) is below low ({low})")
+    _validate_display_export(noise.get("display_export"))
     margin = cfg["multislice"]["scan_margin_px"]
     reach = noise["scan_jitter_px"][1] + noise["centre_offset_px"][1] + 1  # +1: bilinear support
     if reach > margin:
@@ -382,6 +383,29 @@ def _validate_noise(cfg: dict) -> None:
             f"multislice.scan_margin_px: {margin} px cannot hold jitter ({noise['scan_jitter_px'][1]}) + offset "
             f"({noise['centre_offset_px'][1]}) + 1 px of interpolation; raise it to {int(reach + 0.999)}"
         )
+
+
+def _validate_display_export(export: Any) -> None:
+    """``noise.display_export`` (optional; absent or null: off): ranges of the 8-bit display step."""
+    from .noise import DISPLAY_EXPORT_KEYS
+
+    if export is None:
+        return
+    if not isinstance(export, dict):
+        raise ConfigError(f"noise.display_export: must be a mapping of ranges {DISPLAY_EXPORT_KEYS}, got {brief(export)}")
+    for key in export:
+        if key not in DISPLAY_EXPORT_KEYS:
+            raise ConfigError(f"noise.display_export.{key}: unknown key; known keys: {', '.join(DISPLAY_EXPORT_KEYS)}")
+    for key in DISPLAY_EXPORT_KEYS:
+        field, value = f"noise.display_export.{key}", export.get(key)
+        if not (isinstance(value, list) and len(value) == 2):
+            raise ConfigError(f"{field}: must be a range [low, high], got {brief(value)}")
+        low = _positive_number(value[0], f"{field}[0]", allow_zero=key != "gamma")
+        high = _positive_number(value[1], f"{field}[1]", allow_zero=key != "gamma")
+        if high < low:
+            raise ConfigError(f"{field}: high ({high}) is below low ({low})")
+        if key != "gamma" and high >= 0.5:
+            raise ConfigError(f"{field}: a clipped fraction must stay below 0.5, got {high}")
 
 
 def _validate_patches(cfg: dict) -> None:

@@ -7,6 +7,11 @@ Image formation of one noisy patch from a clean scan window (fractions of the in
 2. scan distortion: each scan row shifted along the fast axis by its own offset in pixels (row jitter);
 3. shot noise: counts ~ Poisson(dose [e⁻/Å²] × pixel area [Å²] × detected fraction);
 4. read noise: additive Gaussian, σ in counts;
+4b. display export (only when the config's ``noise.display_export`` is set; off by default, so existing configs
+   and stores keep their bytes): what saving a frame as an 8-bit display image does. The black level is the
+   image's ``black_clip_fraction`` quantile and the white level its ``1 - white_clip_fraction`` quantile (a
+   display survey clips fixed fractions of the pixels); the counts between them are stretched onto [0, 1],
+   raised to the palette ``gamma`` and quantised to 0..255. Deterministic given the draw;
 5. crop + resample: the patch of side √3·a around the column (plus a sub-pixel offset of the centre, in pixels)
    is sampled bilinearly onto the fixed ``patch_size_px`` grid (``contract.patches.extract_patch``).
 
@@ -22,6 +27,26 @@ from scipy import ndimage
 from contract.patches import extract_patch
 
 
+DISPLAY_EXPORT_KEYS = ("black_clip_fraction", "white_clip_fraction", "gamma")
+"""Ranges of ``noise.display_export``, drawn in this order after the other noise values."""
+DISPLAY_GREY_LEVELS = 256  # 8-bit export
+DISPLAY_EXPORT_RANGES = {
+    "black_clip_fraction": [0.0, 0.2],  # survey clipping 0 % up to the 17-18 % of low-dose JEOL exports (NOTES.md)
+    "white_clip_fraction": [0.0, 0.01],  # a survey's top 0-1 % saturated
+    "gamma": [0.7, 1.4],  # linear palettes and grey gamma palettes either side of 1
+}
+"""Ranges spanning what display exports do: the ``display_export`` of a frame-matched config starts from these."""
+
+
+@dataclass(frozen=True)
+class DisplayDraw:
+    """One display export: fractions of the image's pixels clipped at black and at white, palette gamma."""
+
+    black_clip_fraction: float
+    white_clip_fraction: float
+    gamma: float
+
+
 @dataclass(frozen=True)
 class NoiseDraw:
     """The noise parameters of one patch (units in the names)."""
@@ -31,9 +56,13 @@ class NoiseDraw:
     read_noise_counts: float
     scan_jitter_px: float
     centre_offset_px: tuple[float, float]  # (dy, dx)
+    display: DisplayDraw | None = None  # None: counts are kept (the default)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.display is None:
+            del out["display"]  # records of draws without the step keep their bytes
+        return out
 
 
 def draw_noise(rng: np.random.Generator, ranges: dict) -> NoiseDraw:
@@ -42,7 +71,11 @@ def draw_noise(rng: np.random.Generator, ranges: dict) -> NoiseDraw:
     blur, dose, read, jitter = (u(k) for k in ("probe_blur_sigma_angstrom", "dose_e_per_angstrom2",
                                                "read_noise_counts", "scan_jitter_px"))
     radius, angle = u("centre_offset_px"), float(rng.uniform(0, 2 * np.pi))
-    return NoiseDraw(blur, dose, read, jitter, (radius * np.sin(angle), radius * np.cos(angle)))
+    display = None
+    if ranges.get("display_export"):  # drawn last: configs without the step keep their draws
+        export = ranges["display_export"]
+        display = DisplayDraw(*(float(rng.uniform(*export[k])) for k in DISPLAY_EXPORT_KEYS))
+    return NoiseDraw(blur, dose, read, jitter, (radius * np.sin(angle), radius * np.cos(angle)), display)
 
 
 def probe_blur(image: np.ndarray, sigma_angstrom: float, pixel_size_angstrom: float) -> np.ndarray:
@@ -75,14 +108,35 @@ def read_noise(counts: np.ndarray, sigma_counts: float, rng: np.random.Generator
     return counts + rng.normal(0.0, sigma_counts, size=counts.shape) if sigma_counts > 0 else counts
 
 
+def display_export(counts: np.ndarray, display: DisplayDraw) -> np.ndarray:
+    """Step 4b on a (H, W) image of counts: float64 grey values 0..255 (integers). Pixels at or below the
+    black level become 0, at or above the white level 255."""
+    black, white = np.quantile(counts, [display.black_clip_fraction, 1.0 - display.white_clip_fraction])
+    # integer counts tie at the level: clip the tied pixels or not, whichever comes nearer the drawn fraction
+    below = counts[counts < black]
+    if below.size and abs(below.size / counts.size - display.black_clip_fraction) < \
+            abs(np.mean(counts <= black) - display.black_clip_fraction):
+        black = float(below.max())
+    above = counts[counts > white]
+    if above.size and abs(above.size / counts.size - display.white_clip_fraction) < \
+            abs(np.mean(counts >= white) - display.white_clip_fraction):
+        white = float(above.min())
+    if not white > black:  # a flat image: everything at black
+        return np.zeros_like(counts, dtype=np.float64)
+    stretched = np.clip((counts - black) / (white - black), 0.0, 1.0) ** display.gamma
+    return np.round(stretched * (DISPLAY_GREY_LEVELS - 1))
+
+
 def noisy_counts(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float,
                  rng: np.random.Generator) -> np.ndarray:
-    """Steps 1-4 on a clean (H, W) image (fractions of the beam): float64 counts. Draw order: row jitter,
-    Poisson, read noise (``draw.centre_offset_px`` is not used here)."""
+    """Steps 1-4 (and 4b when ``draw.display`` is set) on a clean (H, W) image (fractions of the beam): float64
+    counts, or grey values 0..255 after a display export. Draw order: row jitter, Poisson, read noise
+    (``draw.centre_offset_px`` is not used here; the display export draws nothing)."""
     image = probe_blur(clean, draw.probe_blur_sigma_angstrom, pixel_size_angstrom)
     image = scan_jitter(image, rng.uniform(-draw.scan_jitter_px, draw.scan_jitter_px, size=image.shape[0]))
     counts = shot_noise(image, draw.dose_e_per_angstrom2, pixel_size_angstrom, rng)
-    return read_noise(counts, draw.read_noise_counts, rng)
+    counts = read_noise(counts, draw.read_noise_counts, rng)
+    return counts if draw.display is None else display_export(counts, draw.display)
 
 
 def noisy_patch(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float, centre_px: float,

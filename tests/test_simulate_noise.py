@@ -84,3 +84,79 @@ def test_draws_stay_in_ranges():
         d = noise.draw_noise(rng, RANGES)
         assert 0.2 <= d.probe_blur_sigma_angstrom <= 0.4 and 1e4 <= d.dose_e_per_angstrom2 <= 1e5
         assert np.hypot(*d.centre_offset_px) <= 0.5 + 1e-12
+
+
+# --- display export (noise.display_export): off by default, deterministic, clips what it is told to ----------
+
+DEFAULT_PATCHES_SHA256 = "c951372c4dcfa077919a051eaa00db3ef92531c1d1edaf342b1550a9ec8853a2"
+"""sha256 of the five patches below made by the noise model before the display step existed (same RANGES)."""
+
+
+def _patch_bytes(ranges) -> bytes:
+    clean = np.random.default_rng(1).uniform(0.01, 0.1, (21, 21))
+    out = b""
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        draw = noise.draw_noise(rng, ranges)
+        out += noise.noisy_patch(clean, draw, pixel_size_angstrom=0.3, centre_px=10, half_width_px=8,
+                                 patch_size_px=17, rng=rng).tobytes()
+    return out
+
+
+def test_default_noise_keeps_its_bytes():
+    import hashlib
+
+    assert hashlib.sha256(_patch_bytes(RANGES)).hexdigest() == DEFAULT_PATCHES_SHA256
+    assert hashlib.sha256(_patch_bytes({**RANGES, "display_export": None})).hexdigest() == DEFAULT_PATCHES_SHA256
+    assert "display" not in noise.draw_noise(np.random.default_rng(0), RANGES).as_dict()
+
+
+def test_display_draw_comes_after_the_other_draws():
+    plain = noise.draw_noise(np.random.default_rng(5), RANGES)
+    shown = noise.draw_noise(np.random.default_rng(5), {**RANGES, "display_export": noise.DISPLAY_EXPORT_RANGES})
+    assert shown.display is not None and plain.display is None
+    assert noise.NoiseDraw(*list(shown.as_dict().values())[:4], shown.centre_offset_px) == plain
+    for key, (low, high) in noise.DISPLAY_EXPORT_RANGES.items():
+        assert low <= getattr(shown.display, key) <= high
+
+
+def test_display_export_patches_are_8bit_and_deterministic_from_the_seed():
+    ranges = {**RANGES, "display_export": noise.DISPLAY_EXPORT_RANGES}
+    clean = np.random.default_rng(1).uniform(0.01, 0.1, (21, 21))
+    rng = np.random.default_rng(3)
+    draw = noise.draw_noise(rng, ranges)
+    grey = noise.noisy_counts(clean, draw, pixel_size_angstrom=0.3, rng=rng)
+    assert np.array_equal(grey, np.round(grey)) and grey.min() == 0 and grey.max() == 255
+    assert _patch_bytes(ranges) == _patch_bytes(ranges)
+    assert _patch_bytes(ranges) != _patch_bytes(RANGES)
+
+
+@pytest.mark.parametrize("black,white,gamma", [(0.17, 0.0, 1.0), (0.02, 0.01, 0.7), (0.0, 0.005, 1.4)])
+def test_display_export_clips_the_fractions_it_draws(black, white, gamma):
+    counts = np.random.default_rng(0).poisson(40.0, (300, 300)).astype(np.float64) + \
+        np.random.default_rng(1).normal(0, 3, (300, 300))  # read noise: no ties at the levels
+    grey = noise.display_export(counts, noise.DisplayDraw(black, white, gamma))
+    assert abs((grey == 0).mean() - black) < 0.003 + 0.02 * black
+    assert abs((grey == 255).mean() - white) < 0.002
+    mid = (counts > np.quantile(counts, 0.4)) & (counts < np.quantile(counts, 0.6))
+    # gamma bends the middle of the stretch: > 0.5 of the range for gamma < 1, below for gamma > 1
+    expected = ((np.median(counts[mid]) - np.quantile(counts, black)) /
+                (np.quantile(counts, 1 - white) - np.quantile(counts, black))) ** gamma * 255
+    assert abs(np.median(grey[mid]) - expected) < 2
+
+
+def test_display_export_config_is_validated_and_default_configs_keep_their_hash():
+    from simulate.config import ConfigError, config_hash, load, load_yaml, resolve
+
+    assert config_hash(load("configs/dataset/paper.yaml")) == \
+        "725b92eff755b0aceb01853eb0d2bfe9d5ad7a60705dbd4cd2244fc556d2beed"  # hash before the display step existed
+    raw = load_yaml("configs/dataset/tiny.yaml")
+    ok = resolve({**raw, "noise": {**raw["noise"], "display_export": noise.DISPLAY_EXPORT_RANGES}})
+    assert ok["noise"]["display_export"] == noise.DISPLAY_EXPORT_RANGES
+    for bad, message in [({"black_clip": [0, 0.1]}, "unknown key"),
+                         ({**noise.DISPLAY_EXPORT_RANGES, "gamma": [0, 1]}, r"gamma\[0\]: must be > 0"),
+                         ({**noise.DISPLAY_EXPORT_RANGES, "black_clip_fraction": [0.1, 0.6]}, "below 0.5"),
+                         ({**noise.DISPLAY_EXPORT_RANGES, "white_clip_fraction": [0.01, 0.0]}, "below low"),
+                         ([0, 1], "must be a mapping")]:
+        with pytest.raises(ConfigError, match=message):
+            resolve({**raw, "noise": {**raw["noise"], "display_export": bad}})

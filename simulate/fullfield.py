@@ -322,7 +322,7 @@ def fourier_upsample(image: np.ndarray, factor: float) -> np.ndarray:
     nh, nw = int(round(h * factor)), int(round(w * factor))
     f = np.fft.fftshift(np.fft.fft2(image))
     out = np.zeros((nh, nw), complex)
-    r0, c0 = (nh - h) // 2, (nw - w) // 2
+    r0, c0 = nh // 2 - h // 2, nw // 2 - w // 2  # zero frequency (fftshift puts it at n // 2) onto zero frequency
     out[r0:r0 + h, c0:c0 + w] = f
     return np.fft.ifft2(np.fft.ifftshift(out)).real * (nh * nw) / (h * w)
 

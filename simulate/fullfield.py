@@ -34,7 +34,7 @@ import numpy as np
 from contract.classes import CLASS_IDS, CLASS_NAMES, DEFECT_CLASS_IDS, SUBLATTICES
 from contract.context import canonical_dopant, is_undoped
 
-from .noise import NoiseDraw, noisy_counts
+from .noise import DisplayDraw, NoiseDraw, noisy_counts
 
 DEFECT_CLASSES = tuple(CLASS_NAMES[c] for c in DEFECT_CLASS_IDS)
 DEFAULT_CONFIG = Path("configs/dataset/paper.yaml")
@@ -149,9 +149,11 @@ def simulate_field(atoms, *, beam_energy_kev: float, detector: dict, convergence
 
 def noisy_image(clean: np.ndarray, *, pixel_size_angstrom: float, probe_blur_sigma_angstrom: float,
                 scan_jitter_px: float, dose_e_per_angstrom2: float, read_noise_counts: float,
-                rng: np.random.Generator) -> np.ndarray:
-    """The patch noise model (``simulate.noise.noisy_counts``) on a whole (H, W) image. Returns float32 counts."""
-    draw = NoiseDraw(probe_blur_sigma_angstrom, dose_e_per_angstrom2, read_noise_counts, scan_jitter_px, (0.0, 0.0))
+                rng: np.random.Generator, display: DisplayDraw | None = None) -> np.ndarray:
+    """The patch noise model (``simulate.noise.noisy_counts``) on a whole (H, W) image. Returns float32 counts, or
+    grey values 0..255 with a ``display`` export."""
+    draw = NoiseDraw(probe_blur_sigma_angstrom, dose_e_per_angstrom2, read_noise_counts, scan_jitter_px, (0.0, 0.0),
+                     display)
     return noisy_counts(clean, draw, pixel_size_angstrom=pixel_size_angstrom, rng=rng).astype(np.float32)
 
 
@@ -478,7 +480,7 @@ def scan_field(field: CleanField, out_dir, *, seed: int, distortion: ScanDistort
     draw = draw_noise(noise_rng, field.noise_ranges)
     image = noisy_image(clean, pixel_size_angstrom=pixel, probe_blur_sigma_angstrom=draw.probe_blur_sigma_angstrom,
                         scan_jitter_px=draw.scan_jitter_px, dose_e_per_angstrom2=draw.dose_e_per_angstrom2,
-                        read_noise_counts=draw.read_noise_counts, rng=noise_rng)
+                        read_noise_counts=draw.read_noise_counts, rng=noise_rng, display=draw.display)
     if dist.dc_offset_counts:
         image = (image.astype(np.float64) + dist.dc_offset_counts).astype(np.float32)
     return write_field(out_dir, image, pixel, truth, {**field.meta, "noise": draw.as_dict(), **scan_meta}, recorded)

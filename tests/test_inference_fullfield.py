@@ -287,3 +287,20 @@ def test_fourier_upsample_is_exact_for_band_limited_images(shape, factor):
     nh, nw = int(round(h * factor)), int(round(w * factor))
     assert up.shape == (nh, nw)
     np.testing.assert_allclose(up, image(nh, nw), atol=1e-10)
+
+
+def test_scan_field_applies_the_display_export_of_its_noise_ranges(repo_root, tmp_path):
+    """A field simulated under a config with ``noise.display_export`` is written as 8-bit display data (the draw
+    was recorded but not applied before)."""
+    import dataclasses
+
+    from simulate.fullfield import CleanField, scan_field
+
+    field = CleanField.load(repo_root / "tests" / "fields" / "wse2_60kev_haadf_16A_clean.npz")
+    export = {"black_clip_fraction": [0.1, 0.1], "white_clip_fraction": [0.0, 0.0], "gamma": [1.0, 1.0]}
+    shown = dataclasses.replace(field, noise_ranges={**field.noise_ranges, "display_export": export})
+    image = np.load(scan_field(shown, tmp_path / "shown", seed=1) / "image.npy")
+    counts = np.load(scan_field(field, tmp_path / "counts", seed=1) / "image.npy")
+    assert image.min() == 0 and image.max() <= 255 and np.array_equal(image, np.round(image))
+    assert abs((image == 0).mean() - 0.1) < 0.03  # the black level clips the drawn fraction
+    assert counts.max() > 255 or not np.array_equal(counts, np.round(counts)) or (counts == 0).mean() < 0.05

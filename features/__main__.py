@@ -15,6 +15,7 @@ import sys
 import time
 
 from contract.cli import run_command, stage_parser, with_default_subcommand
+from contract.jsonio import json_text
 
 PROG = "python -m features"
 
@@ -79,8 +80,6 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def _symmetry(args) -> int:
-    import json
-
     from contract.errors import InputError
 
     from .symmetry_store import image_maps, map_store, store_plan
@@ -90,7 +89,7 @@ def _symmetry(args) -> int:
     if args.image is not None:
         if args.out is None:
             raise InputError("symmetry IMAGE: --out MAPS.npz is required")
-        print(json.dumps(image_maps(args.image, args.out, args.kernel_px, args.n_max, args.convention, args.plot)))
+        print(json_text(image_maps(args.image, args.out, args.kernel_px, args.n_max, args.convention, args.plot)))
         return 0
     from cluster import open_client
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.errors import InputError
+from contract.jsonio import json_text
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADF_CONFIG = REPO / "configs" / "rvae" / "adf.yaml"
@@ -58,7 +59,7 @@ def check_fingerprint(out: Path, **inputs) -> None:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise InputError(f"{out} holds a fit of other inputs ({', '.join(changed)} differ): choose another "
                              "--out, or delete it to start again")
-    record.write_text(json.dumps(current, indent=2))
+    record.write_text(json_text(current, indent=2))
 
 
 def _digest(*arrays) -> str:
@@ -165,7 +166,7 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
                "size_px": size, "n_columns": int(len(pos)), "n_border": int(flag.sum()), "checkpoint": str(ckpt),
                "period": module.model.period, "n_latent": k, "seconds": time.perf_counter() - started,
                "files": ["atoms.csv", "maps.png", "latent_traversal.png", "encoded.zarr", "items.zarr", "run/"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json_text(summary, indent=2))
     _log(f"wrote {out}/atoms.csv, maps.png, latent_traversal.png, summary.json "
          f"({summary['seconds']:.0f} s)", stream)
     return {**summary, "atoms": atoms}
@@ -342,6 +343,6 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
                "angular_sampling_mrad": dtheta, "checkpoint": str(ckpt), "period": module.model.period,
                "n_latent": k, "seconds": time.perf_counter() - started,
                "axes": "npy maps are (scan x, scan y[, k]) as abTEM orders scans"}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json_text(summary, indent=2))
     _log(f"wrote {out}/latents.npy, angle.npy, com.npz, maps.png, summary.json ({summary['seconds']:.0f} s)", stream)
     return {**summary, "maps": {**maps, "angle_std": angle_std}, "com": com, "encoded": enc}

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.classes import CLASS_IDS, CLASS_NAMES, DEFECT_CLASS_IDS, SUBLATTICES
+from contract.jsonio import json_text
 
 from .noise import NoiseDraw, noisy_counts
 
@@ -339,7 +340,7 @@ def write_field(out_dir, image: np.ndarray, pixel_size_angstrom: float, truth: d
     out.mkdir(parents=True, exist_ok=True)
     recorded = recorded_pixel_size_angstrom or pixel_size_angstrom
     np.save(out / "image.npy", image)
-    (out / "image.json").write_text(json.dumps({"pixel_size_angstrom": recorded, **meta}, indent=2))
+    (out / "image.json").write_text(json_text({"pixel_size_angstrom": recorded, **meta}, indent=2))
     rows = []
     for i in range(len(truth["label"])):
         x, y = float(truth["x_angstrom"][i]), float(truth["y_angstrom"][i])
@@ -357,7 +358,7 @@ def write_field(out_dir, image: np.ndarray, pixel_size_angstrom: float, truth: d
         w.writeheader()
         w.writerows(rows)
     extra = {} if recorded == pixel_size_angstrom else {"recorded_pixel_size_angstrom": recorded}
-    (out / "truth.json").write_text(json.dumps({"pixel_size_angstrom": pixel_size_angstrom, **meta, **extra,
+    (out / "truth.json").write_text(json_text({"pixel_size_angstrom": pixel_size_angstrom, **meta, **extra,
                                                 "sites": rows}, indent=1))
     return out
 

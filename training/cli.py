@@ -12,7 +12,6 @@ schedule and the steps actually taken.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +22,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from contract.cli import one_line
 from contract.errors import ConfigError, StemError
+from contract.jsonio import json_text
 
 from .data import FeatureDataModule
 from .module import DefectClassifier
@@ -72,7 +72,7 @@ class ScheduleRecord(Callback):
                   "stopped_early": bool(stopper is not None and stopper.wait_count >= stopper.patience),
                   "best_val_loss": None if stopper is None else float(stopper.best_score)}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / SCHEDULE_FILE).write_text(json.dumps(record, indent=1))
+        (self.run_dir / SCHEDULE_FILE).write_text(json_text(record, indent=1))
 
 
 class TrainCLI(LightningCLI):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from contract.cli import run_command, stage_parser
+from contract.cli import check_output_args, run_command, stage_parser
 from contract.jsonio import json_text
 
 PROG = "python -m inference"
@@ -55,6 +55,7 @@ def _dispatch(argv: list[str]) -> int:
     ph.add_argument("--kernel-px", type=int, default=None, help="symmetry-map kernel, odd (default: from the cell)")
     ph.add_argument("--stride-px", type=int, default=None, help="patch stride (default: half a patch)")
     args = p.parse_args(argv)
+    check_output_args(args)  # before the model is loaded or the image read
     if args.command == "phase":
         from .phase import run_phase
 

@@ -87,6 +87,9 @@ def classify_image(image: np.ndarray, model, cell_px: float | None = None, kerne
     if kernel_px is None:
         cell = facts["cell_px_model_scale"] or geo.get("cell_px_median") or patch / 4
         kernel_px = kernel_px_for_cell(cell, max_px=min(h, w) // 2)
+    elif arm == "symmetry" and not 0 < kernel_px <= min(h, w):  # a kernel wider than the image has no centre
+        raise InputError(f"--kernel-px {kernel_px} does not fit the image ({h}x{w} px at the model's scale): use an odd "
+                         f"size up to {min(h, w) - 1 + min(h, w) % 2}")
     facts["kernel_px"] = int(kernel_px)
     channels = [(work - work.mean()) / max(work.std(), 1e-12)]
     if arm == "symmetry":

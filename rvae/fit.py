@@ -111,8 +111,9 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
     px = float(px)
     if not (np.isfinite(px) and px > 0):
         raise InputError(f"--pixel-size-angstrom must be > 0, got {px}")
-    if not window_angstrom > 0:
-        raise InputError(f"--window-angstrom must be > 0, got {window_angstrom}")
+    if not window_angstrom > 0 or window_angstrom / px > min(image.shape):  # inf, or wider than the image
+        raise InputError(f"--window-angstrom must be > 0 and fit the image ({min(image.shape) * px:.4g} A), got "
+                         f"{window_angstrom}")
     if window_angstrom / px < 5:
         raise InputError(f"--window-angstrom {window_angstrom} is only {window_angstrom / px:.1f} pixels at "
                          f"{px} A/px: use a window of several atomic spacings")

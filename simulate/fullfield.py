@@ -417,6 +417,8 @@ def simulate_clean_field(*, host: str, dopant: str, beam_energy_kev: float, dete
     if detector not in dets:
         raise ValueError(f"--detector {detector!r}: supported {', '.join(dets)}")
     alpha = float(cfg["imaging"]["convergence_semiangle_mrad"])
+    if not (math.isfinite(alpha) and alpha > 0):  # inf gives a zero Nyquist step
+        raise ValueError(f"imaging.convergence_semiangle_mrad must be a finite number > 0, got {alpha}")
     step = scan_sampling_angstrom or nyquist_scan_sampling_angstrom(beam_energy_kev, alpha)
     structure_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0])
     atoms, truth = build_field(hosts[host], dopant, size_angstrom, rotation_deg, fractions, structure_rng,

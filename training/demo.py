@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from contract.classes import DEFECT_CLASSES
+from contract.cli import check_output_args
 from contract.context import DETECTOR_NAMES
 from contract.jsonio import json_text
 
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="models trained at a time, each in its own process (default: 2, or 1 on one core)")
     p.add_argument("--configs", default=str(CONFIG_DIR), help="directory of base.yaml and the model configs")
     a = p.parse_args(argv)
+    check_output_args(a)  # before the six models are trained
     run_demo(a.store, a.out, a.max_epochs, a.models, a.umap_samples, a.accelerator, a.batch_size, a.configs,
              a.threads, a.jobs)
     table_main(["--runs", a.out])

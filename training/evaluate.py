@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from contract.classes import CLASS_DESCRIPTIONS as CLASS_NAMES
+from contract.cli import check_output_args
 from contract.context import DETECTOR_NAMES
 from contract.errors import InputError
 from contract.features import FEATURE_NAMES
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-train-accuracy", action="store_true", help="skip predicting the training rows")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
+    check_output_args(a)  # before the checkpoint and the store are read
     if not Path(a.ckpt).is_file():
         from contract.errors import InputError
 

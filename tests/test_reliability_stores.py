@@ -37,7 +37,7 @@ from simulate.verify import expected_clean_rows, expected_rows, verify_store
 from tests.store_fixtures import TINY_CONFIG
 from training.__main__ import main as training_main
 from training.data import FeatureDataModule
-from training.store import check_rows_as_planned, read_index
+from training.store import check_rows_as_planned, read_index, read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_torch_thread")]
@@ -116,26 +116,31 @@ def test_swapped_features_shards_fail_features_verify(encoded, tmp_path):
     assert set(bad) == {1, 2} and all("digest" in p for p in bad.values()), report.lines()
 
 
+PLANNED = "holds values other than the plan"
 DAMAGES = {
-    "missing label shard": lambda s: (s / "label/c/2").unlink(),
-    "swapped label shards": lambda s: _swap(s / "label/c/1", s / "label/c/2"),  # shard 0 (all X2 = 0) is not stored
-    "swapped environment shards": lambda s: _swap(s / "environment/c/1", s / "environment/c/5"),
-    "missing case shard": lambda s: (s / "case/c/4").unlink(),
+    "missing label shard": (lambda s: (s / "label/c/2").unlink(), PLANNED),
+    "swapped label shards": (lambda s: _swap(s / "label/c/1", s / "label/c/2"), PLANNED),  # shard 0 (X2 = 0) is not stored
+    "swapped environment shards": (lambda s: _swap(s / "environment/c/1", s / "environment/c/5"), PLANNED),
+    "missing case shard": (lambda s: (s / "case/c/4").unlink(), PLANNED),
+    "swapped features shards": (lambda s: _swap(s / "features/c/1/0", s / "features/c/2/0"), "digest"),
 }
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_training_refuses_rows_other_than_planned(damage, encoded, tmp_path, monkeypatch, capsys):
     store = _copy(encoded, tmp_path)
-    DAMAGES[damage](store)
-    with pytest.raises(CorruptDataError, match="holds values other than the plan"):
-        FeatureDataModule(store=str(store), batch_size=16).split_rows()
+    damage_fn, words = DAMAGES[damage]
+    damage_fn(store)
+    with pytest.raises(CorruptDataError, match=words):
+        dm = FeatureDataModule(store=str(store), batch_size=16)
+        index, train, test = dm.split_rows()
+        read_rows(store, np.sort(np.r_[train, test]), dm.columns())
     monkeypatch.chdir(REPO)
     rc = training_main(["fit", "--config", "configs/train/base.yaml", "--config", "configs/train/mlp-simple.yaml",
                         "--data.store", str(store), "--run_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1",
                         "--trainer.accelerator", "cpu", "--data.batch_size", "16"])
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
-    assert rc == EXIT_CORRUPT_DATA and len(errors) == 1 and "simulate verify" in errors[0], errors
+    assert rc == EXIT_CORRUPT_DATA and len(errors) == 1 and " verify " in errors[0], errors
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

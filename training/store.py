@@ -133,6 +133,26 @@ def first_unplanned_shard(plan, found: dict) -> tuple[str, int] | None:
     return None
 
 
+_DIGESTS_CHECKED: set[tuple[str, int]] = set()
+
+
+def _check_digests(path, block: np.ndarray, start: int, step: int, digests: np.ndarray) -> None:
+    """``CorruptDataError`` when a whole feature shard of ``block`` (rows from ``start``) differs from the digest
+    written with it (a shard moved to other rows, like ``python -m features verify``); each shard once a process."""
+    for first in range(start, start + len(block), step):
+        shard = first // step
+        if (str(path), shard) in _DIGESTS_CHECKED:
+            continue
+        rows = block[first - start:first - start + step]
+        if not np.isfinite(rows).all():  # reported below as a damaged shard marked encoded
+            continue
+        problem = schema.digest_problem(digests[shard], first, rows)
+        if problem and int(digests[shard]) != 0:  # 0: encoded before digests; the row checks still hold
+            raise CorruptDataError(f"store {str(path)!r}: array {schema.FEATURES!r} shard {shard} (rows {first}-"
+                                   f"{first + step - 1}): {problem}; run `{repair_command(path, schema.FEATURES)}`")
+        _DIGESTS_CHECKED.add((str(path), shard))
+
+
 def _not_as_planned(path, name: str, start: int, step: int, source: str) -> None:
     shard = start // step
     raise CorruptDataError(f"store {str(path)!r}: array {name!r} shard {shard} (rows {start}-{start + step - 1}) "
@@ -155,12 +175,21 @@ def read_rows(path: str | Path, rows: np.ndarray, columns: list[int], block_rows
     if rows.size == 0:
         return out
     cols = np.asarray(columns)
+    step = rows_per_stored_block(array)
+    block_rows = max(step, block_rows - block_rows % step)  # whole shards, so each can be checked against its digest
+    digests = None
+    if schema.digest_name(schema.FEATURES) in group.array_keys():
+        digest_array = group[schema.digest_name(schema.FEATURES)]
+        digests = read_checked(digest_array, 0, digest_array.shape[0], store=path,
+                               name=schema.digest_name(schema.FEATURES))
     filled = 0
     for start in range(int(rows[0]) - int(rows[0]) % block_rows, int(rows[-1]) + 1, block_rows):
         lo, hi = np.searchsorted(rows, [start, start + block_rows])
         if hi == lo:
             continue
         block = read_checked(array, start, min(start + block_rows, array.shape[0]), store=path, name=schema.FEATURES)
+        if digests is not None:
+            _check_digests(path, block, start, step, digests)
         out[filled : filled + hi - lo] = block[rows[lo:hi] - start][:, cols]
         filled += hi - lo
     if not np.isfinite(out).all():

@@ -98,11 +98,11 @@ def check_text_files(argv: Sequence[str], options: Sequence[str] = TEXT_OPTIONS)
     """``InputError`` (exit 2) naming the option and file when the value of one of ``options`` in ``argv`` is a
     file that is not UTF-8 text (a config saved in another encoding, or a binary file given as config)."""
     for i, arg in enumerate(argv):
-        flag, _, value = arg.partition("=")
+        flag, _, value = str(arg).partition("=")
         if flag not in options:
             continue
         if not value:
-            value = argv[i + 1] if i + 1 < len(argv) else ""
+            value = str(argv[i + 1]) if i + 1 < len(argv) else ""
         path = Path(value)
         if not value or not path.is_file():
             continue  # a missing file is each command's own one-line error

@@ -85,7 +85,15 @@ def check_image(image) -> np.ndarray:
     if contrast < np.sqrt(np.finfo(np.float64).tiny) * 1e3:
         raise ValueError(f"image contrast is only {contrast:.3g}: squared it underflows float64; rescale the image "
                          "(e.g. to detector counts)")
+    if contrast < peak * FLOAT32_LEVELS_FRACTION:  # patches are float32: the contrast must survive the offset
+        raise ValueError(f"image contrast ({contrast:.3g}) is below float32 resolution at its offset ({peak:.3g}): "
+                         "subtract the offset (e.g. the dark level) first")
     return arr
+
+
+FLOAT32_LEVELS_FRACTION = 2.0 ** -16
+"""Smallest contrast / peak value accepted: float32 patches (24-bit mantissa) then keep at least 2⁸ grey levels
+across the contrast (an offset of 1e12 on counts of 1e3 would leave none)."""
 
 
 @dataclass

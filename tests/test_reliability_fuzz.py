@@ -97,7 +97,7 @@ def test_image_scale_fuzz(synthetic_checkpoints, tmp_path, capsys):
         np.save(path, image)
         path.with_suffix(".json").write_text(json.dumps({"pixel_size_angstrom": 0.12}))
         out = tmp_path / f"out-{abs(hash(name))}"
-        rc = inference_main(["classify", str(path), "--model", synthetic_checkpoints["mlp-simple"], *CTX,
+        rc = inference_main(["classify", str(path), "--model", str(synthetic_checkpoints["mlp-simple"]), *CTX,
                              "--out", str(out)])
         err = capsys.readouterr().err
         errors = [ln for ln in err.splitlines() if ln.startswith("error:")]

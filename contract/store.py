@@ -226,6 +226,18 @@ def shard_digest(start: int, data) -> int:
     return int.from_bytes(h.digest(), "little") or 1
 
 
+def has_array(group, name: str) -> bool:
+    """Whether ``group`` holds an array ``name``, without reading the metadata of its other arrays (one of which
+    may be damaged: ``verify`` names that one); a present but unreadable ``name`` counts as present."""
+    try:
+        group[name]
+    except KeyError:
+        return False
+    except Exception:  # damaged metadata: the caller's checked open reports it
+        return True
+    return True
+
+
 def create_digest_array(group, name: str, n_shards: int, overwrite: bool = False) -> None:
     """``<name>_digest`` (one uint64 per shard, one chunk per entry so each task writes its own)."""
     group.create_array(digest_name(name), shape=(n_shards,), dtype=DIGEST_DTYPE, chunks=(1,), fill_value=0,
@@ -238,7 +250,7 @@ def write_shard_digest(group, name: str, start: int, data) -> None:
     import numpy as np
 
     key = digest_name(name)
-    if key in group.array_keys():
+    if has_array(group, key):
         data = np.asarray(data, dtype=group[name].dtype)  # the bytes as they will be read back
         group[key][start // len(data)] = shard_digest(start, data)
 

@@ -162,7 +162,7 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
         clean[c] = open_checked(group, c, (n_clean,), dtype, plan.clean_rows_per_task, findings)
     markers = open_checked(group, schema.TASK_DONE, (len(plan.tasks),), schema.MARKER_DTYPE, 1, findings)
     digests = None  # a store written before shard digests: shards moved to other rows cannot be seen
-    if schema.digest_name(schema.PATCHES) in group.array_keys():
+    if schema.has_array(group, schema.digest_name(schema.PATCHES)):
         digests = open_checked(group, schema.digest_name(schema.PATCHES), (plan.n_rows // plan.rows_per_shard,),
                                schema.DIGEST_DTYPE, 1, findings)
     from cluster import track_items

@@ -87,8 +87,7 @@ def check_rows_as_planned(group, meta: StoreMeta, label: np.ndarray, case: np.nd
     from simulate.verify import store_plan
 
     started = time.perf_counter()
-    arrays = set(group.array_keys())
-    if schema.TASK_DONE in arrays:
+    if schema.has_array(group, schema.TASK_DONE):
         done = read_checked(group[schema.TASK_DONE], 0, group[schema.TASK_DONE].shape[0], store=meta.path,
                             name=schema.TASK_DONE)
         if not (done == 1).all():
@@ -97,7 +96,7 @@ def check_rows_as_planned(group, meta: StoreMeta, label: np.ndarray, case: np.nd
                              f"done (first: {missing[:5].tolist()}); finish them with `python -m simulate run "
                              f"--resume` or check with `python -m simulate verify {meta.path}`")
     env = None
-    if schema.ENVIRONMENT in arrays:
+    if schema.has_array(group, schema.ENVIRONMENT):
         env = read_checked(group[schema.ENVIRONMENT], 0, meta.n_rows, store=meta.path, name=schema.ENVIRONMENT)
     plan = store_plan(group, meta.path)[2] if isinstance(group.attrs.get(schema.ATTR_CONFIG), dict) else None
     found = {schema.LABEL: label, schema.CASE: case, schema.ENVIRONMENT: env}
@@ -178,7 +177,7 @@ def read_rows(path: str | Path, rows: np.ndarray, columns: list[int], block_rows
     step = rows_per_stored_block(array)
     block_rows = max(step, block_rows - block_rows % step)  # whole shards, so each can be checked against its digest
     digests = None
-    if schema.digest_name(schema.FEATURES) in group.array_keys():
+    if schema.has_array(group, schema.digest_name(schema.FEATURES)):
         digest_array = group[schema.digest_name(schema.FEATURES)]
         digests = read_checked(digest_array, 0, digest_array.shape[0], store=path,
                                name=schema.digest_name(schema.FEATURES))

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
+
+from contract.jsonio import json_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,5 +49,5 @@ def write_result(name: str, payload: dict, directory: str | Path | None = None) 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     payload = {"benchmark": name, "date_utc": stamp, "machine": machine(), **payload}
     path = directory / f"{name}-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    path.write_text(json_text(payload, indent=2, default=str))
     return path

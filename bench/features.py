@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import socket
 import sys
@@ -42,6 +41,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from contract.jsonio import json_text
 
 from features.normalise import standardise_patches, standardised_contrast_features  # noqa: E402
 from features.synthetic import mx2_environment_patches  # noqa: E402
@@ -306,7 +307,7 @@ def main(argv=None) -> int:
         name = f"features-{now:%Y%m%dT%H%M%SZ}-{socket.gethostname()}.json"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / name).write_text(json.dumps(record, indent=2))
+    (out / name).write_text(json_text(record, indent=2))
     print(f"wrote {out / name}")
     return 0
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import socket
 import statistics
@@ -37,6 +36,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from contract.jsonio import json_text
 
 from training.data import DeviceBatches  # noqa: E402
 from training.models import build_model  # noqa: E402
@@ -292,7 +293,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = out / f"training-{stamp}-{socket.gethostname()}.json"
-    path.write_text(json.dumps(result, indent=1))
+    path.write_text(json_text(result, indent=1))
     print(f"written: {path}")
     return result
 

@@ -85,7 +85,24 @@ def check_image(image) -> np.ndarray:
         raise ValueError(f"image holds {int(bad.sum())} NaN or infinite pixel(s), first at (row {r}, col {c})")
     if arr.max() == arr.min():
         raise ValueError("image is constant: no lattice to find")
+    # the lattice is measured by an autocorrelation (sums of squared pixels over the frame): values so large or a
+    # contrast so small that those sums overflow or underflow float64 are refused here, named as what they are
+    peak, contrast = float(np.abs(arr).max()), float(arr.max() - arr.min())
+    if peak > np.sqrt(np.finfo(np.float64).max / arr.size):
+        raise ValueError(f"image values reach {peak:.3g}: squared and summed over the frame they overflow float64; "
+                         "rescale the image (e.g. to detector counts)")
+    if contrast < np.sqrt(np.finfo(np.float64).tiny) * 1e3:
+        raise ValueError(f"image contrast is only {contrast:.3g}: squared it underflows float64; rescale the image "
+                         "(e.g. to detector counts)")
+    if contrast < peak * FLOAT32_LEVELS_FRACTION:  # patches are float32: the contrast must survive the offset
+        raise ValueError(f"image contrast ({contrast:.3g}) is below float32 resolution at its offset ({peak:.3g}): "
+                         "subtract the offset (e.g. the dark level) first")
     return arr
+
+
+FLOAT32_LEVELS_FRACTION = 2.0 ** -16
+"""Smallest contrast / peak value accepted: float32 patches (24-bit mantissa) then keep at least 2⁸ grey levels
+across the contrast (an offset of 1e12 on counts of 1e3 would leave none)."""
 
 
 @dataclass

@@ -13,10 +13,16 @@ name                    shape, dtype    meaning
 ``clean/<row arrays>``  (M, ...)        the noiseless image per (task, environment, detector), same grid
 ``features``            (N, 31) f32     written by the feature stage (``contract.features`` layout)
 ``features_done``       (n_shards,) u8  1 once a shard's features are written (resume marker)
+``<name>_digest``       (n_shards,) u64 ``shard_digest`` of each shard of ``patches``/``features``, written with it
 ======================  ==============  ===================================================================
+
+The digests tie a shard's content to its position: zarr's checksums catch a damaged shard, but a whole shard
+moved to other rows (files swapped on disk, a botched copy) still decodes; its digest, which hashes its first row
+index with its bytes, then differs. Stores written before the digests have no ``<name>_digest`` arrays.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,7 +192,7 @@ def read_meta(path: str | Path, require: tuple[str, ...] = (LABEL, CASE)) -> Sto
 
 
 # ------------------------------------------------------------------------------------------ integrity
-FEATURE_STAGE_ARRAYS = (FEATURES, FEATURES_DONE)
+FEATURE_STAGE_ARRAYS = (FEATURES, FEATURES_DONE, FEATURES + "_digest")
 """Arrays the feature stage writes (and ``python -m features verify`` checks); the others are the simulation's."""
 
 
@@ -197,6 +203,67 @@ def chunk_compressors() -> tuple:
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     return (ZstdCodec(), Crc32cCodec())
+
+
+DIGEST_SUFFIX = "_digest"
+DIGEST_DTYPE = "uint64"
+DIGESTED_ARRAYS = (PATCHES, FEATURES)
+"""Arrays whose shards carry a ``shard_digest`` (label, case and environment are checked against the plan)."""
+
+
+def digest_name(name: str) -> str:
+    return name + DIGEST_SUFFIX
+
+
+def shard_digest(start: int, data) -> int:
+    """64-bit BLAKE2b of a shard's first row index, shape, dtype and bytes (never 0: 0 is "not written")."""
+    import numpy as np
+
+    data = np.ascontiguousarray(data)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{int(start)}:{data.shape}:{data.dtype.str}".encode())
+    h.update(memoryview(data).cast("B"))
+    return int.from_bytes(h.digest(), "little") or 1
+
+
+def has_array(group, name: str) -> bool:
+    """Whether ``group`` holds an array ``name``, without reading the metadata of its other arrays (one of which
+    may be damaged: ``verify`` names that one); a present but unreadable ``name`` counts as present."""
+    try:
+        group[name]
+    except KeyError:
+        return False
+    except Exception:  # damaged metadata: the caller's checked open reports it
+        return True
+    return True
+
+
+def create_digest_array(group, name: str, n_shards: int, overwrite: bool = False) -> None:
+    """``<name>_digest`` (one uint64 per shard, one chunk per entry so each task writes its own)."""
+    group.create_array(digest_name(name), shape=(n_shards,), dtype=DIGEST_DTYPE, chunks=(1,), fill_value=0,
+                       overwrite=overwrite, compressors=chunk_compressors())
+
+
+def write_shard_digest(group, name: str, start: int, data) -> None:
+    """Record ``shard_digest`` of the whole shard ``data`` written at row ``start`` of ``group[name]`` (after its
+    rows, before its done-marker); nothing in a store created before digests."""
+    import numpy as np
+
+    key = digest_name(name)
+    if has_array(group, key):
+        data = np.asarray(data, dtype=group[name].dtype)  # the bytes as they will be read back
+        group[key][start // len(data)] = shard_digest(start, data)
+
+
+def digest_problem(stored, start: int, data) -> str | None:
+    """Why a shard's ``data`` read at row ``start`` does not match its stored digest (None when it does)."""
+    stored = int(stored)
+    if stored == 0:
+        return "no digest recorded for this shard (written by an interrupted or older run)"
+    if stored != shard_digest(start, data):
+        return ("content does not match the digest recorded when it was written: rows moved from another shard "
+                "(files swapped or copied over), or rewritten by hand")
+    return None
 
 
 def repair_command(store: str | Path, array: str) -> str:

@@ -14,7 +14,8 @@ import argparse
 import sys
 import time
 
-from contract.cli import run_command, stage_parser, with_default_subcommand
+from contract.cli import check_output_args, run_command, stage_parser, with_default_subcommand
+from contract.jsonio import json_text
 
 PROG = "python -m features"
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(with_default_subcommand(argv, "encode"))
+    check_output_args(args, {"out": "file"})  # symmetry --out MAPS.npz, before any work
     if args.command == "symmetry":
         return _symmetry(args)
     if args.command == "verify":
@@ -79,8 +81,6 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def _symmetry(args) -> int:
-    import json
-
     from contract.errors import InputError
 
     from .symmetry_store import image_maps, map_store, store_plan
@@ -88,9 +88,9 @@ def _symmetry(args) -> int:
     if (args.image is None) == (args.store is None):
         raise InputError("symmetry: give either an IMAGE (with --out MAPS.npz) or --store STORE")
     if args.image is not None:
-        if args.out is None:
-            raise InputError("symmetry IMAGE: --out MAPS.npz is required")
-        print(json.dumps(image_maps(args.image, args.out, args.kernel_px, args.n_max, args.convention, args.plot)))
+        if args.out is None or not str(args.out).endswith(".npz"):  # before the maps are computed
+            raise InputError(f"symmetry IMAGE: --out MAPS.npz is required (got {args.out})")
+        print(json_text(image_maps(args.image, args.out, args.kernel_px, args.n_max, args.convention, args.plot)))
         return 0
     from cluster import open_client
 

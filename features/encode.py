@@ -112,6 +112,7 @@ def prepare_outputs(store_path, plan: EncodePlan) -> np.ndarray:
                                    schema.ATTR_VERSIONS: _versions()})
         g.create_array(schema.FEATURES_DONE, shape=(meta.n_shards,), dtype=schema.MARKER_DTYPE, chunks=(1,),
                        fill_value=0, overwrite=True, compressors=schema.chunk_compressors())
+        schema.create_digest_array(g, schema.FEATURES, meta.n_shards, overwrite=True)
     return read_checked(g[schema.FEATURES_DONE], 0, meta.n_shards, store=store_path, name=schema.FEATURES_DONE)
 
 
@@ -179,6 +180,7 @@ def encode_shard(store_path: str, shard: int, start: int, stop: int, context: np
         raise ValueError(f"shard {shard} (store rows {start}-{stop - 1}, patch index within the shard): "
                          f"{exc}") from exc
     g[schema.FEATURES][start:stop] = rows
+    schema.write_shard_digest(g, schema.FEATURES, start, rows)
     g[schema.FEATURES_DONE][shard] = 1  # after the rows: a marker never points at unwritten data
     return stop - start
 

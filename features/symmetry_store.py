@@ -159,6 +159,9 @@ def image_maps(image_path, out, kernel_px: int | None = None, n_max: int = DEFAU
         except ValueError as err:
             raise InputError(f"{Path(image_path).name}: cannot measure the lattice ({err}); pass --kernel-px K "
                              f"(odd, about 2.5 x the cell size in px)") from None
+    if int(kernel_px) > min(image.shape):  # refused before the (kernel_px² x image) basis is allocated
+        raise InputError(f"{Path(image_path).name}: --kernel-px {kernel_px} is larger than the image "
+                         f"({image.shape[0]}x{image.shape[1]} px)")
     try:
         check_kernel(kernel_px, n_max, convention)
         maps = symmetry_maps(image, kernel_px, n_max, convention, np.float32)

@@ -90,6 +90,13 @@ def verify_features(path: str | Path) -> tuple[Report, dict]:
         checked = f"{meta.n_rows} rows, {n_shards} shards: feature arrays or their attributes unusable"
         return Report(name, checked, findings), context
     case_array, env_array = group[schema.CASE], group[schema.ENVIRONMENT]
+    digests = None  # features encoded before shard digests: shards moved to other rows cannot be seen
+    if schema.digest_name(schema.FEATURES) in keys:
+        digests = open_checked(group, schema.digest_name(schema.FEATURES), (n_shards,), schema.DIGEST_DTYPE, 1,
+                               findings, repairable=True)
+        if digests is None:  # a damaged digest array: re-encode everything (which recreates it)
+            context["whole"] = True
+            return Report(name, f"{meta.n_rows} rows, {n_shards} shards: feature digests unusable", findings), context
     from cluster import track_items
 
     for k in track_items(range(n_shards), label="verify features", unit="shard"):
@@ -110,11 +117,15 @@ def verify_features(path: str | Path) -> tuple[Report, dict]:
                 if n_ctx or n_site:
                     wrong = (f"{n_ctx} rows with context and {n_site} with site-symmetry columns other than their "
                              "case and environment give")
+            if wrong is None and digests is not None:  # the shard's content tied to its rows
+                stored = read_shard(digests, schema.digest_name(schema.FEATURES), k, k + 1, k, None, findings)
+                wrong = None if stored is None else schema.digest_problem(stored[0], start, data)
             if wrong:
                 findings.append(Finding(schema.FEATURES, wrong, k, (start, stop)))
         if len(findings) > before:
             context["shards"].add(k)
-    checked = f"{meta.n_rows} rows, {n_shards} shards x ({schema.FEATURES}, {schema.FEATURES_DONE})"
+    checked = (f"{meta.n_rows} rows, {n_shards} shards x ({schema.FEATURES}, {schema.FEATURES_DONE}"
+               + (f", {schema.digest_name(schema.FEATURES)})" if digests is not None else "; no shard digests)"))
     return Report(name, checked, findings), context
 
 
@@ -124,7 +135,7 @@ def repair_features(path: str | Path, context: dict, client, device: str = "cpu"
 
     group = schema.open_group(path, mode="r+")
     if context["whole"]:
-        for array in (schema.FEATURES, schema.FEATURES_DONE):  # `encode` recreates both
+        for array in (schema.FEATURES, schema.FEATURES_DONE, schema.digest_name(schema.FEATURES)):  # recreated
             shutil.rmtree(Path(path) / array, ignore_errors=True)
     else:
         bad = sorted(context["shards"])

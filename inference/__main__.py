@@ -11,10 +11,10 @@ missing context), 4 a context the model was never trained on (``--allow-unseen-c
 """
 from __future__ import annotations
 
-import json
 import sys
 
-from contract.cli import run_command, stage_parser
+from contract.cli import check_output_args, run_command, stage_parser
+from contract.jsonio import json_text
 
 from .calibration import PIXEL_SIZE_TOLERANCE
 
@@ -59,6 +59,7 @@ def _dispatch(argv: list[str]) -> int:
     ph.add_argument("--kernel-px", type=int, default=None, help="symmetry-map kernel, odd (default: from the cell)")
     ph.add_argument("--stride-px", type=int, default=None, help="patch stride (default: half a patch)")
     args = p.parse_args(argv)
+    check_output_args(args)  # before the model is loaded or the image read
     if args.command == "phase":
         from .phase import run_phase
 
@@ -82,7 +83,7 @@ def _dispatch(argv: list[str]) -> int:
               f"{summary['n_sites_without_peak']} placed from their neighbours), lattice "
               f"{summary['lattice_constant_angstrom_image']:.3f} Å over {100 * summary['lattice_area_fraction']:.0f} % "
               f"of the image; counts {summary['counts']}; defects per nm² "
-              f"{json.dumps(summary['defect_density_per_nm2'])}; {100 * unc['fraction_above_threshold']:.0f} % of "
+              f"{json_text(summary['defect_density_per_nm2'])}; {100 * unc['fraction_above_threshold']:.0f} % of "
               f"sites above {unc['entropy_threshold_nats']} nats entropy; wrote {args.out}")
         for line in report_warnings(summary):
             print(f"WARNING: {line} (see {args.out}/classes.png and summary.json)")
@@ -90,7 +91,7 @@ def _dispatch(argv: list[str]) -> int:
         from .score import run_score
 
         out = run_score(args.pred, args.truth, args.tolerance_fraction)
-        print(json.dumps({k: out[k] for k in ("recall", "position_error_pm_mean", "cohen_kappa", "f1_defect")
+        print(json_text({k: out[k] for k in ("recall", "position_error_pm_mean", "cohen_kappa", "f1_defect")
                           if k in out}))
     return 0
 

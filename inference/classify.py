@@ -16,7 +16,6 @@ the model runs once.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import tempfile
 import time
@@ -38,6 +37,7 @@ from contract.classes import (
 from contract.context import absent_classes
 from contract.errors import InputError, UnseenContextError
 from contract.features import SITE_SYMMETRY_RULE_VERSION
+from contract.jsonio import json_text
 from features.site_symmetry import central_intensity, typical_intensities
 
 from .calibration import choose_pixel_size
@@ -330,7 +330,8 @@ def summarise(sites: Sites, result: dict, image_shape, pixel_size_angstrom: floa
     density = {name: (counts[name] / area_nm2 if area_nm2 > 0 else None)
                for c, name in enumerate(CLASS_NAMES) if c in DEFECT_CLASS_IDS}
     ent = result["entropy"][inner]
-    frac = float((ent > HIGH_ENTROPY_NATS).mean()) if len(ent) else float("nan")
+    # a NaN entropy counts as uncertain (NaN > t is False); NaN (no counted site) is written as null
+    frac = float((~(ent <= HIGH_ENTROPY_NATS)).mean()) if len(ent) else float("nan")
     return {"n_sites": int(len(inner)), "n_counted": int(inner.sum()), "n_border": int((~inner).sum()),
             "n_sites_without_peak": int((~sites.has_peak).sum()), "counts": counts,
             "defect_density_per_nm2": density, "counted_area_nm2": area_nm2,
@@ -412,7 +413,7 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
     inner = ~sites.on_border
     write_class_figure(out / "classes.png", result["patches"][inner], result["centre"][inner],
                        result["label"][inner], summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json_text(summary, indent=2))
     return {k: str(out / f) for k, f in (("csv", "sites.csv"), ("overlay", "overlay.png"), ("classes", "classes.png"),
                                          ("summary", "summary.json"))}
 
@@ -549,6 +550,6 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent) as tmp:
         write_report(tmp, image, sites, result, summary)
         summary["timings_s"]["write"] = time.perf_counter() - t_write
-        (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2))
+        (Path(tmp) / "summary.json").write_text(json_text(summary, indent=2))
         _publish(Path(tmp), out_dir)
     return summary

@@ -20,7 +20,6 @@ of the top group is below 0.5 or within 0.1 of the second.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from scipy import ndimage
 
 from contract.errors import InputError
 from contract.planegroups import N_PLANE_GROUPS, PLANE_GROUPS
+from contract.jsonio import json_text
 from features.cell import measure_cell
 from features.symmetry import kernel_px_for_cell, symmetry_maps, valid_mask
 from training.phase_model import load_classifier, predict_patches
@@ -87,6 +87,9 @@ def classify_image(image: np.ndarray, model, cell_px: float | None = None, kerne
     if kernel_px is None:
         cell = facts["cell_px_model_scale"] or geo.get("cell_px_median") or patch / 4
         kernel_px = kernel_px_for_cell(cell, max_px=min(h, w) // 2)
+    elif arm == "symmetry" and not 0 < kernel_px <= min(h, w):  # a kernel wider than the image has no centre
+        raise InputError(f"--kernel-px {kernel_px} does not fit the image ({h}x{w} px at the model's scale): use an odd "
+                         f"size up to {min(h, w) - 1 + min(h, w) % 2}")
     facts["kernel_px"] = int(kernel_px)
     channels = [(work - work.mean()) / max(work.std(), 1e-12)]
     if arm == "symmetry":
@@ -209,6 +212,6 @@ def run_phase(images: list[str], model_path: str, out_dir: str, *, cell_px: floa
         summary = {"image": str(path), "model": str(model_path), "shape_px": list(image.shape),
                    **{k: v for k, v in result.items() if not k.startswith("_")},
                    "files": {"map": "plane_group_map.npy", "figure": "plane_group_map.png"}}
-        (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+        (folder / "summary.json").write_text(json_text(summary, indent=1))
         summaries.append({**summary, "folder": str(folder)})
     return summaries

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.jsonio import json_text
+
 
 def match_sites(pred_xy: np.ndarray, true_xy: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of (P, 2) predictions to (T, 2) truths, nearest first, within ``tolerance``.
@@ -111,5 +113,5 @@ def run_score(pred_dir, truth_dir, tolerance_fraction: float = 0.3) -> dict:
     a_true = truth_meta.get("lattice_constant_angstrom")
     if a_true:
         out["lattice_constant_relative_error"] = summary["lattice_constant_px"] * px_true / a_true - 1
-    (pred_dir / "score.json").write_text(json.dumps(out, indent=2))
+    (pred_dir / "score.json").write_text(json_text(out, indent=2))
     return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from contract.cli import run_command, stage_parser
+from contract.cli import check_output_args, run_command, stage_parser
 from contract.errors import InputError
 
 PROG = "python -m rvae"
@@ -103,6 +103,7 @@ def _dispatch(argv: list[str]) -> int:
         cut = argv.index("--")
         argv, lightning = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    check_output_args(args)  # before any data is read or model fitted
     if args.command == "fit-image":
         from .fit import DEFAULT_ADF_CONFIG, fit_image
 

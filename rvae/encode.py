@@ -7,10 +7,14 @@ reconstruction from the posterior means, in normalised intensity units (an anoma
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from contract.errors import InputError
+from training.checkpoint import check_weights, torch_load
 
 from .data import ItemTransform, make_transform, open_items, shard_rows
 from .model import RVAE
@@ -40,22 +44,21 @@ def encode_batch(model: RVAE, images: torch.Tensor, log_sigma=None, likelihood: 
 def load_module(checkpoint: str | Path, device: str = "cpu"):
     """(RVAEModule in eval mode, the data transform it was fitted with, data-module hyperparameters) from a
     Lightning checkpoint, loaded with ``weights_only=True``. ``InputError`` when it is not an rVAE checkpoint."""
-    from contract.errors import InputError
-
     from .module import RVAEModule
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    hp = ckpt.get("hyper_parameters") or {}
-    if "n_latent" not in hp or "period" not in hp:
+    ckpt = torch_load(path, device, use="use a last.ckpt written by `python -m rvae fit`")
+    hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    if "n_latent" not in hp or "period" not in hp or not isinstance(ckpt.get("state_dict"), dict):
         raise InputError(f"{path} is not an rVAE checkpoint (no n_latent/period hyperparameters)")
-    import inspect
-
+    check_weights(ckpt, path)
     accepted = set(inspect.signature(RVAEModule.__init__).parameters) - {"self"}
-    module = RVAEModule(**{k: v for k, v in hp.items() if k in accepted})  # LightningCLI adds _instantiator
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module = RVAEModule(**{k: v for k, v in hp.items() if k in accepted})  # LightningCLI adds _instantiator
+        module.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise InputError(f"checkpoint {path.name}: its weights or hyperparameters do not fit an rVAE "
+                         f"({' '.join(str(err).split())[:160]})") from None
     module.on_load_checkpoint(ckpt)  # the decoder's coarse-to-fine stage at that step
     module.eval().to(device)
     dm_hp = ckpt.get("datamodule_hyper_parameters", {}) or {}

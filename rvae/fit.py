@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.errors import InputError
+from contract.jsonio import json_text
 from contract.yamlsafe import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def check_fingerprint(out: Path, **inputs) -> None:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise InputError(f"{out} holds a fit of other inputs ({', '.join(changed)} differ): choose another "
                              "--out, or delete it to start again")
-    record.write_text(json.dumps(current, indent=2))
+    record.write_text(json_text(current, indent=2))
 
 
 def _digest(*arrays) -> str:
@@ -109,8 +110,9 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
     px = float(px)
     if not (np.isfinite(px) and px > 0):
         raise InputError(f"--pixel-size-angstrom must be > 0, got {px}")
-    if not window_angstrom > 0:
-        raise InputError(f"--window-angstrom must be > 0, got {window_angstrom}")
+    if not window_angstrom > 0 or window_angstrom / px > min(image.shape):  # inf, or wider than the image
+        raise InputError(f"--window-angstrom must be > 0 and fit the image ({min(image.shape) * px:.4g} A), got "
+                         f"{window_angstrom}")
     if window_angstrom / px < 5:
         raise InputError(f"--window-angstrom {window_angstrom} is only {window_angstrom / px:.1f} pixels at "
                          f"{px} A/px: use a window of several atomic spacings")
@@ -164,7 +166,7 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
                "size_px": size, "n_columns": int(len(pos)), "n_border": int(flag.sum()), "checkpoint": str(ckpt),
                "period": module.model.period, "n_latent": k, "seconds": time.perf_counter() - started,
                "files": ["atoms.csv", "maps.png", "latent_traversal.png", "encoded.zarr", "items.zarr", "run/"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json_text(summary, indent=2))
     _log(f"wrote {out}/atoms.csv, maps.png, latent_traversal.png, summary.json "
          f"({summary['seconds']:.0f} s)", stream)
     return {**summary, "atoms": atoms}
@@ -341,6 +343,6 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
                "angular_sampling_mrad": dtheta, "checkpoint": str(ckpt), "period": module.model.period,
                "n_latent": k, "seconds": time.perf_counter() - started,
                "axes": "npy maps are (scan x, scan y[, k]) as abTEM orders scans"}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json_text(summary, indent=2))
     _log(f"wrote {out}/latents.npy, angle.npy, com.npz, maps.png, summary.json ({summary['seconds']:.0f} s)", stream)
     return {**summary, "maps": {**maps, "angle_std": angle_std}, "com": com, "encoded": enc}

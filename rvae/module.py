@@ -9,6 +9,8 @@ import math
 import pytorch_lightning as pl
 import torch
 
+from training.checkpoint import stamp_weights
+
 from .model import LIKELIHOODS, RVAE, reconstruction_nll
 from .schedules import check_schedule, linear_ramp
 
@@ -94,6 +96,9 @@ class RVAEModule(pl.LightningModule):
 
     def on_validation_start(self) -> None:
         self._set_progress()
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        stamp_weights(checkpoint)  # the weights' sha256, checked by rvae.encode.load_module
 
     def on_load_checkpoint(self, checkpoint) -> None:
         steps = self.hparams.fourier_warmup_steps

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.jsonio import json_text
+
 SQRT3 = 3 ** 0.5
 SITE_TYPES = ("M", "X2", "D", "VacX")
 """Site types of the rendered field (the metal and chalcogen columns of ``contract.classes`` and two defects)."""
@@ -158,7 +160,6 @@ def write_field(out_dir, seed: int = 0, spec: FieldSpec | None = None):
     """Render ``two_grain_field`` and write ``image.npy``, ``image.json`` (pixel size: what ``inference`` and
     ``fit-image`` read beside an .npy) and ``truth.csv`` (one row per column). Returns the directory."""
     import csv
-    import json
     from dataclasses import asdict
     from pathlib import Path
 
@@ -167,7 +168,7 @@ def write_field(out_dir, seed: int = 0, spec: FieldSpec | None = None):
     out.mkdir(parents=True, exist_ok=True)
     image, truth = two_grain_field(spec, np.random.default_rng(np.random.SeedSequence(seed)))
     np.save(out / "image.npy", image)
-    (out / "image.json").write_text(json.dumps({"pixel_size_angstrom": spec.pixel_size_angstrom,
+    (out / "image.json").write_text(json_text({"pixel_size_angstrom": spec.pixel_size_angstrom,
                                                 "rendered": asdict(spec), "seed": seed}, indent=2))
     names = list(truth)
     with open(out / "truth.csv", "w", newline="") as f:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from contract.cli import run_command, stage_parser, with_default_subcommand
+from contract.cli import check_output_args, finite_float, run_command, stage_parser, with_default_subcommand
 from contract.errors import ConfigError
 
 PROG = "python -m simulate"
@@ -47,31 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
     field = sub.add_parser("fullfield", help="a full field of view with random defects and its ground truth")
     field.add_argument("--host", required=True, help="host from the catalog, e.g. WSe2")
     field.add_argument("--dopant", required=True, help="dopant element, e.g. Cr, or none (undoped: no D column)")
-    field.add_argument("--energy-kev", type=float, required=True, help="beam energy, e.g. 60")
+    field.add_argument("--energy-kev", type=finite_float, required=True, help="beam energy, e.g. 60")
     field.add_argument("--detector", required=True, help="HAADF or MAADF")
     field.add_argument("--fractions", default=None,
                        help="D of metal columns, VacX/VacX2 of chalcogen columns (default D=0.05,VacX=0.05,VacX2=0.02;"
                             " D=0 with --dopant none)")
-    field.add_argument("--size-angstrom", type=float, default=25.0, help="side of the square field")
-    field.add_argument("--rotation-deg", type=float, default=17.0, help="lattice rotation")
+    field.add_argument("--size-angstrom", type=finite_float, default=25.0, help="side of the square field")
+    field.add_argument("--rotation-deg", type=finite_float, default=17.0, help="lattice rotation")
     field.add_argument("--seed", type=int, default=0)
     field.add_argument("--config", default=None,
                        help="dataset YAML: catalog, noise ranges, multislice (default configs/dataset/paper.yaml)")
     d = field.add_argument_group("scan distortions of a real frame (physical units; default none)")
-    d.add_argument("--pixel-size-angstrom", type=float, default=None,
+    d.add_argument("--pixel-size-angstrom", type=finite_float, default=None,
                    help="scan pixel size (default: the simulation's Nyquist step; finer is Fourier-interpolated)")
-    d.add_argument("--drift-shear", type=float, default=0.0, help="x drift per unit y during the frame (0.03: 3 %%)")
-    d.add_argument("--row-wobble-angstrom", type=float, default=0.0, help="sinusoidal row displacement amplitude")
-    d.add_argument("--row-wobble-period-angstrom", type=float, default=10.0, help="its period along y")
+    d.add_argument("--drift-shear", type=finite_float, default=0.0, help="x drift per unit y during the frame (0.03: 3 %%)")
+    d.add_argument("--row-wobble-angstrom", type=finite_float, default=0.0, help="sinusoidal row displacement amplitude")
+    d.add_argument("--row-wobble-period-angstrom", type=finite_float, default=10.0, help="its period along y")
     d.add_argument("--glitches", type=int, default=0, help="number of scan-line glitches (bands of shifted rows)")
-    d.add_argument("--glitch-shift-angstrom", type=float, default=0.0, help="x shift of a glitch band")
-    d.add_argument("--glitch-height-angstrom", type=float, default=2.0, help="height of a glitch band")
-    d.add_argument("--scan-skew-deg", type=float, default=0.0, help="non-orthogonality of the scan axes")
-    d.add_argument("--hole-radius-angstrom", type=float, default=0.0, help="a vacuum hole of this radius")
-    d.add_argument("--contamination-radius-angstrom", type=float, default=0.0,
+    d.add_argument("--glitch-shift-angstrom", type=finite_float, default=0.0, help="x shift of a glitch band")
+    d.add_argument("--glitch-height-angstrom", type=finite_float, default=2.0, help="height of a glitch band")
+    d.add_argument("--scan-skew-deg", type=finite_float, default=0.0, help="non-orthogonality of the scan axes")
+    d.add_argument("--hole-radius-angstrom", type=finite_float, default=0.0, help="a vacuum hole of this radius")
+    d.add_argument("--contamination-radius-angstrom", type=finite_float, default=0.0,
                    help="an amorphous-carbon blob of this radius")
-    d.add_argument("--dc-offset-counts", type=float, default=0.0, help="added to every pixel (detector offset)")
-    d.add_argument("--pixel-miscalibration", type=float, default=0.0,
+    d.add_argument("--dc-offset-counts", type=finite_float, default=0.0, help="added to every pixel (detector offset)")
+    d.add_argument("--pixel-miscalibration", type=finite_float, default=0.0,
                    help="the recorded pixel size is off by this fraction (0.05: 5 %% too large)")
     field.add_argument("--out", required=True, help="output directory")
 
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(with_default_subcommand(argv, "run"))
+    check_output_args(args)  # before any config is read or work is started
     if args.command == "structures":
         from .config import load
         from .structures import write_environment_cifs

@@ -33,6 +33,7 @@ import numpy as np
 
 from contract.classes import CLASS_IDS, CLASS_NAMES, DEFECT_CLASS_IDS, SUBLATTICES
 from contract.context import canonical_dopant, is_undoped
+from contract.jsonio import json_text
 
 from .noise import DisplayDraw, NoiseDraw, noisy_counts
 
@@ -351,7 +352,7 @@ def write_field(out_dir, image: np.ndarray, pixel_size_angstrom: float, truth: d
     out.mkdir(parents=True, exist_ok=True)
     recorded = recorded_pixel_size_angstrom or pixel_size_angstrom
     np.save(out / "image.npy", image)
-    (out / "image.json").write_text(json.dumps({"pixel_size_angstrom": recorded, **meta}, indent=2))
+    (out / "image.json").write_text(json_text({"pixel_size_angstrom": recorded, **meta}, indent=2))
     rows = []
     for i in range(len(truth["label"])):
         x, y = float(truth["x_angstrom"][i]), float(truth["y_angstrom"][i])
@@ -369,7 +370,7 @@ def write_field(out_dir, image: np.ndarray, pixel_size_angstrom: float, truth: d
         w.writeheader()
         w.writerows(rows)
     extra = {} if recorded == pixel_size_angstrom else {"recorded_pixel_size_angstrom": recorded}
-    (out / "truth.json").write_text(json.dumps({"pixel_size_angstrom": pixel_size_angstrom, **meta, **extra,
+    (out / "truth.json").write_text(json_text({"pixel_size_angstrom": pixel_size_angstrom, **meta, **extra,
                                                 "sites": rows}, indent=1))
     return out
 
@@ -429,6 +430,8 @@ def simulate_clean_field(*, host: str, dopant: str, beam_energy_kev: float, dete
     if detector not in dets:
         raise ValueError(f"--detector {detector!r}: supported {', '.join(dets)}")
     alpha = float(cfg["imaging"]["convergence_semiangle_mrad"])
+    if not (math.isfinite(alpha) and alpha > 0):  # inf gives a zero Nyquist step
+        raise ValueError(f"imaging.convergence_semiangle_mrad must be a finite number > 0, got {alpha}")
     step = scan_sampling_angstrom or nyquist_scan_sampling_angstrom(beam_energy_kev, alpha)
     structure_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0])
     atoms, truth = build_field(hosts[host], dopant, size_angstrom, rotation_deg, fractions, structure_rng,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.errors import ConfigError
+
 from .optics import nyquist_scan_sampling_angstrom
 
 
@@ -37,6 +39,10 @@ class ScanWindow:
 def scan_window(lattice_constant_angstrom: float, beam_energy_kev: float, convergence_semiangle_mrad: float,
                 margin_px: int) -> ScanWindow:
     """The scan for a patch of side √3·a at Nyquist sampling or finer."""
+    for name, value in (("imaging.beam_energies_kev", beam_energy_kev),
+                        ("imaging.convergence_semiangle_mrad", convergence_semiangle_mrad)):
+        if not (math.isfinite(value) and value > 0):  # inf gives a zero Nyquist step: refuse before any work
+            raise ConfigError(f"{name} must be a finite number > 0, got {value}")
     half_width = 3**0.5 * lattice_constant_angstrom / 2
     nyquist = nyquist_scan_sampling_angstrom(beam_energy_kev, convergence_semiangle_mrad)
     half_px = math.ceil(half_width / nyquist - 1e-9)

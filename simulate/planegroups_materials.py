@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from contract.jsonio import json_text
+
 from .planegroups_symmetry import pattern_symmetry
 
 MATERIALS = ("graphene", "WSe2-1H", "SrTiO3-001")
@@ -157,10 +159,10 @@ def write_materials(out: str | Path, *, beam_energy_kev: float = 80.0, detector:
             np.save(out / f"{stem}.npy", image)
             meta = {**facts, "pixel_size_angstrom": pixel, "rotation_deg": rotation, "peak_counts": peak_counts,
                     "beam_energy_kev": beam_energy_kev, "detector": detector, "cell_px": cell_px}
-            (out / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+            (out / f"{stem}.json").write_text(json_text(meta, indent=1))
             entries.append({"image": f"{stem}.npy", **{k2: meta[k2] for k2 in ("material", "plane_group",
                                                                               "peak_counts", "rotation_deg")}})
     manifest = {"images": entries, "beam_energy_kev": beam_energy_kev, "detector": detector, "size_px": size_px,
                 "cell_px": cell_px}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (out / "manifest.json").write_text(json_text(manifest, indent=1))
     return manifest

@@ -21,8 +21,10 @@ from contract.store import (
     TASK_DONE,
     StoreError,
     chunk_compressors,
+    create_digest_array,
     open_group,
     read_checked,
+    write_shard_digest,
 )
 
 from .plan import Plan
@@ -53,6 +55,7 @@ def create_store(path: str | Path, plan: Plan, attrs: dict) -> zarr.Group:
                            compressors=crc)
     root.create_array(TASK_DONE, shape=(len(plan.tasks),), dtype=MARKER_DTYPE, chunks=(1,), fill_value=0,
                       compressors=crc)
+    create_digest_array(root, PATCHES, plan.n_rows // plan.rows_per_shard)  # verify: shards in their own rows
     root.attrs.update(attrs)
     return root
 
@@ -68,6 +71,8 @@ def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray]) -> 
     root = open_group(path, mode="r+")
     for name, data in arrays.items():
         root[name][start:start + len(data)] = data
+        if name == PATCHES:
+            write_shard_digest(root, name, start, data)
 
 
 def write_clean(path: str | Path, start: int, arrays: dict[str, np.ndarray]) -> None:

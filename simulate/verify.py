@@ -122,7 +122,7 @@ def expected_clean_rows(plan: Plan, task: int) -> dict[str, np.ndarray]:
 
 
 def _check_rows(arrays: dict, start: int, stop: int, block: int, owner: str, expected: dict,
-                findings: list[Finding]) -> None:
+                findings: list[Finding], digests=None) -> None:
     for name, array in arrays.items():
         if array is None:
             continue
@@ -132,6 +132,9 @@ def _check_rows(arrays: dict, start: int, stop: int, block: int, owner: str, exp
         short = name.split("/")[-1]
         problem = non_finite_rows(data) if short == schema.PATCHES else (
             first_difference(data, expected[short]) if not np.array_equal(data, expected[short]) else None)
+        if problem is None and name == schema.PATCHES and digests is not None:  # tied to its rows
+            stored = read_shard(digests, schema.digest_name(name), block, block + 1, block, owner, findings)
+            problem = None if stored is None else schema.digest_problem(stored[0], start, data)
         if problem:
             findings.append(Finding(name, problem, block, (start, stop), owner, unit=block_unit(array)))
 
@@ -157,6 +160,10 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
         c = f"{schema.CLEAN}/{a}"
         clean[c] = open_checked(group, c, (n_clean,), dtype, plan.clean_chunk_rows, findings)
     markers = open_checked(group, schema.TASK_DONE, (len(plan.tasks),), schema.MARKER_DTYPE, 1, findings)
+    digests = None  # a store written before shard digests: shards moved to other rows cannot be seen
+    if schema.has_array(group, schema.digest_name(schema.PATCHES)):
+        digests = open_checked(group, schema.digest_name(schema.PATCHES), (plan.n_rows // plan.rows_per_shard,),
+                               schema.DIGEST_DTYPE, 1, findings)
     from cluster import track_items
 
     for task in track_items(range(len(plan.tasks)), label="verify", unit="task"):
@@ -166,7 +173,7 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
         for position in range(len(plan.environments_of(t))):
             start = plan.shard_start(t, position)
             _check_rows(main, start, start + plan.rows_per_shard, start // plan.rows_per_shard, owner,
-                        expected_rows(plan, task, position), findings)
+                        expected_rows(plan, task, position), findings, digests)
         expected, c0, per = expected_clean_rows(plan, task), plan.clean_start(t), plan.clean_chunk_rows
         for chunk in plan.task_clean_chunks(t):  # one chunk per task unless an undoped task is shorter
             rows = slice(chunk * per - c0, (chunk + 1) * per - c0)
@@ -181,7 +188,8 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
             context["tasks"].add(task)
     checked = (f"{cfg['name']}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
                f"{plan.n_shards} shards x {len(main)} arrays, {n_clean // plan.clean_chunk_rows} chunks x "
-               f"{len(clean)} clean arrays, {len(plan.tasks)} markers")
+               f"{len(clean)} clean arrays, {len(plan.tasks)} markers, "
+               + ("patch shard digests" if digests is not None else "no shard digests (an older store)"))
     return Report(name, checked, findings), context
 
 

@@ -12,7 +12,6 @@ schedule and the steps actually taken.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,9 +20,11 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from contract.cli import one_line
-from contract.errors import ConfigError, StemError
+from contract.cli import check_output_path, one_line
+from contract.errors import ConfigError, InputError, StemError
+from contract.jsonio import json_text
 
+from .checkpoint import check_weights, torch_load
 from .data import FeatureDataModule
 from .module import DefectClassifier
 from .schedule import Schedule, ScheduleSettings, resolve_schedule
@@ -44,6 +45,16 @@ def newest_checkpoint(run_dir: str | Path) -> Optional[str]:
     if not candidates:
         return None
     return str(max(candidates, key=lambda p: p.stat().st_mtime))
+
+
+def check_resume_checkpoint(path: str | Path) -> None:
+    """Resume only from an intact checkpoint: ``InputError`` (exit 2) for a file that is not a Lightning
+    checkpoint (a text file, an unsafe pickle, ...), ``CorruptDataError`` (exit 3) for NaN/infinite weights or
+    weights that differ from their stored sha256; one line naming the file, before anything is trained."""
+    resumed = torch_load(path, use="resume from a last.ckpt written by `python -m training fit`")
+    if not isinstance(resumed, dict) or not isinstance(resumed.get("state_dict"), dict):
+        raise InputError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+    check_weights(resumed, path)
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -72,7 +83,7 @@ class ScheduleRecord(Callback):
                   "stopped_early": bool(stopper is not None and stopper.wait_count >= stopper.patience),
                   "best_val_loss": None if stopper is None else float(stopper.best_score)}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / SCHEDULE_FILE).write_text(json.dumps(record, indent=1))
+        (self.run_dir / SCHEDULE_FILE).write_text(json_text(record, indent=1))
 
 
 class TrainCLI(LightningCLI):
@@ -85,6 +96,19 @@ class TrainCLI(LightningCLI):
             help="also checkpoint every n optimizer steps (default: at the end of each epoch only)",
         )
         parser.link_arguments("run_dir", "trainer.default_root_dir")
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads ``--ckpt_path``'s hyperparameters first: check the file before it does."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path != "last":
+            check_resume_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        """``--run_dir`` must be a directory that can be written, checked before the store is read or anything is
+        created (a file, a path under a file, a read-only folder: exit 2)."""
+        check_output_path(self._get(self.config, "run_dir"), "--run_dir")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         run_dir = Path(self._get(self.config, "run_dir"))
@@ -125,6 +149,8 @@ class TrainCLI(LightningCLI):
     def fit(self, model, datamodule=None, ckpt_path: Optional[str] = None, **kwargs) -> None:
         if ckpt_path == "last":
             ckpt_path = newest_checkpoint(self._get(self.config, "run_dir"))
+        if ckpt_path is not None:
+            check_resume_checkpoint(ckpt_path)
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 
 
@@ -138,6 +164,7 @@ class ClassifierCLI(TrainCLI):
 
     def before_instantiate_classes(self) -> None:
         """Resolve the schedule from the store's size and write it into the trainer and data settings."""
+        super().before_instantiate_classes()
         self.schedule = None
         if self.subcommand != "fit":
             return

@@ -6,7 +6,6 @@ contiguous slices of the permuted copy: no per-sample ``__getitem__``, no host-d
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable
@@ -14,6 +13,8 @@ from typing import Callable
 import numpy as np
 import pytorch_lightning as pl
 import torch
+
+from contract.jsonio import json_text
 
 from .splits import (
     FEATURE_SETS,
@@ -204,7 +205,7 @@ class FeatureDataModule(pl.LightningDataModule):
             out.mkdir(parents=True, exist_ok=True)
             np.save(out / f"train-rank{rank}-of{world}.npy", self.train_rows)
             (out / f"train-rank{rank}-of{world}.json").write_text(
-                json.dumps({"rank": rank, "world_size": world, "n_rows": int(len(self.train_rows))})
+                json_text({"rank": rank, "world_size": world, "n_rows": int(len(self.train_rows))})
             )
         self._loaded = True
 

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from contract.classes import DEFECT_CLASSES
+from contract.cli import check_output_args
 from contract.context import DETECTOR_NAMES
+from contract.jsonio import json_text
 
 from .cli import SCHEDULE_FILE, run_cli
 from .evaluate import evaluate
@@ -147,7 +149,7 @@ def train_and_evaluate(row: str, args: list[str], run_dir: Path, store: str, uma
               "test_accuracy": metrics["test"]["accuracy"], "schedule": _schedule(run_dir)["text"],
               "wall_seconds": time.perf_counter() - wall0,
               "cpu_seconds": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
-    done_file.write_text(json.dumps(record, indent=1))
+    done_file.write_text(json_text(record, indent=1))
     return {**record, "reused": False}
 
 
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="models trained at a time, each in its own process (default: 2, or 1 on one core)")
     p.add_argument("--configs", default=str(CONFIG_DIR), help="directory of base.yaml and the model configs")
     a = p.parse_args(argv)
+    check_output_args(a)  # before the six models are trained
     run_demo(a.store, a.out, a.max_epochs, a.models, a.umap_samples, a.accelerator, a.batch_size, a.configs,
              a.threads, a.jobs)
     table_main(["--runs", a.out])
@@ -255,5 +258,5 @@ def table_main(argv: list[str] | None = None) -> None:
     text, rows = table(a.runs)
     print(text)
     (Path(a.runs) / "table1.md").write_text(text + "\n")
-    (Path(a.runs) / "table1.json").write_text(json.dumps(rows, indent=1))
+    (Path(a.runs) / "table1.json").write_text(json_text(rows, indent=1))
     print(f"\nwritten: {Path(a.runs) / 'table1.md'}, {Path(a.runs) / 'table1.json'}")

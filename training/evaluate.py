@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
-import pickle
 import platform
-import re
-import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,10 +17,13 @@ import numpy as np
 import torch
 
 from contract.classes import CLASS_DESCRIPTIONS as CLASS_NAMES
+from contract.cli import check_output_args
 from contract.context import DETECTOR_NAMES
 from contract.errors import InputError
 from contract.features import FEATURE_NAMES
+from contract.jsonio import json_text
 
+from .checkpoint import check_weights, torch_load
 from .data import FeatureDataModule
 from .metrics import classification_metrics
 from .models import AttentionClassifier
@@ -44,32 +43,17 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
     Loading is ``weights_only`` (no code from the file runs). Refused with ``InputError`` naming the file and
     the reason: not a file, not a PyTorch checkpoint, a pickled object, not a checkpoint of this project's
-    classifier (another model kind), weights that do not fit the architecture, another feature layout."""
+    classifier (another model kind), weights that do not fit the architecture, another feature layout;
+    ``CorruptDataError`` (exit 3) for NaN/infinite weights or weights that differ from their stored sha256
+    (``training.checkpoint.check_weights``)."""
     path = Path(path)
     name = path.name
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} not found" if not path.exists() else f"checkpoint {path} is not a file")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        glob = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if glob:  # weights_only met a reference to code: nothing from the file ran
-            raise InputError(f"checkpoint {name}: refused, it holds a pickled Python object ({glob.group(1)}), not "
-                             "only tensors and plain values (loading it could run code); use a last.ckpt written "
-                             "by `python -m training fit`") from None
-        if _references_code(path):
-            raise InputError(f"checkpoint {name}: refused, it holds pickled Python objects, not only tensors and "
-                             "plain values (loading it could run code); use a last.ckpt written by "
-                             "`python -m training fit`") from None
-        raise InputError(f"checkpoint {name}: not a PyTorch checkpoint (it does not unpickle as one); is it the "
-                         "right file, and complete?") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
-        raise InputError(f"checkpoint {name}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                         f"{' '.join(str(err).split())[:120]}); is the file complete?") from None
+    ckpt = torch_load(path, device, use="use a last.ckpt written by `python -m training fit`")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         kind = type(ckpt).__name__ if not isinstance(ckpt, dict) else f"a dict with keys {sorted(ckpt)[:6]}"
         raise InputError(f"checkpoint {name}: not a Lightning checkpoint of this project's classifier ({kind}); "
                          "use a last.ckpt written by `python -m training fit`")
+    check_weights(ckpt, path)
     hparams = {k: v for k, v in dict(ckpt["hyper_parameters"]).items() if not k.startswith("_")}
     known = set(inspect.signature(DefectClassifier.__init__).parameters) - {"self"}
     unknown = sorted(set(hparams) - known)
@@ -97,22 +81,6 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             raise InputError(f"checkpoint {name}: the model takes {hparams.get('in_features')} features but its "
                              f"feature set {meta.get('feature_set')!r} has {n_in}")
     return module.to(device).eval(), data_hparams, meta
-
-
-def _references_code(path: Path, limit_bytes: int = 1 << 20) -> bool:
-    """Whether a plain pickle file names code (GLOBAL, REDUCE, ... opcodes), read with ``pickletools`` (which
-    parses and runs nothing), within its first ``limit_bytes``."""
-    import pickletools
-
-    code_ops = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
-    try:
-        with open(path, "rb") as f:
-            for op, _, _ in pickletools.genops(f.read(limit_bytes)):
-                if op.name in code_ops:
-                    return True
-    except Exception:  # not a pickle, or cut at the limit
-        return False
-    return False
 
 
 @torch.no_grad()
@@ -171,7 +139,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(module, metrics, x_test, logits, y_test.numpy(), out, umap_samples, seed)
     metrics["figures"] = figures
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=1))
+    (out / "metrics.json").write_text(json_text(metrics, indent=1))
     return metrics
 
 
@@ -246,18 +214,6 @@ def write_figures(module, metrics, x_test, logits, labels, out: Path, umap_sampl
     return written
 
 
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[1])
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint (.ckpt)")
@@ -268,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-train-accuracy", action="store_true", help="skip predicting the training rows")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
+    check_output_args(a)  # before the checkpoint and the store are read
     if not Path(a.ckpt).is_file():
         from contract.errors import InputError
 

@@ -6,6 +6,7 @@ import torch
 import torchmetrics
 from torch import nn
 
+from .checkpoint import stamp_weights
 from .models import ARCHITECTURES, N_CLASSES, build_model
 
 
@@ -44,6 +45,10 @@ class ClassifierSteps(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self.validation_step(batch, batch_idx)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every checkpoint carries the sha256 of its weights, checked when it is loaded."""
+        stamp_weights(checkpoint)
 
 
 class DefectClassifier(ClassifierSteps):
@@ -93,7 +98,9 @@ class DefectClassifier(ClassifierSteps):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Every checkpoint carries ``inference_metadata`` of the trainer's datamodule (computed once per run)."""
+        """Every checkpoint carries ``inference_metadata`` of the trainer's datamodule (computed once per run) and
+        the sha256 of its weights."""
+        super().on_save_checkpoint(checkpoint)
         if getattr(self, "_inference_metadata", None) is None:
             trainer = self._trainer
             self._inference_metadata = inference_metadata(getattr(trainer, "datamodule", None) if trainer else None)

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from contract.cli import check_output_args
+
 from .cli import TrainCLI
 from .phase_data import ARMS, PlaneGroupDataModule
 from .phase_model import PhaseClassifier
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
             p.add_argument("--n-folds", type=int, default=3)
         a = p.parse_args(rest)
+        check_output_args(a)  # before any arm is trained
         extra = [] if a.max_epochs is None else ["--trainer.max_epochs", str(a.max_epochs)]
         if command == "demo":
             run_demo(a.store, a.out, a.arms, a.configs, a.accelerator, extra)
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--runs", default="runs/planegroups", help="directory of a demo or kfold run")
         p.add_argument("--out", default=None, help="where to write the table and figures (default: --runs)")
         a = p.parse_args(rest)
+        check_output_args(a)
         text, _ = write_comparison(a.runs, a.out)
         print(text)
         return 0

@@ -12,12 +12,12 @@ Nothing in the test folds is filtered.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from contract.planegroups import N_PLANE_GROUPS, PLANE_GROUPS
+from contract.jsonio import json_text
 
 DOSE_BINS = (0.0, 10.0, 30.0, 100.0, np.inf)
 """Edges of the peak-count bins (mean counts at the brightest atom) for accuracy against dose."""
@@ -186,6 +186,6 @@ def write_comparison(runs: str | Path, out: str | Path | None = None) -> tuple[s
     result = compare(runs)
     text = table(result)
     (out / "comparison.md").write_text(text + "\n")
-    (out / "comparison.json").write_text(json.dumps(result, indent=1))
+    (out / "comparison.json").write_text(json_text(result, indent=1))
     result["figures"] = [str(p) for p in figures(result, out)]
     return text, result

@@ -8,11 +8,16 @@ many patches (``predict_image``).
 """
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from contract.errors import InputError
 from contract.planegroups import N_PLANE_GROUPS
 
+from .checkpoint import check_weights, torch_load
 from .module import ClassifierSteps
 from .phase_data import ARMS
 
@@ -89,12 +94,19 @@ def predict_patches(model: nn.Module, patches: torch.Tensor, batch_size: int = 2
 
 
 def load_classifier(path) -> PhaseClassifier:
-    """A phase classifier from a Lightning checkpoint (CPU); ``InputError`` for a file that is not one."""
-    from contract.errors import InputError
-
+    """A phase classifier from a Lightning checkpoint (CPU, ``weights_only``); ``InputError`` for a file that is not
+    one, ``CorruptDataError`` (exit 3) for NaN/infinite weights or weights that differ from their stored sha256."""
+    path = Path(path)
+    ckpt = torch_load(path, "cpu", use="use a last.ckpt written by `python -m training phase fit`")
+    hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    known = set(inspect.signature(PhaseClassifier.__init__).parameters) - {"self"}
+    if "arm" not in hparams or not isinstance(ckpt.get("state_dict"), dict):
+        raise InputError(f"{path} is not a phase-classifier checkpoint (no model.arm hyperparameter)")
+    check_weights(ckpt, path)
     try:
-        return PhaseClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"checkpoint {path} does not exist") from None
-    except Exception as err:  # another model's checkpoint, a truncated file
-        raise InputError(f"{path} is not a phase-classifier checkpoint: {type(err).__name__}: {err}") from None
+        module = PhaseClassifier(**{k: v for k, v in hparams.items() if k in known})
+        module.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as err:  # another model's checkpoint
+        raise InputError(f"{path} is not a phase-classifier checkpoint: {type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:160]}") from None
+    return module.eval()

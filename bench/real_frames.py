@@ -106,8 +106,9 @@ def classify(path: Path, frame: dict, out: Path, model: str | None, undoped_dopa
         "file_dev_%": "-" if cal.get("deviation") is None else f"{100 * cal['deviation']:+.1f}",
         "sites": s["n_counted"], **{c: s["counts"].get(c, 0) for c in CLASSES},
         "mean_H": f"{unc['mean_entropy_nats']:.3f}", "uncertain": f"{unc['fraction_above_threshold']:.2f}",
-        "class_order": "n/a" if order is None else (order.get("verdict", json.dumps(order))
-                                                    if isinstance(order, dict) else str(order)),
+        "class_order": "n/a" if order is None else ("ok" if order["ok"] else "VIOLATED: " + "; ".join(
+            f"{v['dimmer']}>={v['brighter']}" for v in order["violations"])),
+        "site_symmetry": {True: "agree", False: "DISAGREE", None: "n/a"}[(s.get("site_symmetry_check") or {}).get("agree")],
     })
     return {"row": row, "summary": s, "command": cmd}
 

@@ -226,10 +226,11 @@ def test_unwritable_outputs_and_missing_subcommands_are_input_errors(tiny_config
     locked.mkdir()
     (locked / "file").write_text("a file, not a directory")
     out = locked / "file" / "x.zarr"  # its parent is a file: nothing can be created there, even as root
+    refused = f"error: --out {out} lies under {locked / 'file'}, which is a file, not a directory"  # before the work
     assert simulate_main(["run", "--config", str(tiny_config), "--out", str(out)]) == EXIT_BAD_INPUT
-    assert f"error: --out '{out}': cannot create the store: " in capsys.readouterr().err
+    assert refused in capsys.readouterr().err
     assert simulate_main(["structures", "--config", str(tiny_config), "--out", str(out)]) == EXIT_BAD_INPUT
-    assert f"error: --out '{out}': cannot write the CIF files: " in capsys.readouterr().err
+    assert refused in capsys.readouterr().err
     assert training_main([]) == EXIT_BAD_INPUT
     assert "error: a subcommand is required: one of fit, " in capsys.readouterr().err
     assert training_main(["demo-table", "--runs", str(tmp_path / "none")]) == EXIT_BAD_INPUT

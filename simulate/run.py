@@ -94,9 +94,10 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     task_seconds = run_tasks(todo, cfg, cfg_hash, out, cluster=cluster, cluster_config=cluster_config,
                              n_workers=n_workers, stream=stream, client=client)
     elapsed = time.perf_counter() - started
+    n_runs = sum(len(u.environment_positions) for u in work_units(plan, todo, cfg["multislice"]["frozen_phonons"]))
     print(f"simulate: done: {len(todo)} tasks in {elapsed:.1f} s ({sum(task_seconds):.1f} task-seconds)", file=stream)
     return {"tasks_run": len(todo), "tasks_total": len(plan.tasks), "seconds": elapsed,
-            "task_seconds": task_seconds}
+            "task_seconds": task_seconds, "multislice_runs": n_runs}
 
 
 def run_tasks(todo, cfg: dict, cfg_hash: str, out: Path, *, cluster: str = "local", cluster_config: str | None = None,

@@ -46,17 +46,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dopant", default="V")
     p.add_argument("--energy-kev", type=int, default=80)
     p.add_argument("--compare", default="MLP-Simple", help="the other candidate model, trained on the same store")
+    p.add_argument("--models-dir", default=None,
+                   help="model directory (default: a new temporary one, i.e. from nothing); a kept one resumes an "
+                        "interrupted build's simulation, and the JSON then says so")
     args = p.parse_args(argv)
     ctx = {"host": args.host, "dopant": args.dopant, "beam_energy_kev": args.energy_kev, "detector": "HAADF"}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="build-model-bench-") as tmp:
         tmp = Path(tmp)
-        os.environ[registry.MODELS_ENV] = str(tmp / "models")
+        models = Path(args.models_dir) if args.models_dir else tmp / "models"
+        resumed = models.exists()
+        os.environ[registry.MODELS_ENV] = str(models)
         t0 = time.perf_counter()
         built = build_model(ctx, keep_data=True)
         from_nothing = time.perf_counter() - t0
         card = built.card
-        work = tmp / "models" / "work" / card.name
+        work = models / "work" / card.name
         store = next(work.glob("*.zarr"))
         # the other candidate on the same store, same schedule rules
         t1 = time.perf_counter()
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             np.save(frame, image.astype(np.float32))
             reuse.append(classify_seconds(frame, ctx, tmp / f"out{seed}", env))
     result = {
-        "context": ctx, "cores": os.cpu_count(), "load_average_before": load_before,
+        "context": ctx, "cores": os.cpu_count(), "resumed_an_interrupted_build": resumed, "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "from_nothing_s": from_nothing, "stages_s": card.timings_s,
         "multislice_runs": card.dataset.get("multislice_runs"), "n_rows": card.dataset.get("n_rows"),

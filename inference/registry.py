@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -169,9 +170,9 @@ def model_name(context: dict) -> str:
 
 def build_command(image: str | Path, context: dict, out: str | Path) -> str:
     """The exact command that builds a model for ``context`` and classifies ``image`` with it."""
-    return (f"python -m inference classify {image} --host {context['host']} --dopant {context['dopant']} "
-            f"--energy-kev {int(context['beam_energy_kev'])} --detector {context['detector']} --out {out} "
-            "--build-model")
+    return (f"python -m inference classify {shlex.quote(str(image))} --host {context['host']} "
+            f"--dopant {context['dopant']} --energy-kev {int(context['beam_energy_kev'])} "
+            f"--detector {context['detector']} --out {shlex.quote(str(out))} --build-model")
 
 
 def slim_checkpoint(src: str | Path, dest: str | Path) -> None:

@@ -17,8 +17,9 @@ from tests.inference_fixtures import render_specimen
 def test_build_registers_a_model_that_classify_then_uses(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STEM_CONTEXT_MODELS", str(tmp_path / "models"))
     ctx = {"host": "WSe2", "dopant": "Cr", "beam_energy_kev": 60, "detector": "HAADF"}
-    # 2 environments (W and Cr among Se2) and a small patch: the pipeline, not the physics
-    small = {"environments": [12, 23], "patches": {"patch_size_px": 17, "patches_per_image": 64}}
+    # 2 environments (Se2 among W, and Cr among Se2: the site-symmetry flag needs both sublattices) and a small
+    # patch: the pipeline, not the physics
+    small = {"environments": [0, 23], "patches": {"patch_size_px": 17, "patches_per_image": 64}}
     built = build_model(ctx, overrides=small, n_workers=2)
     card = built.card
     assert card.matched_to_frame == small and card.name.startswith("WSe2+Cr-60keV-matched-")

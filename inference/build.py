@@ -205,9 +205,27 @@ def build_model(context: dict, *, overrides: Mapping | None = None, model: str =
     work.mkdir(parents=True, exist_ok=True)
     config_path = work / "dataset.yaml"
     config_path.write_text(yaml.safe_dump(context_config(context, overrides, patches_per_image), sort_keys=False))
+    _drop_stale_store(config_path, work)
     return build_from_config(config_path, name, model=model, cluster=cluster, cluster_config=cluster_config,
                              n_workers=n_workers, work_dir=work, models_dir=models_dir,
                              matched_to_frame=overrides, keep_data=keep_data, stream=stream)
+
+
+def _drop_stale_store(config_path: Path, work: Path) -> None:
+    """A cached store of this context left by an interrupted build from another config (an older version's
+    defaults) cannot be resumed: remove it, it is this cache's own data."""
+    from contract import store as schema
+    from simulate import config as dataset_config
+
+    cfg = dataset_config.load(config_path)
+    store = work / f"{cfg['name']}.zarr"
+    if store.exists():
+        try:
+            stale = schema.read_meta(store, require=()).config_hash != dataset_config.config_hash(cfg)
+        except Exception:  # noqa: BLE001 - unreadable: as stale as a store from another config
+            stale = True
+        if stale:
+            shutil.rmtree(store)
 
 
 def frame_context(image, overrides: dict, catalog=None) -> dict:

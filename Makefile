@@ -25,9 +25,10 @@ LABEL_MODEL ?=
 
 .DEFAULT_GOAL := help
 HOSTS_STORE ?= data/hosts.zarr
+STARTER_WORK ?= data/starter
 
 .PHONY: help venv simulate features verify train evaluate generalise label test test-fast bench rvae-adf rvae-4dstem slurm-install browser-install slurm-up slurm-down clean \
-	planegroups planegroups-kfold
+	planegroups planegroups-kfold starter-model
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +65,10 @@ generalise: $(STAMP) ## Held-out hosts: simulate configs/dataset/hosts.yaml (~1 
 	$(PY) -m simulate run --config configs/dataset/hosts.yaml --out $(HOSTS_STORE) --cluster $(CLUSTER) --resume
 	$(PY) -m features encode --store $(HOSTS_STORE) --cluster $(CLUSTER)
 	$(PY) bench/generalise.py --store $(HOSTS_STORE)
+
+starter-model: $(STAMP) ## Simulate configs/dataset/starter.yaml (~1 h on 2 cores, resumable), train, ship it in inference/models/
+	nice -n 10 $(PY) -m inference build --config configs/dataset/starter.yaml --name starter --work $(STARTER_WORK) \
+		--into inference/models --keep-data --cluster $(CLUSTER)
 
 planegroups: $(STAMP) ## Simulate the demo plane-group store + symmetry maps, train both phase arms (runs/planegroups/)
 	$(PY) -m simulate planegroups --config $(PLANEGROUPS_CONFIG) --out $(PLANEGROUPS_STORE) --cluster $(CLUSTER) --resume

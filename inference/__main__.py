@@ -1,8 +1,13 @@
 """Command line of the inference stage.
 
-    python -m inference classify IMAGE --model CKPT --host WSe2 --dopant Cr [--energy-kev 80] [--detector HAADF]
+    python -m inference classify IMAGE [--model CKPT] --host WSe2 --dopant Cr [--energy-kev 80] [--detector HAADF]
                                  [--pixel-size-angstrom S] [--patch-size-px P] [--metal-sublattice auto]
-                                 [--allow-unseen-context] --out DIR
+                                 [--allow-unseen-context] [--build-model [--cluster local|slurm]] --out DIR
+    python -m inference models      (the registered models: shipped and built, inference/registry.py)
+    python -m inference build --config DATASET.yaml --name NAME --work DIR [--into DIR]   (make starter-model)
+
+Without --model the model comes from the registry: one whose training cases cover the frame's context, else
+exit 4 with the command that builds one (--build-model builds it, ~10 minutes on 2 cores, then classifies).
 
 Exit codes (``contract.errors``): 2 bad input (unreadable or damaged image, no lattice, wrong checkpoint,
 missing context), 4 a context the model was never trained on (``--allow-unseen-context`` runs it anyway).
@@ -14,6 +19,7 @@ from __future__ import annotations
 import sys
 
 from contract.cli import check_output_args, run_command, stage_parser
+from contract.errors import InputError
 from contract.jsonio import json_text
 
 from .calibration import PIXEL_SIZE_TOLERANCE
@@ -30,7 +36,14 @@ def _dispatch(argv: list[str]) -> int:
     p, sub = stage_parser(PROG, "Classify the columns of micrographs and score them.")
     c = sub.add_parser("classify", help="classify every column of a micrograph")
     c.add_argument("image", help=".npy (metadata from IMAGE.json beside it), .tif, .dm3, .dm4 or .emd")
-    c.add_argument("--model", required=True, help="Lightning checkpoint (e.g. runs/.../last.ckpt)")
+    c.add_argument("--model", default=None,
+                   help="Lightning checkpoint (e.g. runs/.../last.ckpt); default: a registered model that covers "
+                        "the frame's context (`python -m inference models` lists them)")
+    c.add_argument("--build-model", action="store_true",
+                   help="when no registered model covers the context, build one (simulate, encode, train, "
+                        "register: ~10 minutes on 2 cores), then classify")
+    c.add_argument("--cluster", choices=("local", "slurm"), default="local", help="where --build-model simulates")
+    c.add_argument("--cluster-config", default=None, help="cluster YAML for --build-model (configs/cluster/*.yaml)")
     c.add_argument("--host", default=None, help="host from the catalog, e.g. WSe2")
     c.add_argument("--dopant", default=None, help="dopant element, e.g. Cr, or none (undoped)")
     c.add_argument("--energy-kev", type=float, default=None, help="beam energy: 60, 80 or 100")
@@ -51,6 +64,16 @@ def _dispatch(argv: list[str]) -> int:
     s.add_argument("--truth", required=True, help="output directory of simulate fullfield")
     s.add_argument("--tolerance-fraction", type=float, default=0.3,
                    help="match distance as a fraction of the nearest-column distance a/√3")
+    sub.add_parser("models", help="list the registered models (shipped with the package and built) and their cases")
+    b = sub.add_parser("build", help="simulate a dataset config, encode, train and register the model (make starter-model)")
+    b.add_argument("--config", required=True, help="dataset config, e.g. configs/dataset/starter.yaml")
+    b.add_argument("--name", required=True, help="registry name of the model, e.g. starter")
+    b.add_argument("--model", default=None, help="which of the paper's models to train (default: the build default)")
+    b.add_argument("--work", required=True, help="directory of the store and the training run (resumed when present)")
+    b.add_argument("--into", default=None, help="registry directory (default: the user's, $STEM_CONTEXT_MODELS)")
+    b.add_argument("--keep-data", action="store_true", help="keep the simulated store after registering")
+    b.add_argument("--cluster", choices=("local", "slurm"), default="local")
+    b.add_argument("--cluster-config", default=None)
     ph = sub.add_parser("phase", help="plane-group phase of images (plane-group map + summary.json per image)")
     ph.add_argument("images", nargs="+", help=".npy, .tif, .dm3, .dm4 or .emd files")
     ph.add_argument("--model", required=True, help="phase-classifier checkpoint (runs/planegroups/*/checkpoints/last.ckpt)")
@@ -68,10 +91,40 @@ def _dispatch(argv: list[str]) -> int:
             flag = "" if s["confident"] else " (not confident)"
             print(f"{s['image']}: {s['plane_group']} p={s['probability']:.2f}{flag} -> {s['folder']}")
         return 0
+    if args.command == "build":
+        from .build import DEFAULT_MODEL, build_from_config
+
+        build_from_config(args.config, args.name, model=args.model or DEFAULT_MODEL, cluster=args.cluster,
+                          cluster_config=args.cluster_config, work_dir=args.work, models_dir=args.into,
+                          keep_data=args.keep_data)
+        return 0
+    if args.command == "models":
+        from .registry import list_models, user_dir
+
+        for m in list_models():
+            c = m.card
+            cases = sorted({f"{k['host']}+{k['dopant']} {k['beam_energy_kev']} keV" for k in c.cases})
+            print(f"{c.name} ({m.source}, {c.model}, held-out accuracy {100 * c.metrics['test_accuracy']:.1f} %, "
+                  f"{c.checkpoint_size_bytes / 1e6:.2f} MB): {', '.join(cases)} x "
+                  f"{'/'.join(sorted({k['detector'] for k in c.cases}))}")
+        print(f"built models go to {user_dir()} (set STEM_CONTEXT_MODELS to change it)")
+        return 0
     if args.command == "classify":
         from .classify import report_warnings, run_classify
 
-        summary = run_classify(args.image, args.model, args.out, host=args.host, dopant=args.dopant,
+        if args.build_model and args.model:
+            raise InputError("--build-model builds a registered model; it cannot be combined with --model")
+        card = None
+        if args.model is None:  # the registry's model for the frame's context (exit 4 when none, unless built)
+            from .build import model_for_frame
+
+            found = model_for_frame(args.image, {"host": args.host, "dopant": args.dopant,
+                                                 "beam_energy_kev": args.energy_kev, "detector": args.detector,
+                                                 "pixel_size_angstrom": args.pixel_size_angstrom},
+                                    args.out, build=args.build_model, cluster=args.cluster,
+                                    cluster_config=args.cluster_config)
+            args.model, card = str(found.checkpoint_path), found.card
+        summary = run_classify(args.image, args.model, args.out, model_card=card, host=args.host, dopant=args.dopant,
                                beam_energy_kev=args.energy_kev, detector=args.detector,
                                pixel_size_angstrom=args.pixel_size_angstrom, patch_size_px=args.patch_size_px,
                                metal_sublattice=args.metal_sublattice,

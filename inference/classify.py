@@ -16,6 +16,7 @@ the model runs once.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -446,7 +447,7 @@ def _publish(tmp: Path, out_dir: Path) -> None:
 
 def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_energy_kev=None, detector=None,
                  pixel_size_angstrom=None, patch_size_px=None, metal_sublattice="auto", catalog=None,
-                 allow_unseen_context=False) -> dict:
+                 allow_unseen_context=False, model_card=None) -> dict:
     """Load, check, locate, classify, write. Returns the summary dict (also in ``summary.json``).
     ``catalog``: a catalog YAML (default: the shipped ``contract/catalog.yaml``). Nothing is written to
     ``out_dir`` unless the whole run succeeds."""
@@ -509,6 +510,8 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns)
     lo, hi = sites.lattice_constant_px_range or (sites.lattice_constant_px,) * 2
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
+               # the registry's card when the model was chosen from it (inference/registry.py), else None
+               "model_card": dataclasses.asdict(model_card) if model_card is not None else None,
                "context": {k: v for k, v in ctx.items() if k not in ("pixel_size_angstrom", "sources")},
                "context_sources": ctx["sources"], "unseen_context": bool(unseen_note),
                "material_context_distance_to_training": (near or (None,))[0],

@@ -9,6 +9,11 @@
   all earlier tasks (``first_shard``), and the clean arrays are chunked by the greatest common divisor of the
   tasks' clean rows so that every task still owns whole chunks. A plan of doped combos only is laid out exactly
   as before.
+* A **work unit** is what one Dask worker runs at a time: a few environments of one host at one beam energy,
+  for one task or, for the environments without a dopant site on a static potential, for every task of that
+  host and energy (the structure is the same for every dopant, so one multislice run serves them all; each task
+  still draws its own noise, so the bytes equal those of one run per task). Units write whole shards; the clean
+  rows of a task (one chunk) are written by the task's finishing step once all its units are back.
 """
 from __future__ import annotations
 
@@ -126,6 +131,63 @@ class Plan:
     def shard_start(self, task: Task, environment_position: int) -> int:
         """First row of the shard holding environment number ``environment_position`` of ``task``."""
         return (self.first_shard(task) + environment_position) * self.rows_per_shard
+
+
+IMAGES_PER_UNIT = 4
+"""Environments per work unit: a single context's 34 runs become 9 units, so every core of a machine has work
+(one unit per (combo, energy) left one worker busy with all 34), while each unit still amortises the worker's
+abTEM set-up over several runs."""
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    index: int
+    host: str
+    beam_energy_kev: int
+    tasks: tuple[int, ...]            # the tasks whose shards of these environments this unit writes
+    environment_ids: tuple[int, ...]  # environment ids (each task finds its own position: ``Plan.environments_of``)
+
+    @property
+    def shared(self) -> bool:
+        return len(self.tasks) > 1
+
+    @property
+    def key(self) -> str:
+        who = f"{self.host}-shared" if self.shared else f"task{self.tasks[0]:05d}"
+        return (f"simulate-unit-{self.index:05d}-{who}-{self.beam_energy_kev}keV-env"
+                f"{self.environment_ids[0]:02d}-{self.environment_ids[-1]:02d}")
+
+
+def has_dopant_site(environment_id: int) -> bool:
+    """Whether the environment's centre or one of its neighbours is the dopant (20 of the 34 do)."""
+    env = ENVIRONMENTS[environment_id]
+    return env.centre == "D" or "D" in env.neighbours
+
+
+def work_units(plan: Plan, tasks, frozen_phonons: int, images_per_unit: int = IMAGES_PER_UNIT) -> list[WorkUnit]:
+    """Split ``tasks`` (the ones still to run) into work units of at most ``images_per_unit`` multislice runs.
+
+    On a static potential (``frozen_phonons == 0``) the environments without a dopant site are simulated once
+    per (host, beam energy) and their shards written for every task of that host and energy in ``tasks``. With
+    frozen phonons they are not shared: each task's phonon configurations have their own seed."""
+    units: list[WorkUnit] = []
+
+    def add(host, energy, task_ids, ids):
+        for i in range(0, len(ids), images_per_unit):
+            units.append(WorkUnit(len(units), host, energy, tuple(task_ids), tuple(ids[i:i + images_per_unit])))
+
+    groups: dict[tuple[str, int], list[Task]] = {}
+    for t in tasks:
+        groups.setdefault((t.host, t.beam_energy_kev), []).append(t)
+    for (host, energy), group in groups.items():
+        share = frozen_phonons == 0 and len(group) > 1
+        # an undoped task holds exactly these environments, a doped one all of the config's
+        free = [e for e in plan.environment_ids if not has_dopant_site(e)] if share else []
+        if free:
+            add(host, energy, [t.index for t in group], free)
+        for t in group:
+            add(host, energy, [t.index], [e for e in plan.environments_of(t) if e not in free])
+    return units
 
 
 def make_plan(cfg: dict) -> Plan:

@@ -12,9 +12,9 @@ from typing import TextIO
 from contract import store as schema
 
 from . import config as config_mod
-from .plan import environments_table, make_plan, task_dict
+from .plan import environments_table, make_plan, task_dict, work_units
 from .store import StoreError, create_store, done_tasks
-from .task import run_task
+from .task import finish_task, run_unit
 
 
 def versions() -> dict[str, str]:
@@ -84,7 +84,7 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     cfg = config_mod.load(config_path)  # raises ConfigError before anything is created or submitted
     out = Path(out)
     plan, cfg_hash, todo = prepare_store(cfg, out, resume)
-    n_images = len(plan.tasks) * len(plan.environment_ids)
+    n_images = sum(len(plan.environments_of(t)) for t in plan.tasks)
     print(f"simulate: {cfg['name']}: {len(cfg['combos'])} combos x {len(cfg['imaging']['beam_energies_kev'])} energies "
           f"= {len(plan.tasks)} tasks, {n_images} abTEM runs, {plan.n_rows} patches -> {out}", file=stream)
     if not todo:
@@ -96,24 +96,43 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     task_seconds = run_tasks(todo, cfg, cfg_hash, out, cluster=cluster, cluster_config=cluster_config,
                              n_workers=n_workers, stream=stream, client=client)
     elapsed = time.perf_counter() - started
+    n_runs = sum(len(u.environment_ids) for u in work_units(plan, todo, cfg["multislice"]["frozen_phonons"]))
     print(f"simulate: done: {len(todo)} tasks in {elapsed:.1f} s ({sum(task_seconds):.1f} task-seconds)", file=stream)
     return {"tasks_run": len(todo), "tasks_total": len(plan.tasks), "seconds": elapsed,
-            "task_seconds": task_seconds}
+            "task_seconds": task_seconds, "multislice_runs": n_runs}
 
 
 def run_tasks(todo, cfg: dict, cfg_hash: str, out: Path, *, cluster: str = "local", cluster_config: str | None = None,
               n_workers: int | None = None, stream: TextIO | None = None, client=None) -> list[float]:
-    """Run the tasks ``todo`` of a store on a Dask cluster (or ``client``); returns each task's seconds."""
+    """Run the tasks ``todo`` of a store on a Dask cluster (or ``client``) as work units of a few environments
+    each (``simulate.plan.work_units``), then each task's finishing step; returns each task's compute seconds
+    (a shared unit's seconds split evenly between the tasks it serves)."""
     from cluster import open_client, track
 
     stream = sys.stderr if stream is None else stream
-    workers = n_workers if n_workers is not None else (min(len(todo), _default_local_workers()) if cluster == "local" else None)
+    plan = make_plan(cfg)
+    units = work_units(plan, todo, cfg["multislice"]["frozen_phonons"])
+    n_runs = sum(len(u.environment_ids) for u in units)
+    workers = n_workers if n_workers is not None else (min(len(units), _default_local_workers()) if cluster == "local" else None)
     with contextlib.nullcontext(client) if client is not None else \
             open_client(cluster, n_workers=workers, config_path=cluster_config) as active:
-        print(f"simulate: {len(active.scheduler_info(n_workers=-1)['workers'])} Dask workers", file=stream)
-        futures = [active.submit(run_task, t, cfg, cfg_hash, str(Path(out).resolve()), key=t.key, pure=False,
-                                 retries=2) for t in todo]
-        return [r["seconds"] for r in track(futures, label="simulate", unit="task", stream=stream)]
+        print(f"simulate: {len(active.scheduler_info(n_workers=-1)['workers'])} Dask workers; {len(units)} work units, "
+              f"{n_runs} multislice runs ({sum(len(u.environment_ids) for u in units if u.shared)} of them "
+              "shared by a host's dopants)", file=stream)
+        path = str(Path(out).resolve())
+        unit_futures = [active.submit(run_unit, u, cfg, cfg_hash, path, key=u.key, pure=False, retries=2)
+                        for u in units]
+        finish = []
+        for t in todo:
+            mine = [f for u, f in zip(units, unit_futures) if t.index in u.tasks]
+            finish.append(active.submit(finish_task, t, cfg, path, *mine, key=t.key, pure=False, retries=2))
+        seconds = {t.index: 0.0 for t in todo}
+        for r in track(unit_futures, label="simulate", unit="unit", stream=stream):
+            for t in r["clean"]:
+                seconds[t] += r["seconds"] / len(r["clean"])
+        for _ in track(finish, label="simulate: tasks finished", unit="task", stream=stream, interval_s=3600):
+            pass
+        return [seconds[t.index] for t in todo]
 
 
 def _default_local_workers() -> int:

@@ -1,5 +1,7 @@
-"""One simulation task, run inside a Dask worker: every environment of one host+dopant combo at one beam
-energy -> clean images (abTEM) -> noisy patches -> whole shards in the store -> done marker."""
+"""Simulation work run inside Dask workers. ``run_task``: every environment of one host+dopant combo at one
+beam energy -> clean images (abTEM) -> noisy patches -> whole shards in the store -> done marker (what
+``simulate verify --repair`` reruns). ``run_unit`` + ``finish_task``: the same bytes from a few environments at a
+time (``simulate.plan.work_units``), so that one combo's runs spread over every worker."""
 from __future__ import annotations
 
 import time
@@ -11,14 +13,14 @@ from contract import store as schema
 
 from . import multislice, noise, store
 from .environments import ENVIRONMENTS
-from .plan import Plan, Task, image_rng, make_plan, seed_entropy
+from .plan import Plan, Task, WorkUnit, image_rng, make_plan, seed_entropy
 from .structures import build_environment
 
 PHONON_STREAM = 1000  # spawn-key slot of the frozen-phonon seed; detector streams use 0..n_detectors-1
 
 
-def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int):
-    """The rows of one environment of ``task``: returns (shard arrays, clean arrays). Deterministic."""
+def environment_images(task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int) -> dict:
+    """The clean images (one per detector) of one environment of ``task``: one multislice run. Deterministic."""
     ms, imaging = cfg["multislice"], cfg["imaging"]
     host = cfg["materials"]["hosts"][task.host]
     env = ENVIRONMENTS[plan.environments_of(task)[environment_position]]
@@ -30,13 +32,23 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
     phonon_seed = int(np.random.SeedSequence(entropy, spawn_key=(task.index, env.id, PHONON_STREAM)).generate_state(1)[0])
     # A store made before `slicing` existed recorded only uniform `slice_thickness_angstrom` (and the infinite
     # projection): `simulate verify --repair` of such a store must reproduce its bytes.
-    images = multislice.simulate_images(
+    return multislice.simulate_images(
         atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=task.beam_energy_kev,
         gpts=ms["gpts"][task.beam_energy_kev], convergence_semiangle_mrad=imaging["convergence_semiangle_mrad"],
         detectors=imaging["detectors"], window=window, slicing=ms.get("slicing", "uniform"),
         slice_thickness_angstrom=ms.get("slice_thickness_angstrom"), projection=ms.get("projection", "infinite"),
         parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
         frozen_phonon_sigma_angstrom=ms["frozen_phonon_sigma_angstrom"], seed=phonon_seed, device=ms["device"])
+
+
+def rows_from_images(images: dict, task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int):
+    """The noisy shard and the clean rows of one environment of ``task`` from its clean images; the noise
+    stream is the task's own, so images shared between tasks still give each task its own draws."""
+    host = cfg["materials"]["hosts"][task.host]
+    env = ENVIRONMENTS[plan.environments_of(task)[environment_position]]
+    entropy = seed_entropy(cfg, cfg_hash)
+    window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
+                                    cfg["imaging"]["convergence_semiangle_mrad"], cfg["multislice"]["scan_margin_px"])
     n, p = plan.patches_per_image, plan.patch_size_px
     patches, cases, clean = [], [], []
     for det_index, det in enumerate(plan.detectors):
@@ -64,6 +76,49 @@ def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, envir
         schema.ENVIRONMENT: np.full(n_det, env.id, schema.ROW_ARRAYS[schema.ENVIRONMENT]),
     }
     return shard, clean_rows
+
+
+def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int):
+    """The rows of one environment of ``task``: returns (shard arrays, clean arrays). Deterministic."""
+    images = environment_images(task, cfg, cfg_hash, plan, environment_position)
+    return rows_from_images(images, task, cfg, cfg_hash, plan, environment_position)
+
+
+def run_unit(unit: WorkUnit, cfg: dict, cfg_hash: str, store_path: str) -> dict:
+    """Simulate one work unit and write its shards (every task it serves); the clean rows go back to the caller,
+    keyed by task and environment position, for :func:`finish_task` (a task's clean rows are one chunk)."""
+    started = time.perf_counter()
+    multislice.configure_abtem(cfg["multislice"]["device"], cfg["multislice"]["fftw_planning_effort"])
+    plan = make_plan(cfg)
+    clean: dict[int, dict[int, dict]] = {t: {} for t in unit.tasks}
+    for env_id in unit.environment_ids:
+        # one multislice run; for a shared unit the environment has no dopant site, so any of its tasks builds it
+        first = plan.tasks[unit.tasks[0]]
+        images = environment_images(first, cfg, cfg_hash, plan, plan.environments_of(first).index(env_id))
+        for t in unit.tasks:
+            task = plan.tasks[t]
+            position = plan.environments_of(task).index(env_id)  # an undoped task lists fewer environments
+            shard, clean_rows = rows_from_images(images, task, cfg, cfg_hash, plan, position)
+            store.write_shard(store_path, plan.shard_start(task, position), shard)
+            clean[t][position] = clean_rows
+    return {"unit": unit.index, "key": unit.key, "seconds": time.perf_counter() - started,
+            "images": len(unit.environment_ids), "clean": clean}
+
+
+def finish_task(task: Task, cfg: dict, store_path: str, *unit_results: dict) -> dict:
+    """Write ``task``'s clean rows from its units' results, then its done marker (after all its shards)."""
+    plan = make_plan(cfg)
+    parts: dict[int, dict] = {}
+    for r in unit_results:
+        parts.update(r["clean"].get(task.index, {}))
+    positions = list(range(len(plan.environments_of(task))))
+    if sorted(parts) != positions:
+        raise RuntimeError(f"task {task.key}: clean rows of environment positions "
+                           f"{sorted(set(positions) - set(parts))} missing")
+    clean = {k: np.concatenate([parts[pos][k] for pos in sorted(parts)]) for k in parts[0]}
+    store.write_clean(store_path, plan.clean_start(task), clean)
+    store.mark_done(store_path, task.index)
+    return {"task": task.index, "key": task.key}
 
 
 def run_task(task: Task, cfg: dict, cfg_hash: str, store_path: str) -> dict:

@@ -42,6 +42,10 @@ def _dispatch(argv: list[str]) -> int:
     c.add_argument("--build-model", action="store_true",
                    help="when no registered model covers the context, build one (simulate, encode, train, "
                         "register: ~10 minutes on 2 cores), then classify")
+    c.add_argument("--match-frame", action="store_true",
+                   help="with --build-model: simulate the training data with this frame's measured blur, dose or "
+                        "signal-to-noise, 8-bit display export and pixel sampling (inference.frame_imaging); the "
+                        "model card records what was matched and what was not")
     c.add_argument("--cluster", choices=("local", "slurm"), default="local", help="where --build-model simulates")
     c.add_argument("--cluster-config", default=None, help="cluster YAML for --build-model (configs/cluster/*.yaml)")
     c.add_argument("--host", default=None, help="host from the catalog, e.g. WSe2")
@@ -114,15 +118,21 @@ def _dispatch(argv: list[str]) -> int:
 
         if args.build_model and args.model:
             raise InputError("--build-model builds a registered model; it cannot be combined with --model")
+        if args.match_frame and not args.build_model:
+            raise InputError("--match-frame matches a model built for this frame: give --build-model too")
         card = None
         if args.model is None:  # the registry's model for the frame's context (exit 4 when none, unless built)
-            from .build import model_for_frame
+            from .build import frame_context, frame_dataset_overrides, model_for_frame
 
-            found = model_for_frame(args.image, {"host": args.host, "dopant": args.dopant,
-                                                 "beam_energy_kev": args.energy_kev, "detector": args.detector,
-                                                 "pixel_size_angstrom": args.pixel_size_angstrom},
-                                    args.out, build=args.build_model, cluster=args.cluster,
-                                    cluster_config=args.cluster_config)
+            given = {"host": args.host, "dopant": args.dopant, "beam_energy_kev": args.energy_kev,
+                     "detector": args.detector, "pixel_size_angstrom": args.pixel_size_angstrom}
+            matched = None
+            if args.match_frame:
+                matched, unmatched = frame_dataset_overrides(args.image, frame_context(args.image, given))
+                for line in unmatched:
+                    print(f"note: not matched to the frame: {line}", file=sys.stderr)
+            found = model_for_frame(args.image, given, args.out, build=args.build_model, cluster=args.cluster,
+                                    cluster_config=args.cluster_config, dataset_overrides=matched)
             args.model, card = str(found.checkpoint_path), found.card
         summary = run_classify(args.image, args.model, args.out, model_card=card, host=args.host, dopant=args.dopant,
                                beam_energy_kev=args.energy_kev, detector=args.detector,

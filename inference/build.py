@@ -238,6 +238,31 @@ def frame_context(image, overrides: dict, catalog=None) -> dict:
     return resolve_context(f.values, overrides, load_catalog(catalog), f.sources)
 
 
+def frame_dataset_overrides(image, ctx: dict) -> tuple[dict, tuple[str, ...]]:
+    """The dataset-config overrides that match a model's training data to ``image`` (``inference.frame_imaging``:
+    blur, dose or signal-to-noise, 8-bit display export, patch sampling) and what could not be matched. Without
+    a clean simulated reference a display frame's dose stays at the base config's range (said in the notes)."""
+    from contract.catalog import load_catalog
+    from simulate.config import load
+
+    from .classify import locate_sites
+    from .frame_imaging import frame_overrides, measure_frame_imaging
+    from .io import read_image
+    from .lattice import clip_outliers
+
+    f = read_image(image)
+    frame, _ = clip_outliers(f.image)
+    base = load(DATASET_BASE)  # the probe the models are simulated with (the frames seldom say theirs)
+    try:
+        imaging = measure_frame_imaging(
+            frame, locate_sites(frame), beam_energy_kev=ctx["beam_energy_kev"], detector=ctx["detector"],
+            lattice_constant_angstrom=load_catalog().hosts[ctx["host"]].lattice_constant_angstrom,
+            convergence_semiangle_mrad=base["imaging"]["convergence_semiangle_mrad"], intensity=f.intensity)
+    except ValueError as err:
+        raise InputError(f"{Path(str(image)).name}: cannot measure the frame's imaging for --match-frame: {err}") from None
+    return frame_overrides(imaging, base["noise"])
+
+
 def model_for_frame(image, overrides: dict, out, *, build: bool = False, cluster: str = "local",
                     cluster_config: str | None = None, dataset_overrides: Mapping | None = None,
                     stream: TextIO | None = None) -> registry.RegisteredModel:

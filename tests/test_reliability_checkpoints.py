@@ -156,7 +156,7 @@ def test_phase_cli_text_checkpoint_is_exit_2(image, tmp_path, capsys):
 def test_summary_json_is_valid_json_without_nan(synthetic_checkpoints, image, tmp_path):
     """Every JSON the project writes parses under the strict standard (no bare NaN)."""
     out = tmp_path / "out"
-    rc = inference_main(["classify", str(image), "--model", synthetic_checkpoints["mlp-simple"], *CTX,
+    rc = inference_main(["classify", str(image), "--model", str(synthetic_checkpoints["mlp-simple"]), *CTX,
                          "--out", str(out)])
     assert rc == 0
     json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in summary"))

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from contract.errors import InputError, UnseenContextError
+from contract.jsonio import json_text
 
 from . import registry
 
@@ -121,7 +122,7 @@ def build_from_config(config_path: str | Path, name: str, *, model: str = DEFAUL
     timings["total"] = time.perf_counter() - t0
     card = card_fields(cfg, model, meta or {}, metrics, run_dir, sim, timings, matched_to_frame)
     registered = registry.register(ckpt, card, name, models_dir)
-    (work / "dataset.resolved.json").write_text(json.dumps(cfg, indent=1, default=str))
+    (work / "dataset.resolved.json").write_text(json_text(cfg, indent=1, default=str))
     if not keep_data:
         shutil.rmtree(store, ignore_errors=True)
     test = registered.card.metrics

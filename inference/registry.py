@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from contract.errors import CorruptDataError, InputError
+from contract.jsonio import json_text
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
 MODELS_ENV = "STEM_CONTEXT_MODELS"
@@ -85,7 +86,7 @@ class ModelCard:
         return any(case_key(c) == key for c in self.cases)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=False)
+        return json_text(dataclasses.asdict(self), indent=1, sort_keys=False)  # a NaN metric becomes null
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelCard":

@@ -86,7 +86,7 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     plan, cfg_hash, todo = prepare_store(cfg, out, resume)
     n_images = sum(len(plan.environments_of(t)) for t in plan.tasks)
     print(f"simulate: {cfg['name']}: {len(cfg['combos'])} combos x {len(cfg['imaging']['beam_energies_kev'])} energies "
-          f"= {len(plan.tasks)} tasks, {n_images} abTEM runs, {plan.n_rows} patches -> {out}", file=stream)
+          f"= {len(plan.tasks)} tasks, {n_images} images, {plan.n_rows} patches -> {out}", file=stream)
     if not todo:
         print(f"simulate: all {len(plan.tasks)} tasks already done; nothing to do", file=stream)
         return {"tasks_run": 0, "tasks_total": len(plan.tasks), "seconds": 0.0}

@@ -46,7 +46,7 @@ def write_store(path: Path, cfg: dict, checksums: bool) -> int:
     rng = np.random.default_rng(0)
     p = plan.patch_size_px
     for task in plan.tasks:
-        for position in range(len(plan.environment_ids)):
+        for position in range(len(plan.environments_of(task))):
             rows = {k: v.astype(schema.ROW_ARRAYS[k]) for k, v in expected_rows(plan, task.index, position).items()}
             rows[schema.PATCHES] = rng.poisson(200.0, (plan.rows_per_shard, p, p)).astype(np.float32)
             store.write_shard(path, plan.shard_start(task, position), rows)

@@ -50,7 +50,7 @@ def write_plan_store(path: Path, config: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     p = plan.patch_size_px
     for task in plan.tasks:
-        for position in range(len(plan.environment_ids)):
+        for position in range(len(plan.environments_of(task))):
             rows = {k: np.asarray(v, schema.ROW_ARRAYS[k]) for k, v in expected_rows(plan, task.index, position).items()}
             rows[schema.PATCHES] = rng.gamma(2.0, 50.0, (plan.rows_per_shard, p, p)).astype(schema.PATCH_DTYPE)
             sim_store.write_shard(path, plan.shard_start(task, position), rows)

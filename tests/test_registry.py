@@ -104,12 +104,12 @@ def test_uncovered_context_exits_4_with_the_exact_build_command(synthetic_checkp
                                                                capsys):
     ckpt = synthetic_checkpoints["mlp-simple"]
     register(ckpt, _card_fields(ckpt), "synthetic")
-    ctx = {"host": "WSe2", "dopant": "Co", "beam_energy_kev": 80, "detector": "MAADF"}
+    ctx = {"host": "WSe2", "dopant": "Co", "beam_energy_kev": 100, "detector": "MAADF"}
     out = tmp_path / "out"
     assert main(_argv(frame, out, ctx)) == 4
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no registered model covers WSe2+Co 80 keV MAADF")
-    assert err.endswith(f"python -m inference classify {frame} --host WSe2 --dopant Co --energy-kev 80 "
+    assert err.startswith("error: no registered model covers WSe2+Co 100 keV MAADF")
+    assert err.endswith(f"python -m inference classify {frame} --host WSe2 --dopant Co --energy-kev 100 "
                         f"--detector MAADF --out {out} --build-model")
     assert main(_argv(frame, out, ctx, "--model", str(ckpt), "--build-model")) == 2  # one or the other
 

@@ -254,7 +254,7 @@ TRAINING_CASES = [  # (what, YAML given as the last --config, the error line con
      "error: Subcommand 'fit' does not accept option 'trainer.max_epoch'"),
     ("unknown key: section", "modle: {lr: 1}", "error: Subcommand 'fit' does not accept option 'modle.lr'"),
     ("not a mapping", "- 1\n", "error: Unexpected config: - 1"),
-    ("not YAML", "data: [1, 2\n", "error: Problems parsing config: while parsing a flow sequence"),
+    ("not YAML", "data: [1, 2\n", "is not valid YAML"),
 ]
 
 

@@ -123,9 +123,9 @@ def test_infinite_and_huge_values_are_refused(tmp_path, inputs, monkeypatch, cap
     inf.write_text(f"base: {REPO}/configs/dataset/tiny.yaml\nimaging:\n  convergence_semiangle_mrad: .inf\n")
     img = str(inputs["img"])
     cases = {
-        "infinite convergence (check)": ("simulate", ["check", "--config", str(inf)], "convergence"),
+        "infinite convergence (check)": ("simulate", ["check", "--config", str(inf)], "finite"),
         "infinite convergence (fullfield)": ("simulate", ["fullfield", *CTX, "--config", str(inf),
-                                                          "--out", str(tmp_path / "f1")], "convergence"),
+                                                          "--out", str(tmp_path / "f1")], "finite"),
         "infinite field": ("simulate", ["fullfield", *CTX, "--size-angstrom", "inf", "--out", str(tmp_path / "f2")],
                            "finite"),
         "huge kernel": ("features", ["symmetry", img, "--kernel-px", "100000001", "--out", str(tmp_path / "m.npz")],

@@ -138,7 +138,7 @@ def test_infinite_and_huge_values_are_refused(tmp_path, inputs, monkeypatch, cap
     for name, (stage, argv, words) in cases.items():
         rc, err = run_main(stage, argv, capsys)
         if "finite" == words:  # argparse's own usage error: usage lines, then one error line
-            assert rc == EXIT_BAD_INPUT and "not a finite number: inf" in err and "Traceback" not in err, err
+            assert rc == EXIT_BAD_INPUT and "not a finite number" in err and "Traceback" not in err, err
             continue
         assert words in one_error_line(rc, err), (name, err)
 

@@ -132,6 +132,7 @@ def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | N
     argv = [a for a in argv if a != "--debug"]
     interrupt = _Interrupt(prog, stream)
     previous = interrupt.install()
+    environ = dict(os.environ)
     try:
         check_text_files(argv)
         code = main(argv)
@@ -164,6 +165,25 @@ def run_command(main: Callable[[list[str]], int | None], argv: Sequence[str] | N
     finally:
         if previous is not None and not interrupt.count:  # once interrupted, a later Ctrl-C (at exit) stays quiet
             signal.signal(signal.SIGINT, previous)
+        leave_no_process_state(environ)
+
+
+def leave_no_process_state(environ: dict[str, str]) -> None:
+    """Leave the interpreter as a command found it when it runs in-process (a notebook, a test, ``demo``).
+
+    Lightning's DDP setup exports ``MASTER_ADDR``/``MASTER_PORT`` (and ranks) into ``os.environ`` and keeps the
+    rendezvous server listening on that port until the process group is destroyed. Left behind, every later run
+    in this interpreter, and every child process or Slurm job inheriting its environment, tries to listen on the
+    same port and fails with EADDRINUSE. ``environ``: ``dict(os.environ)`` from before the command.
+    """
+    dist = sys.modules.get("torch.distributed")  # never imports torch: only a command that used it has state
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key in set(os.environ) - set(environ):
+        del os.environ[key]
+    for key, value in environ.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 class _Interrupt:

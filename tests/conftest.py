@@ -5,6 +5,7 @@ Markers (see pyproject.toml): ``slurm`` tests use the real single-node Slurm sta
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -49,3 +50,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def no_distributed_state_left():
+    """A test that ran a command in-process must not leave torch.distributed initialised or MASTER_PORT exported:
+    the rendezvous server keeps listening there, and every later DDP run or Slurm job that inherits this
+    environment fails with EADDRINUSE (the CI failure of 2026-12-07). ``contract.cli.run_command`` cleans up."""
+    before = os.environ.get("MASTER_PORT")
+    yield
+    dist = sys.modules.get("torch.distributed")
+    initialised = dist is not None and dist.is_available() and dist.is_initialized()
+    leaked = os.environ.get("MASTER_PORT") != before
+    if initialised:
+        dist.destroy_process_group()
+    if leaked:
+        os.environ.pop("MASTER_PORT", None) if before is None else os.environ.__setitem__("MASTER_PORT", before)
+    assert not (initialised or leaked), "the test left torch.distributed initialised or MASTER_PORT exported"

@@ -15,11 +15,14 @@ copied and damaged on disk as a botched copy would."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
+import torch.distributed
 import zarr
 
 from distributed import Client
@@ -116,6 +119,10 @@ def test_swapped_features_shards_fail_features_verify(encoded, tmp_path):
     assert set(bad) == {1, 2} and all("digest" in p for p in bad.values()), report.lines()
 
 
+def _listening_ports() -> set[int]:
+    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
 PLANNED = "holds values other than the plan"
 DAMAGES = {
     "missing label shard": (lambda s: (s / "label/c/2").unlink(), PLANNED),
@@ -136,12 +143,16 @@ def test_training_refuses_rows_other_than_planned(damage, encoded, tmp_path, mon
         index, train, test = dm.split_rows()
         read_rows(store, np.sort(np.r_[train, test]), dm.columns())
     monkeypatch.chdir(REPO)
+    listening = _listening_ports()
     rc = training_main(["fit", "--config", "configs/train/base.yaml", "--config", "configs/train/mlp-simple.yaml",
                         "--data.store", str(store), "--run_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1",
                         "--trainer.accelerator", "cpu", "--data.batch_size", "16"])
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert rc == EXIT_CORRUPT_DATA and len(errors) == 1 and " verify " in errors[0], errors
     assert not (tmp_path / "run" / "checkpoints").exists()
+    # the refusal came after Lightning's DDP setup: the command released its rendezvous port and environment
+    assert "MASTER_PORT" not in os.environ and not torch.distributed.is_initialized()
+    assert _listening_ports() <= listening, "the rendezvous server is still listening"
 
 
 def test_training_refuses_an_unfinished_simulation(encoded, tmp_path):

@@ -63,13 +63,8 @@ def read_index(path: str | Path) -> StoreIndex:
     label = read_checked(group[schema.LABEL], 0, meta.n_rows, store=meta.path, name=schema.LABEL)
     case = read_checked(group[schema.CASE], 0, meta.n_rows, store=meta.path, name=schema.CASE)
     if schema.FEATURES_DONE in meta.arrays:  # written by the feature stage: every shard must be encoded
-        done = read_checked(group[schema.FEATURES_DONE], 0, group[schema.FEATURES_DONE].shape[0], store=meta.path,
-                            name=schema.FEATURES_DONE)
-        if not (done == 1).all():
-            missing = np.flatnonzero(done != 1)
-            raise StoreError(f"store {meta.path!r}: features of {len(missing)} of {len(done)} shards are not "
-                             f"encoded (first: {missing[:5].tolist()}); finish them with "
-                             f"`python -m features encode --store {meta.path}`")
+        _require_markers(group, meta, schema.FEATURES_DONE, "features of {n} of {total} shards are not encoded",
+                         f"finish them with `python -m features encode --store {meta.path}`")
     if case.size and (case.min() < 0 or case.max() >= len(meta.cases)):
         raise StoreError(f"store {meta.path!r}: {schema.CASE!r} values outside 0..{len(meta.cases) - 1}")
     if str(meta.path) not in _ROWS_CHECKED:  # once per process: split_rows reads the index several times
@@ -78,6 +73,16 @@ def read_index(path: str | Path) -> StoreIndex:
     hosts = np.array([c["host"] for c in meta.cases])
     detectors = np.array([str(c.get("detector", "")).upper() for c in meta.cases])
     return StoreIndex(meta, label, case, hosts[case], detectors[case])
+
+
+def _require_markers(group, meta: StoreMeta, name: str, what: str, repair: str) -> None:
+    """``StoreError`` unless every entry of the done-marker array ``name`` is 1: ``what`` (formatted with ``n``
+    unset and ``total`` entries), the first unset ones and the ``repair`` command."""
+    done = read_checked(group[name], 0, group[name].shape[0], store=meta.path, name=name)
+    if not (done == 1).all():
+        missing = np.flatnonzero(done != 1)
+        raise StoreError(f"store {meta.path!r}: {what.format(n=len(missing), total=len(done))} "
+                         f"(first: {missing[:5].tolist()}); {repair}")
 
 
 def check_rows_as_planned(group, meta: StoreMeta, label: np.ndarray, case: np.ndarray, stream=None) -> float:
@@ -92,13 +97,9 @@ def check_rows_as_planned(group, meta: StoreMeta, label: np.ndarray, case: np.nd
 
     started = time.perf_counter()
     if schema.has_array(group, schema.TASK_DONE):
-        done = read_checked(group[schema.TASK_DONE], 0, group[schema.TASK_DONE].shape[0], store=meta.path,
-                            name=schema.TASK_DONE)
-        if not (done == 1).all():
-            missing = np.flatnonzero(done != 1)
-            raise StoreError(f"store {meta.path!r}: {len(missing)} of {len(done)} simulation tasks are not marked "
-                             f"done (first: {missing[:5].tolist()}); finish them with `python -m simulate run "
-                             f"--resume` or check with `python -m simulate verify {meta.path}`")
+        _require_markers(group, meta, schema.TASK_DONE, "{n} of {total} simulation tasks are not marked done",
+                         f"finish them with `python -m simulate run --resume` or check with "
+                         f"`python -m simulate verify {meta.path}`")
     env = None
     if schema.has_array(group, schema.ENVIRONMENT):
         env = read_checked(group[schema.ENVIRONMENT], 0, meta.n_rows, store=meta.path, name=schema.ENVIRONMENT)

@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["MLP-NoContext", "MLP-Simple", "attn-4k"], choices=list(MODELS))
     ap.add_argument("--hosts", nargs="*", default=None, help="hosts to hold out (default: every host of the store)")
     ap.add_argument("--out", default="runs/generalise", help="run directories (reused when the bench is rerun)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1, see README)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1, see docs/training.md)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, each in its own process (default 2)")
     args = ap.parse_args()
 

@@ -1,6 +1,6 @@
 """Encode a store's patches into the 31 features, one Dask task per shard (I/O and orchestration).
 
-Layout written into the store (next to ``patches``, see README "Store layout"):
+Layout written into the store (next to ``patches``, see docs/store-and-contract.md, "Store layout"):
 
 ``features`` (N, 31) float32
     Sharded exactly like ``patches`` along N (``attrs["rows_per_shard"]`` rows per shard, the same inner

@@ -598,7 +598,7 @@ def _area_lattice_constant(bases: np.ndarray) -> np.ndarray:
 
 PERIODICITY_THRESHOLD = 0.2
 """Lattice area needs a local periodicity (``periodicity_map``) above this. Measured (tests/
-test_inference_nolattice.py, README): noise and amorphous texture stay below 0.1, the real MoS2 frame's
+test_inference_nolattice.py, docs/classify.md): noise and amorphous texture stay below 0.1, the real MoS2 frame's
 lattice is 0.4-0.9, holes and contamination fall to about 0."""
 
 

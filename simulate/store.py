@@ -1,6 +1,6 @@
 """The zarr v3 store of a simulated dataset: creation, shard-aligned writes, resume markers.
 
-Layout (see README "Store layout"): ``patches`` (N, P, P) float32, ``label`` (N,) uint8, ``case`` (N,) int32,
+Layout (docs/store-and-contract.md): ``patches`` (N, P, P) float32, ``label`` (N,) uint8, ``case`` (N,) int32,
 ``environment`` (N,) uint8, ``task_done`` (n_tasks,) uint8, and ``clean/`` with one noiseless patch per
 (task, environment, detector). Arrays along N are sharded by ``rows_per_shard``; writers only ever write whole
 shards (zarr-python #3514: unaligned concurrent writes can lose data).

@@ -1,4 +1,4 @@
-"""A small synthetic feature store in the README layout, for tests and benchmarks of the training stage.
+"""A small synthetic feature store (layout: docs/store-and-contract.md), for tests and benchmarks of the training stage.
 
 The 31 columns follow the feature stage's order (context 23, Zernike 6, site symmetry 2). The classes are
 separable only with context: the Zernike values of class c in case k are ``mean[c] + shift[k] + noise``,

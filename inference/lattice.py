@@ -597,9 +597,10 @@ def _area_lattice_constant(bases: np.ndarray) -> np.ndarray:
 
 
 PERIODICITY_THRESHOLD = 0.2
-"""Lattice area needs a local periodicity (``periodicity_map``) above this. Measured (tests/
-test_inference_nolattice.py, README): noise and amorphous texture stay below 0.1, the real MoS2 frame's
-lattice is 0.4-0.9, holes and contamination fall to about 0."""
+"""Lattice area needs a local periodicity (``periodicity_map``) above this. Measured when it was set (the values
+themselves are not asserted): noise and amorphous texture stay below 0.1, the real MoS2 frame's lattice is
+0.4-0.9, holes and contamination fall to about 0. tests/test_inference_fuzz.py checks that noise and amorphous
+texture are refused, tests/test_inference_real.py that the real frame is lattice."""
 
 
 def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fraction: float = 0.08) -> ColumnLattice:

@@ -57,10 +57,6 @@ def clip_outliers(image: np.ndarray) -> tuple[np.ndarray, int]:
     return (np.clip(img, lo, hi) if n else img), n
 
 
-RADIAL_BIN_PX = 0.25
-"""Radial bin of the autocorrelation profile: integer-pixel bins biased the peak by up to 2.4 % on a
-14 px lattice with sharp columns; quarter-pixel bins (lightly smoothed) keep it under 0.5 %."""
-
 AUTOCORRELATION_MAX_PX = 512
 """The autocorrelation is computed on a central crop of at most this side: a dozen or more unit cells at the
 usual 10-40 px lattice constants, enough for a first estimate of ``a`` (measured locally later), at 1/16 of

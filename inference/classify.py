@@ -7,7 +7,8 @@ image, its context, the checkpoint, the model's training cases, the lattice) run
 a refused input leaves ``--out`` untouched, and the report files appear together at the end.
 
 Which of the two sublattices is the metal cannot be told from geometry (in projection they are equivalent)
-nor safely from brightness (Ta/Se2 reverses between HAADF and MAADF, NOTES.md). With
+nor safely from brightness (the metal column is the brighter in HAADF, the chalcogen pair can be in MAADF: WSe2
+at 60 keV in docs/frame-matching.md, "Blur calibration"). With
 ``metal_sublattice="auto"`` both assignments are tried and the one under which the model gives the higher
 mean log-probability to sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2, VacX,
 VacX2) is kept. The features do not depend on that choice (the site-symmetry flags follow brightness), so

@@ -6,7 +6,8 @@ interpenetrating triangular sublattices (metal and chalcogen) of lattice constan
 glitched, miscalibrated and interrupted by holes and contamination, so nothing here fits one global lattice:
 
 * ``lattice_constant_px``: a first estimate of ``a`` from the radially averaged autocorrelation (its highest
-  peak, not the first: the first may be the M–X distance a/√3, ../shared/NOTES.md).
+  peak, not the first: the first ring is the M–X distance a/√3, whose six spots each carry I_M·I_X, while the
+  six spots of the ``a`` ring carry I_M² + I_X², at least twice as much).
 * ``find_peaks``: column candidates, local maxima (``skimage.feature.peak_local_max``) of the smoothed image,
   refined to sub-pixel positions by a batched, iterated centre of mass (``refine_centroids``; no per-column
   fit).

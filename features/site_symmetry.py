@@ -5,7 +5,8 @@ columns: a metal site holding the host metal (class M) and a chalcogen site hold
 X2). It is a property of the material, beam energy and detector, not of how many defects an image or a store
 happens to hold. (A mean over all patches is not: a class-balanced store has two thirds of its chalcogen-site
 patches vacancies, so in MAADF, where an Se2 column outshines W, the store's mean called the metal brighter while
-a micrograph, mostly intact columns, called the chalcogen brighter: NOTES.md, 2026-12-07.)
+a micrograph, mostly intact columns, called the chalcogen brighter. Stores written before 2026-12-07 used that
+mean: docs/store-and-contract.md, and tests/test_site_symmetry_fields.py.)
 
 The same rule is measured two ways, because only a simulation knows each column's class:
 

@@ -1,9 +1,9 @@
 """Which pixel size to classify with: the file's calibration, the command line's, or the one the lattice gives.
 
-Real files carry calibrations that are missing or stale (NOTES.md, 2026-12-07): a field of view carried over from
-another magnification, ImageJ scales about 11 % off, hand-typed fields of view up to 38 % off. The image itself
-measures the lattice constant in pixels; with the catalog lattice constant of the host the user named, that is
-a pixel size too. The rule (``choose_pixel_size``, pure):
+Real files carry calibrations that are missing or stale (docs/real-frames.md, "Calibration"): a field of view
+carried over from another magnification, ImageJ scales about 11 % off, hand-typed fields of view up to 38 % off. The
+image itself measures the lattice constant in pixels; with the catalog lattice constant of the host the user named,
+that is a pixel size too. The rule (``choose_pixel_size``, pure):
 
 * ``--pixel-size-angstrom`` is the user's word: used; a warning when the lattice disagrees by more than
   ``PIXEL_SIZE_TOLERANCE``.

@@ -7,7 +7,8 @@ image, its context, the checkpoint, the model's training cases, the lattice) run
 a refused input leaves ``--out`` untouched, and the report files appear together at the end.
 
 Which of the two sublattices is the metal cannot be told from geometry (in projection they are equivalent)
-nor safely from brightness (Ta/Se2 reverses between HAADF and MAADF, NOTES.md). With
+nor safely from brightness (the metal column is the brighter in HAADF, the chalcogen pair can be in MAADF: WSe2
+at 60 keV in docs/frame-matching.md, "Blur calibration"). With
 ``metal_sublattice="auto"`` both assignments are tried and the one under which the model gives the higher
 mean log-probability to sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2, VacX,
 VacX2) is kept. The features do not depend on that choice (the site-symmetry flags follow brightness), so
@@ -59,9 +60,10 @@ UNRELIABLE_FRACTION = 0.25
 MIN_COLUMNS = 20
 """Fewest columns (with a peak) for a lattice worth classifying."""
 MIN_LATTICE_AREA_FRACTION = 0.10
-"""Smallest fraction of the image that must be lattice area. Measured (tests/test_inference_nolattice.py):
-noise, amorphous-like texture and a square lattice give at most 0.03, the real MoS2 frame 0.99, the
-distorted simulated field 0.8."""
+"""Smallest fraction of the image that must be lattice area. Measured values: docs/classify.md, "Refusals" (noise,
+amorphous-like texture and a square lattice give no honeycomb or a few per mille of the image, the real MoS2
+frame 0.99). Tested: tests/test_inference_fuzz.py refuses those no-lattice images, tests/test_inference_real.py
+checks the real frame's fraction."""
 MAX_CATALOG_DEVIATION = 0.15
 """A lattice constant (from the image and a known pixel size) further than this from every catalog host is not
 a 1H-MX2 lattice at that pixel size: refused. Real calibrations are off by up to ~5 %; the hosts span

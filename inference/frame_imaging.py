@@ -36,11 +36,11 @@ from scipy.optimize import least_squares
 from scipy import constants
 from scipy.signal import resample
 from scipy.spatial import cKDTree
+from scipy.stats import median_abs_deviation
 
 from simulate.noise import DISPLAY_EXPORT_RANGES, probe_blur
 
 SQRT3 = 3 ** 0.5
-MAD_TO_SIGMA = 1.4826
 
 INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA = {"HAADF": 0.206, "MAADF": 0.220}
 """σ of an unblurred simulated column (this module's Gaussian fit to the brighter sublattice, Å) in units of λ/α
@@ -162,7 +162,7 @@ def _robust_std(values: np.ndarray) -> float:
     """Std of the bulk of ``values`` by iterative clipping at ``CLIP_SIGMAS`` (a MAD start): half the variance
     of the MAD's own estimate, and no steps on integer counts."""
     keep = np.asarray(values, dtype=np.float64)
-    std = MAD_TO_SIGMA * np.median(np.abs(keep - np.median(keep)))
+    std = median_abs_deviation(keep, scale="normal")
     if std == 0:
         std = keep.std()
     for _ in range(10):

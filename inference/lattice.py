@@ -6,7 +6,8 @@ interpenetrating triangular sublattices (metal and chalcogen) of lattice constan
 glitched, miscalibrated and interrupted by holes and contamination, so nothing here fits one global lattice:
 
 * ``lattice_constant_px``: a first estimate of ``a`` from the radially averaged autocorrelation (its highest
-  peak, not the first: the first may be the M–X distance a/√3, ../shared/NOTES.md).
+  peak, not the first: the first ring is the M–X distance a/√3, whose six spots each carry I_M·I_X, while the
+  six spots of the ``a`` ring carry I_M² + I_X², at least twice as much).
 * ``find_peaks``: column candidates, local maxima (``skimage.feature.peak_local_max``) of the smoothed image,
   refined to sub-pixel positions by a batched, iterated centre of mass (``refine_centroids``; no per-column
   fit).
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 from contract.images import MAX_IMAGE_PIXELS, check_image  # noqa: F401 (defined with the reader; used here)
 
@@ -49,17 +51,13 @@ def clip_outliers(image: np.ndarray) -> tuple[np.ndarray, int]:
     and how many were clipped (a single hot pixel otherwise dominates the autocorrelation and the peaks)."""
     img = np.asarray(image, dtype=np.float64)
     med = float(np.median(img))
-    mad = 1.4826 * float(np.median(np.abs(img - med)))
+    mad = float(median_abs_deviation(img, axis=None, scale="normal"))  # 1.4826 x the MAD: the normal sigma
     if mad == 0:
         return img, 0
     lo, hi = med - OUTLIER_MADS * mad, med + OUTLIER_MADS * mad
     n = int(((img < lo) | (img > hi)).sum())
     return (np.clip(img, lo, hi) if n else img), n
 
-
-RADIAL_BIN_PX = 0.25
-"""Radial bin of the autocorrelation profile: integer-pixel bins biased the peak by up to 2.4 % on a
-14 px lattice with sharp columns; quarter-pixel bins (lightly smoothed) keep it under 0.5 %."""
 
 AUTOCORRELATION_MAX_PX = 512
 """The autocorrelation is computed on a central crop of at most this side: a dozen or more unit cells at the
@@ -597,9 +595,10 @@ def _area_lattice_constant(bases: np.ndarray) -> np.ndarray:
 
 
 PERIODICITY_THRESHOLD = 0.2
-"""Lattice area needs a local periodicity (``periodicity_map``) above this. Measured (tests/
-test_inference_nolattice.py, docs/classify.md): noise and amorphous texture stay below 0.1, the real MoS2 frame's
-lattice is 0.4-0.9, holes and contamination fall to about 0."""
+"""Lattice area needs a local periodicity (``periodicity_map``) above this. Measured when it was set (the values
+themselves are not asserted): noise and amorphous texture stay below 0.1, the real MoS2 frame's lattice is
+0.4-0.9, holes and contamination fall to about 0 (docs/classify.md). tests/test_inference_fuzz.py checks that noise and amorphous
+texture are refused, tests/test_inference_real.py that the real frame is lattice."""
 
 
 def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fraction: float = 0.08) -> ColumnLattice:

@@ -5,11 +5,13 @@ diffraction patterns (seed 004), on the project's machinery (pure torch cores, L
 module             what it holds
 =================  ==========================================================================================
 ``model``          the rVAE in pure torch: encoder, circular (von Mises) angle latent with an n-fold period,
-                   shift and content latents, spatial (coordinate-MLP) and canonical decoders, loss terms
+                   shift and content latents, spatial (coordinate-MLP) and canonical decoders, loss terms,
+                   ``encode_batch`` (posterior means and uncertainties of a batch)
 ``schedules``      β and capacity schedules of the KL term
 ``module``         the LightningModule (ELBO, Adam, logging)
 ``data``           the zarr dataset that streams shard by shard, √I and per-dataset normalisation
-``encode``         posterior means and uncertainties per item, written to zarr
+``encode``         a fitted module from its checkpoint; posterior means and uncertainties per item, written
+                   to zarr
 ``cli``            LightningCLI (``python -m rvae fit ...``), the classifiers' runner
 ``submit``         Slurm through submitit
 ``columns``        columns of an ADF frame (any lattice, the project's peak finder in Å), sub-images

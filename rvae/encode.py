@@ -17,7 +17,8 @@ from contract.errors import InputError
 from training.checkpoint import check_weights, torch_load
 
 from .data import ItemTransform, make_transform, open_items, shard_rows
-from .model import RVAE
+from .model import encode_batch  # noqa: F401  (defined in .model; rvae.encode.encode_batch kept)
+from .module import RVAEModule
 
 OUTPUT_ARRAYS = {"angle": (), "angle_std": (), "z": ("k",), "z_std": ("k",), "shift": (2,), "shift_std": (2,),
                  "reconstruction_error": ()}
@@ -27,25 +28,9 @@ def _list(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-@torch.no_grad()
-def encode_batch(model: RVAE, images: torch.Tensor, log_sigma=None, likelihood: str = "gaussian") -> dict:
-    """(B, P, P) normalised items -> dict of (B, ...) tensors (see the module docstring)."""
-    post = model.encode(images)
-    shift = post.shift_mean if post.shift_mean is not None else torch.zeros(len(images), 2, device=images.device)
-    shift_std = torch.exp(0.5 * post.shift_logvar) if post.shift_logvar is not None else torch.zeros_like(shift)
-    out = model.decode(post.angle_mean, post.shift_mean, post.z_mean)
-    recon = torch.sigmoid(out) if likelihood == "bernoulli" else out
-    err = ((images.reshape(recon.shape) - recon) ** 2).flatten(1).mean(-1)
-    return {"angle": post.angle_mean, "angle_std": post.angle_std, "z": post.z_mean,
-            "z_std": torch.exp(0.5 * post.z_logvar), "shift": shift, "shift_std": shift_std,
-            "reconstruction_error": err}
-
-
 def load_module(checkpoint: str | Path, device: str = "cpu"):
     """(RVAEModule in eval mode, the data transform it was fitted with, data-module hyperparameters) from a
     Lightning checkpoint, loaded with ``weights_only=True``. ``InputError`` when it is not an rVAE checkpoint."""
-    from .module import RVAEModule
-
     path = Path(checkpoint)
     ckpt = torch_load(path, device, use="use a last.ckpt written by `python -m rvae fit`")
     hp = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}

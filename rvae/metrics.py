@@ -5,6 +5,7 @@ localisation of defects by a map (ROC AUC, distance of the strongest response). 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import circmean
 
 
 def wrap(angle):
@@ -13,7 +14,8 @@ def wrap(angle):
 
 
 def circular_mean(angle) -> float:
-    return float(np.angle(np.mean(np.exp(1j * np.asarray(angle, dtype=np.float64)))))
+    """Circular mean of angles [rad], in [-π, π)."""
+    return float(circmean(np.asarray(angle, dtype=np.float64), high=np.pi, low=-np.pi))
 
 
 def circular_correlation(a, b) -> float:

@@ -333,3 +333,20 @@ def reconstruction_nll(images: torch.Tensor, output: torch.Tensor, likelihood: s
     else:
         raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
     return per_pixel.flatten(1).sum(-1)
+
+
+@torch.no_grad()
+def encode_batch(model: RVAE, images: torch.Tensor, log_sigma=None, likelihood: str = "gaussian") -> dict:
+    """(B, P, P) normalised items -> dict of (B, ...) tensors: the posterior means and spreads of the angle
+    (``angle``, ``angle_std``: circular standard deviation), content (``z``, ``z_std``) and shift (``shift``,
+    ``shift_std``; zeros without translation), and ``reconstruction_error``, the mean squared difference between
+    an item and its decoding from the posterior means (``rvae.encode`` writes these to zarr)."""
+    post = model.encode(images)
+    shift = post.shift_mean if post.shift_mean is not None else torch.zeros(len(images), 2, device=images.device)
+    shift_std = torch.exp(0.5 * post.shift_logvar) if post.shift_logvar is not None else torch.zeros_like(shift)
+    out = model.decode(post.angle_mean, post.shift_mean, post.z_mean)
+    recon = torch.sigmoid(out) if likelihood == "bernoulli" else out
+    err = ((images.reshape(recon.shape) - recon) ** 2).flatten(1).mean(-1)
+    return {"angle": post.angle_mean, "angle_std": post.angle_std, "z": post.z_mean,
+            "z_std": torch.exp(0.5 * post.z_logvar), "shift": shift, "shift_std": shift_std,
+            "reconstruction_error": err}

@@ -11,7 +11,7 @@ import torch
 
 from training.checkpoint import stamp_weights
 
-from .model import LIKELIHOODS, RVAE, reconstruction_nll
+from .model import LIKELIHOODS, RVAE, encode_batch, reconstruction_nll
 from .schedules import check_schedule, linear_ramp
 
 
@@ -129,8 +129,6 @@ class RVAEModule(pl.LightningModule):
         self.log("val_nll", terms["nll"], sync_dist=True, batch_size=n)
 
     def predict_step(self, batch, batch_idx):
-        from .encode import encode_batch
-
         images, rows = batch
         return {"rows": rows, **encode_batch(self.model, images, self.log_sigma, self.hparams.likelihood)}
 

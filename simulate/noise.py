@@ -31,7 +31,7 @@ DISPLAY_EXPORT_KEYS = ("black_clip_fraction", "white_clip_fraction", "gamma")
 """Ranges of ``noise.display_export``, drawn in this order after the other noise values."""
 DISPLAY_GREY_LEVELS = 256  # 8-bit export
 DISPLAY_EXPORT_RANGES = {
-    "black_clip_fraction": [0.0, 0.2],  # survey clipping 0 % up to the 17-18 % of low-dose JEOL exports (NOTES.md)
+    "black_clip_fraction": [0.0, 0.2],  # 0 % up to the 17-18 % of low-dose JEOL exports (docs/frame-matching.md, 3)
     "white_clip_fraction": [0.0, 0.01],  # a survey's top 0-1 % saturated
     "gamma": [0.7, 1.4],  # linear palettes and grey gamma palettes either side of 1
 }

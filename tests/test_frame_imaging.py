@@ -216,7 +216,7 @@ def test_blur_calibration_on_abtem_fields(energy, detector, blur):
         assert m.probe_blur_sigma_angstrom < 0.12
     else:
         assert abs(m.probe_blur_sigma_angstrom - blur) < 0.03
-    # HAADF: W over Se2; MAADF at 60 keV: Se2 over W (NOTES.md)
+    # HAADF: W over Se2; MAADF at 60 keV: Se2 over W (docs/frame-matching.md, "Blur calibration")
     assert (m.sublattice_levels[0] > m.sublattice_levels[1]) == (detector == "HAADF")
     reference = reference_imaging(field, blur)  # the same measurement, as frame_overrides' reference takes it
     assert reference.column_sigma_angstrom == pytest.approx(m.column_sigma_angstrom, rel=1e-6)

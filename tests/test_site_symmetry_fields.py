@@ -1,8 +1,8 @@
 """Simulated fields classify as well in MAADF as in HAADF (issue 20, item 0).
 
-In MAADF at 60 keV the Se2 column of WSe2 outshines W (NOTES.md), so a store whose site-symmetry flag came from
-the mean over a class-balanced store (two thirds of its chalcogen-site patches vacancies) flagged the metal
-as brighter while every micrograph flagged the chalcogen: a model of that store swapped X2 and M on MAADF
+In MAADF at 60 keV the Se2 column of WSe2 outshines W (docs/frame-matching.md), so a store whose site-symmetry flag
+came from the mean over a class-balanced store (two thirds of its chalcogen-site patches vacancies) flagged the
+metal as brighter while every micrograph flagged the chalcogen: a model of that store swapped X2 and M on MAADF
 fields (kappa -0.67 measured by the issue). Here one small store with all five centre classes (X2, VacX, VacX2,
 M, D; WSe2 + Cr and TaSe2 + V at 60 keV, both detectors, static, real abTEM) trains one model, and rotated
 fields of each host in each detector are classified and scored against their truth.

@@ -10,7 +10,7 @@ from contract.features import SITE_SYMMETRY_RULE_VERSION, site_symmetry_rule_pro
 from features.encode import flag_table, site_sums
 from features.site_symmetry import brighter_sublattice, flags_from_sums, site_symmetry, typical_intensities
 
-# MAADF-like intensities (counts in the 3x3 centre): the Se2 column outshines W (NOTES.md: 1950 vs 1521)
+# MAADF-like intensities (counts in the 3x3 centre): the Se2 column outshines W (docs/frame-matching.md)
 MEAN = {"X2": 1950.0, "VacX": 0.45 * 1950.0, "VacX2": 60.0, "M": 1521.0, "D": 900.0}
 SUBLATTICE = {"X2": 1, "VacX": 1, "VacX2": 1, "M": 0, "D": 0}
 

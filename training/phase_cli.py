@@ -15,43 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from contract.cli import check_output_args
 
-from .cli import TrainCLI
-from .phase_data import ARMS, PlaneGroupDataModule
-from .phase_model import PhaseClassifier
+from .phase_data import ARMS
+# PhaseCLI and arm_config_args are defined in phase_lightning (phase_kfold uses them too); training.phase_cli.* still works
+from .phase_lightning import CONFIG_DIR, PhaseCLI, arm_config_args, run_phase_cli  # noqa: F401
 
-CONFIG_DIR = Path("configs/train/planegroups")
 LIGHTNING = ("fit", "validate", "test")
-
-
-class PhaseCLI(TrainCLI):
-    """TrainCLI (run_dir, loggers, last.ckpt, resume) with model.arm linked to data.arm."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        super().add_arguments_to_parser(parser)
-        parser.link_arguments("data.arm", "model.arm")
-
-
-def run_phase_cli(args: list[str] | None = None, run: bool = True) -> PhaseCLI:
-    return PhaseCLI(PhaseClassifier, PlaneGroupDataModule, args=args, run=run,
-                    save_config_kwargs={"overwrite": True},
-                    parser_kwargs={"parser_mode": "yaml", "exit_on_error": False})  # errors raise: one line, exit 2
-
-
-def arm_config_args(arm: str, config_dir: str | Path = CONFIG_DIR) -> list[str]:
-    """``--config base.yaml --config ARM.yaml``; ``InputError`` if a file is missing."""
-    from contract.errors import InputError
-
-    if arm not in ARMS:
-        raise InputError(f"unknown arm {arm!r}; use {', '.join(ARMS)}")
-    paths = [Path(config_dir) / "base.yaml", Path(config_dir) / f"{arm}.yaml"]
-    for p in paths:
-        if not p.is_file():
-            raise InputError(f"training config {p} not found (run from the repository root or pass --configs DIR)")
-    return [a for p in paths for a in ("--config", str(p))]
 
 
 def main(argv: list[str] | None = None) -> int:

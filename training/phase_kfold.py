@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .phase_cli import CONFIG_DIR, arm_config_args, run_phase_cli
 from .phase_data import PatchBatches, PlaneGroupDataModule, read_store
+from .phase_lightning import CONFIG_DIR, arm_config_args, run_phase_cli
 from .phase_model import load_classifier, predict_patches
 
 PREDICTIONS = "predictions.npz"

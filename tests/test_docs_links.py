@@ -5,7 +5,7 @@ Checked in each page:
   exists relative to the page, and an anchor matches a heading of the target page (GitHub's slug: lowercase,
   punctuation except '-' and '_' dropped, spaces to '-', ``-1``, ``-2`` ... for repeated headings);
 * paths in backticks that look like repository files or folders (``bench/results/x.json``, ``configs/...yaml``,
-  ``docs/...md``, ``tests/test_x.py::name``, globs such as ``tests/test_labelling_*.py``): they exist relative to
+  ``docs/...md``, ``tests/test_docs_links.py::name``, globs such as ``tests/test_labelling_*.py``): they exist relative to
   the repository root (a glob matches at least one file). Placeholders (``<date>``, ``DIR/...``), outputs the
   commands write (``data/``, ``runs/``, ...), absolute paths and paths outside the repository are not files of the
   repository and are skipped;

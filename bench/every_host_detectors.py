@@ -31,6 +31,7 @@ import zarr  # noqa: E402
 
 from bench._report import print_table, versions, write_result  # noqa: E402
 from contract.catalog import is_excluded, load_catalog  # noqa: E402
+from contract.jsonio import json_text  # noqa: E402
 from features.site_symmetry import brighter_sublattice  # noqa: E402
 from simulate.run import simulate  # noqa: E402
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         work.mkdir(parents=True, exist_ok=True)
         config = work / "every-host.yaml"
         config.write_text(f"base: {REPO / 'configs' / 'dataset' / 'tiny.yaml'}\nname: every-host\n"
-                          f"selection:\n  combos: {json.dumps([list(c) for c in pairs])}\n"
+                          f"selection:\n  combos: {json_text([list(c) for c in pairs])}\n"
                           "environments: [0, 4, 8, 12, 23]\npatches:\n  patches_per_image: 64\n")
         store, run_dir = work / "every-host.zarr", work / "run"
         t = {}
@@ -98,14 +99,14 @@ def main(argv: list[str] | None = None) -> None:
                              "sublattice_agreement": score["sublattice_agreement"],
                              "store_brighter": store_brighter[(host, detector)],
                              "frame_brighter": check["frame_brighter_sublattice"], "check_agrees": check["agree"]})
-                print(json.dumps(rows[-1]), flush=True)
+                print(json_text(rows[-1]), flush=True)
         t["fields"] = time.perf_counter() - t0
     columns = ["host", "dopant", "detector", "kappa", "accuracy", "n_matched", "sublattice_agreement",
                "store_brighter", "frame_brighter", "check_agrees"]
     print_table(rows, columns)
     kappa = {(r["host"], r["detector"]): r["kappa"] for r in rows}
     gaps = {h: round(kappa[(h, "MAADF")] - kappa[(h, "HAADF")], 3) for h, _ in pairs}
-    print("MAADF - HAADF kappa per host:", json.dumps(gaps))
+    print("MAADF - HAADF kappa per host:", json_text(gaps))
     path = write_result("every-host-detectors", {
         "about": __doc__.splitlines()[0], "rows": rows, "maadf_minus_haadf_kappa": gaps, "timings_s": t,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),

@@ -266,3 +266,80 @@ def progress(con: sqlite3.Connection, image_id: int, annotator_id: int) -> tuple
 def is_finished(con: sqlite3.Connection, image_id: int, annotator_id: int) -> bool:
     return con.execute("SELECT 1 FROM finished WHERE annotator_id = ? AND image_id = ?",
                        (annotator_id, image_id)).fetchone() is not None
+
+
+def mark_finished(con: sqlite3.Connection, annotator_id: int, image_id: int) -> None:
+    """The annotator declares the image done (idempotent): from then on they may see the others' labels."""
+    with write(con):
+        con.execute("INSERT OR IGNORE INTO finished(annotator_id, image_id, at) VALUES (?, ?, ?)",
+                    (annotator_id, image_id, now()))
+
+
+def annotator_by_token(con: sqlite3.Connection, token: str) -> sqlite3.Row | None:
+    """The annotator holding ``token``, or None."""
+    return con.execute("SELECT * FROM annotators WHERE token = ?", (token,)).fetchone()
+
+
+def annotator_links(con: sqlite3.Connection) -> list[sqlite3.Row]:
+    """(name, token) of every annotator, by name: what ``serve`` prints as their links."""
+    return con.execute("SELECT name, token FROM annotators ORDER BY name").fetchall()
+
+
+def image(con: sqlite3.Connection, image_id: int) -> sqlite3.Row | None:
+    """The image with this id, or None."""
+    return con.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+
+
+def images(con: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every image of the project, by id."""
+    return con.execute("SELECT * FROM images ORDER BY id").fetchall()
+
+
+def count_images(con: sqlite3.Connection) -> int:
+    return con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+
+def visible_site(con: sqlite3.Connection, image_id: int, site_id: int, annotator_id: int) -> sqlite3.Row | None:
+    """One site of the image as the annotator sees it (``visible_sites``: a candidate site or one they added,
+    not withdrawn), or None."""
+    return con.execute("SELECT * FROM sites WHERE id = ? AND image_id = ? AND deleted_at IS NULL "
+                       "AND (added_by IS NULL OR added_by = ?)", (site_id, image_id, annotator_id)).fetchone()
+
+
+def prediction_models(con: sqlite3.Connection, image_id: int) -> list[str]:
+    """Names of the models with predictions registered for the image, sorted."""
+    return [r["model"] for r in con.execute("SELECT model FROM predictions WHERE image_id = ? ORDER BY model",
+                                            (image_id,))]
+
+
+def record_suggestions_seen(con: sqlite3.Connection, annotator_id: int, image_id: int) -> None:
+    """Record the first time the annotator switched on the model's suggestions for the image, and whether they
+    had finished it by then (later uses are not recorded)."""
+    with write(con):
+        con.execute("INSERT OR IGNORE INTO suggestions_seen(annotator_id, image_id, first_at, finished_before) "
+                    "VALUES (?, ?, ?, ?)", (annotator_id, image_id, now(),
+                                            int(is_finished(con, image_id, annotator_id))))
+
+
+def suggestions(con: sqlite3.Connection, image_id: int, model: str) -> list[sqlite3.Row]:
+    """The model's suggestions (site_id, model, label, probs as JSON text, entropy_nats) for the image's sites."""
+    return con.execute("SELECT g.* FROM suggestions g JOIN sites s ON s.id = g.site_id WHERE s.image_id = ? "
+                       "AND g.model = ?", (image_id, model)).fetchall()
+
+
+def labels_of_others(con: sqlite3.Connection, image_id: int, annotator_id: int) -> list[sqlite3.Row]:
+    """(site_id, label, name) of every other annotator's label of the image's candidate sites (not withdrawn)."""
+    return con.execute(
+        "SELECT l.site_id, l.label, an.name FROM labels l JOIN annotators an ON an.id = l.annotator_id "
+        "JOIN sites s ON s.id = l.site_id WHERE s.image_id = ? AND s.deleted_at IS NULL AND s.added_by IS NULL "
+        "AND l.annotator_id != ?", (image_id, annotator_id)).fetchall()
+
+
+def sites_added_by_others(con: sqlite3.Connection, image_id: int, annotator_id: int) -> list[sqlite3.Row]:
+    """(x_px, y_px, name, label) of the columns other annotators added to the image (not withdrawn), with their
+    author's own label (None: unlabelled), by site id."""
+    return con.execute(
+        "SELECT s.x_px, s.y_px, an.name, l.label FROM sites s JOIN annotators an ON an.id = s.added_by "
+        "LEFT JOIN labels l ON l.site_id = s.id AND l.annotator_id = s.added_by "
+        "WHERE s.image_id = ? AND s.deleted_at IS NULL AND s.added_by != ? ORDER BY s.id",
+        (image_id, annotator_id)).fetchall()

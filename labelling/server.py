@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract.classes import CLASS_COLOURS, CLASS_DESCRIPTIONS, CLASS_NAMES, N_CLASSES
@@ -218,285 +219,314 @@ def create_app(project_root, *, require_tokens: bool = False, max_upload_bytes: 
                allowed_hosts: list[str] | None = None) -> FastAPI:
     """The web app over the project at ``project_root``. ``require_tokens``: refuse login by name (serving
     beyond the loopback). ``allowed_hosts``: accepted ``Host`` headers (default: any; ``serve`` on a loopback
-    address passes the loopback names, which stops DNS-rebinding pages from reaching the API)."""
+    address passes the loopback names, which stops DNS-rebinding pages from reaching the API). The routes
+    (``page_routes``, ``image_routes``, ``site_routes``, ``blinding_routes``) find the project, these settings
+    and the login throttle in ``app.state``."""
     project = open_project(project_root)
     app = FastAPI(title="stem-context labelling", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.project = project
     app.state.require_tokens = require_tokens
+    app.state.max_upload_bytes = max_upload_bytes
+    app.state.throttle = LoginThrottle()
     app.add_middleware(BodySizeLimit, max_json_bytes=MAX_JSON_BYTES, max_upload_bytes=max_upload_bytes)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so the middlewares' own answers carry it too
-    throttle = LoginThrottle()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        parts = []
-        for e in exc.errors():
-            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
-        return JSONResponse({"error": "; ".join(parts) or "malformed request"}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"},
-                            status_code=500)
-
-    def connection():
-        con = project.connect()
-        try:
-            yield con
-        finally:
-            con.close()
-
-    def annotator(authorization: Optional[str] = Header(default=None), con=Depends(connection)):
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not token:
-            raise HTTPException(401, "no token: log in (on this computer) or open your annotator link")
-        row = con.execute("SELECT * FROM annotators WHERE token = ?", (token,)).fetchone()
-        if row is None:
-            raise HTTPException(401, "unknown token: open the link printed by `python -m labelling serve`")
-        return row
-
-    def image_row(image_id: int, con) -> dict:
-        if not 0 < image_id <= MAX_ID:
-            raise HTTPException(404, f"image {brief_id(image_id)} does not exist")
-        row = con.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
-        if row is None:
-            raise HTTPException(404, f"image {image_id} does not exist")
-        return dict(row)
-
-    def visible_site(con, image_id: int, site_id: int, who) -> dict:
-        if not 0 < site_id <= MAX_ID:
-            raise HTTPException(404, f"site {brief_id(site_id)} does not exist on image {image_id}")
-        row = con.execute("SELECT * FROM sites WHERE id = ? AND image_id = ? AND deleted_at IS NULL "
-                          "AND (added_by IS NULL OR added_by = ?)", (site_id, image_id, who["id"])).fetchone()
-        if row is None:
-            raise HTTPException(404, f"site {site_id} does not exist on image {image_id}")
-        return dict(row)
-
-    def progress(con, image_id: int, who) -> dict:
-        done, total = db.progress(con, image_id, who["id"])
-        return {"labelled": done, "total": total}
-
-    # ---------------------------------------------------------------- page and configuration
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/", include_in_schema=False)
-    def index():
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
-
-    @app.get("/api/health")
-    def health():
-        return {"ok": True, "project": project.root.name}
-
-    @app.get("/api/config")
-    def config():
-        return {"classes": [{"label": c, "name": CLASS_NAMES[c], "description": CLASS_DESCRIPTIONS[c],
-                             "colour": CLASS_COLOURS[c], "key": str(c)} for c in range(N_CLASSES)],
-                "no_column": db.NO_COLUMN, "login_by_name": not require_tokens,
-                "max_upload_bytes": max_upload_bytes, "upload_suffixes": list(UPLOAD_SUFFIXES)}
-
-    @app.post("/api/login")
-    def login(body: LoginBody, con=Depends(connection)):
-        if require_tokens:
-            raise HTTPException(403, "login by name is off on this server (it serves beyond this computer): "
-                                     "open the link with your token that `serve` printed")
-        name = body.name.strip()
-        wait_s = throttle.locked_for_s(name)
-        if wait_s > 0:
-            raise HTTPException(429, f"too many wrong passwords for {name}: try again in {math.ceil(wait_s)} s")
-        row, outcome = db.sign_up_or_in(con, name, body.password)
-        if outcome == "link-only":
-            raise HTTPException(403, f"{name} was added on the command line and signs in with their personal link "
-                                     "(`python -m labelling annotators --project DIR` prints it)")
-        if outcome == "wrong":
-            throttle.failed(name)
-            raise HTTPException(401, f"wrong password for {name} (a new name signs up with the password given)")
-        throttle.succeeded(name)
-        return {"name": row["name"], "token": row["token"], "created": outcome == "created"}
-
-    @app.get("/api/me")
-    def me(who=Depends(annotator)):
-        return {"name": who["name"]}
-
-    # ---------------------------------------------------------------- images
-    def image_summary(con, img: dict, who) -> dict:
-        models = [r["model"] for r in con.execute("SELECT model FROM predictions WHERE image_id = ? ORDER BY model",
-                                                  (img["id"],))]
-        a = float(img["lattice_constant_px"])
-        return {"id": img["id"], "name": img["name"], "height": img["height"], "width": img["width"],
-                "pixel_size_angstrom": img["pixel_size_angstrom"],
-                "context": {k: img[k] for k in ("host", "dopant", "beam_energy_kev", "detector")},
-                "lattice_constant_px": a, "nearest_column_px": a / SQRT3,
-                "patch_half_width_px": patch_half_width(a), "models": models,
-                "finished": db.is_finished(con, img["id"], who["id"]), "progress": progress(con, img["id"], who)}
-
-    @app.get("/api/images")
-    def images(who=Depends(annotator), con=Depends(connection)):
-        rows = con.execute("SELECT * FROM images ORDER BY id").fetchall()
-        return {"images": [image_summary(con, dict(r), who) for r in rows]}
-
-    @app.get("/api/images/{image_id}")
-    def image(image_id: int, who=Depends(annotator), con=Depends(connection)):
-        return image_summary(con, image_row(image_id, con), who)
-
-    @app.get("/api/images/{image_id}/display.png")
-    def display(image_id: int, who=Depends(annotator), con=Depends(connection)):
-        img = image_row(image_id, con)
-        path = project.root / "images" / img["name"] / "display.png"
-        if not path.is_file():
-            raise HTTPException(404, f"display image of {img['name']!r} is missing from the project")
-        return FileResponse(path, media_type="image/png")
-
-    @app.post("/api/images/upload")
-    async def upload(request: Request, filename: str = Query(..., max_length=200),
-                     name: Optional[str] = Query(None, max_length=64), host: Optional[str] = Query(None, max_length=16),
-                     dopant: Optional[str] = Query(None, max_length=4),
-                     energy_kev: Optional[float] = Query(None), detector: Optional[str] = Query(None, max_length=16),
-                     who=Depends(annotator)):
-        suffix = Path(filename).suffix.lower()
-        if suffix not in UPLOAD_SUFFIXES:
-            raise HTTPException(415, f"{filename}: unsupported format {suffix!r}; use {', '.join(UPLOAD_SUFFIXES)}")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / (Path(filename).stem[:64] + suffix)
-            with open(path, "wb") as f:
-                async for chunk in request.stream():  # the size limit is enforced by BodySizeLimit
-                    f.write(chunk)
-            if path.stat().st_size == 0:
-                raise HTTPException(400, f"{filename}: empty upload")
-            try:
-                from starlette.concurrency import run_in_threadpool
-
-                out = await run_in_threadpool(add_image, project, path, name=name, host=host, dopant=dopant,
-                                              beam_energy_kev=energy_kev, detector=detector)
-            except StemError as err:  # bad or corrupt file, no lattice: the reader's one-line reason
-                raise HTTPException(422, str(err)) from None
-            except (ValueError, OSError, EOFError) as err:  # a file the readers cannot parse
-                raise HTTPException(422, f"cannot read {filename}: {type(err).__name__}: {err}") from None
-        return out
-
-    # ---------------------------------------------------------------- sites and labels
-    @app.get("/api/images/{image_id}/sites")
-    def sites(image_id: int, who=Depends(annotator), con=Depends(connection)):
-        image_row(image_id, con)
-        rows = db.visible_sites(con, image_id, who["id"])
-        return {"sites": [{"id": r["id"], "x": r["x_px"], "y": r["y_px"], "label": r["label"],
-                           "added": r["added_by"] is not None} for r in rows],
-                "progress": progress(con, image_id, who)}
-
-    @app.put("/api/images/{image_id}/sites/{site_id}/label")
-    def put_label(image_id: int, site_id: int, body: LabelBody, who=Depends(annotator), con=Depends(connection)):
-        image_row(image_id, con)
-        visible_site(con, image_id, site_id, who)
-        previous = db.set_label(con, who["id"], image_id, site_id, body.label)
-        return {"site_id": site_id, "label": body.label, "previous": previous, "progress": progress(con, image_id, who)}
-
-    @app.delete("/api/images/{image_id}/sites/{site_id}/label")
-    def clear_label(image_id: int, site_id: int, who=Depends(annotator), con=Depends(connection)):
-        image_row(image_id, con)
-        visible_site(con, image_id, site_id, who)
-        previous = db.set_label(con, who["id"], image_id, site_id, None, action="label")
-        return {"site_id": site_id, "label": None, "previous": previous, "progress": progress(con, image_id, who)}
-
-    @app.post("/api/images/{image_id}/sites")
-    def new_site(image_id: int, body: NewSiteBody, who=Depends(annotator), con=Depends(connection)):
-        img = image_row(image_id, con)
-        if not (-0.5 <= body.x_px <= img["width"] - 0.5 and -0.5 <= body.y_px <= img["height"] - 0.5):
-            raise HTTPException(422, f"x_px={body.x_px:g}, y_px={body.y_px:g} lies outside the "
-                                     f"{img['width']} x {img['height']} image")
-        rows = db.visible_sites(con, image_id, who["id"])
-        if rows:
-            xy = np.array([[r["x_px"], r["y_px"]] for r in rows])
-            d = np.hypot(xy[:, 0] - body.x_px, xy[:, 1] - body.y_px)
-            k = int(np.argmin(d))
-            if d[k] < MIN_NEW_SITE_FRACTION * img["lattice_constant_px"] / SQRT3:
-                raise HTTPException(409, f"site {rows[k]['id']} is already there ({d[k]:.1f} px away): label it "
-                                         "instead")
-        site_id = db.add_site(con, who["id"], image_id, body.x_px, body.y_px, body.label)
-        return {"site": {"id": site_id, "x": body.x_px, "y": body.y_px, "label": body.label, "added": True},
-                "progress": progress(con, image_id, who)}
-
-    @app.post("/api/images/{image_id}/undo")
-    def undo(image_id: int, who=Depends(annotator), con=Depends(connection)):
-        image_row(image_id, con)
-        out = db.undo(con, who["id"], image_id)
-        if out is None:
-            raise HTTPException(409, "nothing to undo on this image")
-        return {**out, "progress": progress(con, image_id, who)}
-
-    @app.get("/api/images/{image_id}/patch-order")
-    def patch_order(image_id: int, who=Depends(annotator), con=Depends(connection)):
-        """The caller's sites in a random order that is the same on every reload (seeded by image and
-        annotator): the patch-by-patch mode walks it."""
-        img = image_row(image_id, con)
-        ids = np.array([r["id"] for r in db.visible_sites(con, image_id, who["id"])], dtype=np.int64)
-        seed = np.random.SeedSequence([int(img["id"]), zlib.crc32(who["name"].encode()), zlib.crc32(b"patch-order")])
-        return {"order": np.random.default_rng(seed).permutation(ids).tolist()}
-
-    # ---------------------------------------------------------------- blinding
-    @app.get("/api/images/{image_id}/suggestions")
-    def suggestions(image_id: int, model: Optional[str] = Query(None, max_length=64), who=Depends(annotator),
-                    con=Depends(connection)):
-        image_row(image_id, con)
-        models = [r["model"] for r in con.execute("SELECT model FROM predictions WHERE image_id = ? ORDER BY model",
-                                                  (image_id,))]
-        if not models:
-            raise HTTPException(404, "no model predictions for this image (add one with `python -m labelling "
-                                     "predict` or `add --sites`)")
-        model = model or models[0]
-        if model not in models:
-            raise HTTPException(404, f"no predictions of model {model!r} for this image; known: {', '.join(models)}")
-        with db.write(con):
-            con.execute("INSERT OR IGNORE INTO suggestions_seen(annotator_id, image_id, first_at, finished_before) "
-                        "VALUES (?, ?, ?, ?)", (who["id"], image_id, db.now(),
-                                                int(db.is_finished(con, image_id, who["id"]))))
-        rows = con.execute("SELECT g.* FROM suggestions g JOIN sites s ON s.id = g.site_id WHERE s.image_id = ? "
-                           "AND g.model = ?", (image_id, model)).fetchall()
-        return {"model": model, "models": models,
-                "suggestions": {str(r["site_id"]): {"label": r["label"], "entropy_nats": r["entropy_nats"],
-                                                    "probs": json.loads(r["probs"]) if r["probs"] else None}
-                                for r in rows}}
-
-    @app.post("/api/images/{image_id}/finish")
-    def finish(image_id: int, body: FinishBody = FinishBody(), who=Depends(annotator), con=Depends(connection)):
-        image_row(image_id, con)
-        p = progress(con, image_id, who)
-        if p["labelled"] < p["total"] and not body.force:
-            raise HTTPException(409, f"{p['total'] - p['labelled']} of {p['total']} sites are not labelled yet "
-                                     "(finish anyway with force)")
-        with db.write(con):
-            con.execute("INSERT OR IGNORE INTO finished(annotator_id, image_id, at) VALUES (?, ?, ?)",
-                        (who["id"], image_id, db.now()))
-        return {"finished": True, "progress": p}
-
-    @app.get("/api/images/{image_id}/others")
-    def others(image_id: int, who=Depends(annotator), con=Depends(connection)):
-        image_row(image_id, con)
-        if not db.is_finished(con, image_id, who["id"]):
-            raise HTTPException(403, "the other annotators' labels are shown once you have finished this image "
-                                     "(blind labelling)")
-        rows = con.execute(
-            "SELECT l.site_id, l.label, an.name FROM labels l JOIN annotators an ON an.id = l.annotator_id "
-            "JOIN sites s ON s.id = l.site_id WHERE s.image_id = ? AND s.deleted_at IS NULL AND s.added_by IS NULL "
-            "AND l.annotator_id != ?", (image_id, who["id"])).fetchall()
-        added = con.execute(
-            "SELECT s.x_px, s.y_px, an.name, l.label FROM sites s JOIN annotators an ON an.id = s.added_by "
-            "LEFT JOIN labels l ON l.site_id = s.id AND l.annotator_id = s.added_by "
-            "WHERE s.image_id = ? AND s.deleted_at IS NULL AND s.added_by != ? ORDER BY s.id",
-            (image_id, who["id"])).fetchall()
-        votes: dict[str, dict] = {}
-        for r in rows:
-            votes.setdefault(str(r["site_id"]), {})[r["name"]] = r["label"]
-        return {"annotators": sorted({r["name"] for r in rows} | {r["name"] for r in added}), "votes": votes,
-                "added": [{"x": r["x_px"], "y": r["y_px"], "author": r["name"], "label": r["label"]} for r in added]}
-
+    for routes in (page_routes, image_routes, site_routes, blinding_routes):
+        app.include_router(routes)
     return app
+
+
+# ---------------------------------------------------------------- errors: every one a JSON {"error": ...}
+async def http_error(request: Request, exc: StarletteHTTPException):
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+
+async def validation_error(request: Request, exc: RequestValidationError):
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return JSONResponse({"error": "; ".join(parts) or "malformed request"}, status_code=422)
+
+
+async def unexpected_error(request: Request, exc: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"},
+                        status_code=500)
+
+
+# ---------------------------------------------------------------- what the routes depend on
+def connection(request: Request):
+    """A database connection for one request (``Depends``: shared by the request's dependencies), closed after."""
+    con = request.app.state.project.connect()
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def annotator(authorization: Optional[str] = Header(default=None), con=Depends(connection)):
+    """The caller, from ``Authorization: Bearer <token>`` (401 without one or with an unknown one)."""
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    if not token:
+        raise HTTPException(401, "no token: log in (on this computer) or open your annotator link")
+    row = db.annotator_by_token(con, token)
+    if row is None:
+        raise HTTPException(401, "unknown token: open the link printed by `python -m labelling serve`")
+    return row
+
+
+def image_row(image_id: int, con) -> dict:
+    if not 0 < image_id <= MAX_ID:
+        raise HTTPException(404, f"image {brief_id(image_id)} does not exist")
+    row = db.image(con, image_id)
+    if row is None:
+        raise HTTPException(404, f"image {image_id} does not exist")
+    return dict(row)
+
+
+def visible_site(con, image_id: int, site_id: int, who) -> dict:
+    if not 0 < site_id <= MAX_ID:
+        raise HTTPException(404, f"site {brief_id(site_id)} does not exist on image {image_id}")
+    row = db.visible_site(con, image_id, site_id, who["id"])
+    if row is None:
+        raise HTTPException(404, f"site {site_id} does not exist on image {image_id}")
+    return dict(row)
+
+
+def progress(con, image_id: int, who) -> dict:
+    done, total = db.progress(con, image_id, who["id"])
+    return {"labelled": done, "total": total}
+
+
+# ---------------------------------------------------------------- page and configuration
+page_routes = APIRouter()
+
+
+@page_routes.get("/", include_in_schema=False)
+def index():
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+@page_routes.get("/api/health")
+def health(request: Request):
+    return {"ok": True, "project": request.app.state.project.root.name}
+
+
+@page_routes.get("/api/config")
+def config(request: Request):
+    state = request.app.state
+    return {"classes": [{"label": c, "name": CLASS_NAMES[c], "description": CLASS_DESCRIPTIONS[c],
+                         "colour": CLASS_COLOURS[c], "key": str(c)} for c in range(N_CLASSES)],
+            "no_column": db.NO_COLUMN, "login_by_name": not state.require_tokens,
+            "max_upload_bytes": state.max_upload_bytes, "upload_suffixes": list(UPLOAD_SUFFIXES)}
+
+
+@page_routes.post("/api/login")
+def login(body: LoginBody, request: Request, con=Depends(connection)):
+    if request.app.state.require_tokens:
+        raise HTTPException(403, "login by name is off on this server (it serves beyond this computer): "
+                                 "open the link with your token that `serve` printed")
+    throttle: LoginThrottle = request.app.state.throttle
+    name = body.name.strip()
+    wait_s = throttle.locked_for_s(name)
+    if wait_s > 0:
+        raise HTTPException(429, f"too many wrong passwords for {name}: try again in {math.ceil(wait_s)} s")
+    row, outcome = db.sign_up_or_in(con, name, body.password)
+    if outcome == "link-only":
+        raise HTTPException(403, f"{name} was added on the command line and signs in with their personal link "
+                                 "(`python -m labelling annotators --project DIR` prints it)")
+    if outcome == "wrong":
+        throttle.failed(name)
+        raise HTTPException(401, f"wrong password for {name} (a new name signs up with the password given)")
+    throttle.succeeded(name)
+    return {"name": row["name"], "token": row["token"], "created": outcome == "created"}
+
+
+@page_routes.get("/api/me")
+def me(who=Depends(annotator)):
+    return {"name": who["name"]}
+
+
+# ---------------------------------------------------------------- images
+image_routes = APIRouter()
+
+
+def image_summary(con, img: dict, who) -> dict:
+    models = db.prediction_models(con, img["id"])
+    a = float(img["lattice_constant_px"])
+    return {"id": img["id"], "name": img["name"], "height": img["height"], "width": img["width"],
+            "pixel_size_angstrom": img["pixel_size_angstrom"],
+            "context": {k: img[k] for k in ("host", "dopant", "beam_energy_kev", "detector")},
+            "lattice_constant_px": a, "nearest_column_px": a / SQRT3,
+            "patch_half_width_px": patch_half_width(a), "models": models,
+            "finished": db.is_finished(con, img["id"], who["id"]), "progress": progress(con, img["id"], who)}
+
+
+@image_routes.get("/api/images")
+def images(who=Depends(annotator), con=Depends(connection)):
+    return {"images": [image_summary(con, dict(r), who) for r in db.images(con)]}
+
+
+@image_routes.get("/api/images/{image_id}")
+def image(image_id: int, who=Depends(annotator), con=Depends(connection)):
+    return image_summary(con, image_row(image_id, con), who)
+
+
+@image_routes.get("/api/images/{image_id}/display.png")
+def display(image_id: int, request: Request, who=Depends(annotator), con=Depends(connection)):
+    img = image_row(image_id, con)
+    path = request.app.state.project.root / "images" / img["name"] / "display.png"
+    if not path.is_file():
+        raise HTTPException(404, f"display image of {img['name']!r} is missing from the project")
+    return FileResponse(path, media_type="image/png")
+
+
+@image_routes.post("/api/images/upload")
+async def upload(request: Request, filename: str = Query(..., max_length=200),
+                 name: Optional[str] = Query(None, max_length=64), host: Optional[str] = Query(None, max_length=16),
+                 dopant: Optional[str] = Query(None, max_length=4),
+                 energy_kev: Optional[float] = Query(None), detector: Optional[str] = Query(None, max_length=16),
+                 who=Depends(annotator)):
+    suffix = Path(filename).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise HTTPException(415, f"{filename}: unsupported format {suffix!r}; use {', '.join(UPLOAD_SUFFIXES)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (Path(filename).stem[:64] + suffix)
+        with open(path, "wb") as f:
+            async for chunk in request.stream():  # the size limit is enforced by BodySizeLimit
+                f.write(chunk)
+        if path.stat().st_size == 0:
+            raise HTTPException(400, f"{filename}: empty upload")
+        try:
+            out = await run_in_threadpool(add_image, request.app.state.project, path, name=name, host=host,
+                                          dopant=dopant, beam_energy_kev=energy_kev, detector=detector)
+        except StemError as err:  # bad or corrupt file, no lattice: the reader's one-line reason
+            raise HTTPException(422, str(err)) from None
+        except (ValueError, OSError, EOFError) as err:  # a file the readers cannot parse
+            raise HTTPException(422, f"cannot read {filename}: {type(err).__name__}: {err}") from None
+    return out
+
+
+# ---------------------------------------------------------------- sites and labels
+site_routes = APIRouter()
+
+
+@site_routes.get("/api/images/{image_id}/sites")
+def sites(image_id: int, who=Depends(annotator), con=Depends(connection)):
+    image_row(image_id, con)
+    rows = db.visible_sites(con, image_id, who["id"])
+    return {"sites": [{"id": r["id"], "x": r["x_px"], "y": r["y_px"], "label": r["label"],
+                       "added": r["added_by"] is not None} for r in rows],
+            "progress": progress(con, image_id, who)}
+
+
+@site_routes.put("/api/images/{image_id}/sites/{site_id}/label")
+def put_label(image_id: int, site_id: int, body: LabelBody, who=Depends(annotator), con=Depends(connection)):
+    image_row(image_id, con)
+    visible_site(con, image_id, site_id, who)
+    previous = db.set_label(con, who["id"], image_id, site_id, body.label)
+    return {"site_id": site_id, "label": body.label, "previous": previous, "progress": progress(con, image_id, who)}
+
+
+@site_routes.delete("/api/images/{image_id}/sites/{site_id}/label")
+def clear_label(image_id: int, site_id: int, who=Depends(annotator), con=Depends(connection)):
+    image_row(image_id, con)
+    visible_site(con, image_id, site_id, who)
+    previous = db.set_label(con, who["id"], image_id, site_id, None, action="label")
+    return {"site_id": site_id, "label": None, "previous": previous, "progress": progress(con, image_id, who)}
+
+
+@site_routes.post("/api/images/{image_id}/sites")
+def new_site(image_id: int, body: NewSiteBody, who=Depends(annotator), con=Depends(connection)):
+    img = image_row(image_id, con)
+    if not (-0.5 <= body.x_px <= img["width"] - 0.5 and -0.5 <= body.y_px <= img["height"] - 0.5):
+        raise HTTPException(422, f"x_px={body.x_px:g}, y_px={body.y_px:g} lies outside the "
+                                 f"{img['width']} x {img['height']} image")
+    rows = db.visible_sites(con, image_id, who["id"])
+    if rows:
+        xy = np.array([[r["x_px"], r["y_px"]] for r in rows])
+        d = np.hypot(xy[:, 0] - body.x_px, xy[:, 1] - body.y_px)
+        k = int(np.argmin(d))
+        if d[k] < MIN_NEW_SITE_FRACTION * img["lattice_constant_px"] / SQRT3:
+            raise HTTPException(409, f"site {rows[k]['id']} is already there ({d[k]:.1f} px away): label it "
+                                     "instead")
+    site_id = db.add_site(con, who["id"], image_id, body.x_px, body.y_px, body.label)
+    return {"site": {"id": site_id, "x": body.x_px, "y": body.y_px, "label": body.label, "added": True},
+            "progress": progress(con, image_id, who)}
+
+
+@site_routes.post("/api/images/{image_id}/undo")
+def undo(image_id: int, who=Depends(annotator), con=Depends(connection)):
+    image_row(image_id, con)
+    out = db.undo(con, who["id"], image_id)
+    if out is None:
+        raise HTTPException(409, "nothing to undo on this image")
+    return {**out, "progress": progress(con, image_id, who)}
+
+
+@site_routes.get("/api/images/{image_id}/patch-order")
+def patch_order(image_id: int, who=Depends(annotator), con=Depends(connection)):
+    """The caller's sites in a random order that is the same on every reload (seeded by image and
+    annotator): the patch-by-patch mode walks it."""
+    img = image_row(image_id, con)
+    ids = np.array([r["id"] for r in db.visible_sites(con, image_id, who["id"])], dtype=np.int64)
+    seed = np.random.SeedSequence([int(img["id"]), zlib.crc32(who["name"].encode()), zlib.crc32(b"patch-order")])
+    return {"order": np.random.default_rng(seed).permutation(ids).tolist()}
+
+
+# ---------------------------------------------------------------- blinding
+blinding_routes = APIRouter()
+
+
+@blinding_routes.get("/api/images/{image_id}/suggestions")
+def suggestions(image_id: int, model: Optional[str] = Query(None, max_length=64), who=Depends(annotator),
+                con=Depends(connection)):
+    image_row(image_id, con)
+    models = db.prediction_models(con, image_id)
+    if not models:
+        raise HTTPException(404, "no model predictions for this image (add one with `python -m labelling "
+                                 "predict` or `add --sites`)")
+    model = model or models[0]
+    if model not in models:
+        raise HTTPException(404, f"no predictions of model {model!r} for this image; known: {', '.join(models)}")
+    db.record_suggestions_seen(con, who["id"], image_id)
+    rows = db.suggestions(con, image_id, model)
+    return {"model": model, "models": models,
+            "suggestions": {str(r["site_id"]): {"label": r["label"], "entropy_nats": r["entropy_nats"],
+                                                "probs": json.loads(r["probs"]) if r["probs"] else None}
+                            for r in rows}}
+
+
+@blinding_routes.post("/api/images/{image_id}/finish")
+def finish(image_id: int, body: FinishBody = FinishBody(), who=Depends(annotator), con=Depends(connection)):
+    image_row(image_id, con)
+    p = progress(con, image_id, who)
+    if p["labelled"] < p["total"] and not body.force:
+        raise HTTPException(409, f"{p['total'] - p['labelled']} of {p['total']} sites are not labelled yet "
+                                 "(finish anyway with force)")
+    db.mark_finished(con, who["id"], image_id)
+    return {"finished": True, "progress": p}
+
+
+@blinding_routes.get("/api/images/{image_id}/others")
+def others(image_id: int, who=Depends(annotator), con=Depends(connection)):
+    image_row(image_id, con)
+    if not db.is_finished(con, image_id, who["id"]):
+        raise HTTPException(403, "the other annotators' labels are shown once you have finished this image "
+                                 "(blind labelling)")
+    rows = db.labels_of_others(con, image_id, who["id"])
+    added = db.sites_added_by_others(con, image_id, who["id"])
+    votes: dict[str, dict] = {}
+    for r in rows:
+        votes.setdefault(str(r["site_id"]), {})[r["name"]] = r["label"]
+    return {"annotators": sorted({r["name"] for r in rows} | {r["name"] for r in added}), "votes": votes,
+            "added": [{"x": r["x_px"], "y": r["y_px"], "author": r["name"], "label": r["label"]} for r in added]}
 
 
 def brief_id(value: int) -> str:
@@ -533,8 +563,8 @@ def serve(project_root, host: str = "127.0.0.1", port: int = 8000, annotators: l
     with project.session() as con:
         for name in annotators:
             db.add_annotator(con, name)
-        people = con.execute("SELECT name, token FROM annotators ORDER BY name").fetchall()
-        n_images = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        people = db.annotator_links(con)
+        n_images = db.count_images(con)
     if not loopback and not people:
         raise InputError(f"serving on {host} (beyond this computer) needs per-annotator tokens: pass "
                          "--annotators NAME,NAME,... (their links are printed here)")

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import Mapping, Sequence, TextIO
 
 import torch
 import yaml
@@ -74,7 +74,7 @@ def build_from_config(config_path: str | Path, name: str, *, model: str = DEFAUL
                       cluster_config: str | None = None, n_workers: int | None = None,
                       work_dir: str | Path | None = None, models_dir: str | Path | None = None,
                       matched_to_frame: Mapping | None = None, keep_data: bool = False,
-                      stream: TextIO | None = None) -> registry.RegisteredModel:
+                      train_args: Sequence[str] = (), stream: TextIO | None = None) -> registry.RegisteredModel:
     """Simulate (or finish simulating: ``--resume``) the dataset of ``config_path`` into ``work_dir``, encode
     it, train ``model`` on it, evaluate it on its held-out rows and register it as ``name`` in ``models_dir``
     (default: the user's model directory). Progress goes to ``stream`` (default stderr)."""
@@ -110,7 +110,7 @@ def build_from_config(config_path: str | Path, name: str, *, model: str = DEFAUL
     _say(stream, f"[3/4] train {model} ({time.perf_counter() - t0:.0f} s so far; log in {run_dir}/train.log)")
     args = ["fit", *model_config_args(MODEL_CONFIGS[model], TRAIN_CONFIG_DIR), "--data.store", str(store),
             "--run_dir", str(run_dir), "--trainer.accelerator", "cpu", "--trainer.strategy", "auto",
-            "--trainer.devices", "1"]
+            "--trainer.devices", "1", *train_args]
     _quietly(run_dir / "train.log", run_cli, args)
     timings["train"] = time.perf_counter() - t2
     t3 = time.perf_counter()
@@ -192,12 +192,14 @@ def card_fields(cfg: dict, model: str, meta: dict, metrics: dict, run_dir: Path,
 def build_model(context: dict, *, overrides: Mapping | None = None, model: str = DEFAULT_MODEL,
                 cluster: str = "local", cluster_config: str | None = None, n_workers: int | None = None,
                 models_dir: str | Path | None = None, keep_data: bool = False,
-                patches_per_image: int = PATCHES_PER_IMAGE, stream: TextIO | None = None) -> registry.RegisteredModel:
+                patches_per_image: int = PATCHES_PER_IMAGE, train_args: Sequence[str] = (),
+                stream: TextIO | None = None) -> registry.RegisteredModel:
     """Build and register the model of one context (host, dopant, beam energy; both detectors).
 
     ``overrides``: dataset-config values merged onto the generated config (e.g. the noise and patch sampling
     measured on a frame), recorded in the card as ``matched_to_frame``; the model name then carries their hash,
-    so that a frame-matched model never replaces the plain one."""
+    so that a frame-matched model never replaces the plain one. ``train_args``: extra ``training fit`` options
+    (e.g. a shorter ``--schedule.*`` for a test of the pipeline); the card's schedule records what ran."""
     name = registry.model_name(context)
     if overrides:
         name += "-matched-" + hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -209,7 +211,7 @@ def build_model(context: dict, *, overrides: Mapping | None = None, model: str =
     _drop_stale_store(config_path, work)
     return build_from_config(config_path, name, model=model, cluster=cluster, cluster_config=cluster_config,
                              n_workers=n_workers, work_dir=work, models_dir=models_dir,
-                             matched_to_frame=overrides, keep_data=keep_data, stream=stream)
+                             matched_to_frame=overrides, keep_data=keep_data, train_args=train_args, stream=stream)
 
 
 def _drop_stale_store(config_path: Path, work: Path) -> None:

@@ -20,13 +20,17 @@ def test_build_registers_a_model_that_classify_then_uses(tmp_path, monkeypatch, 
     # 2 environments (Se2 among W, and Cr among Se2: the site-symmetry flag needs both sublattices) and a small
     # patch: the pipeline, not the physics
     small = {"environments": [0, 23], "patches": {"patch_size_px": 17, "patches_per_image": 64}}
-    built = build_model(ctx, overrides=small, n_workers=2)
+    # at most 150 optimizer steps: the default schedule's 1 070 took 660-1 270 s here, Lightning's per-step
+    # overhead on a 256-row store; what it learns is not under test
+    built = build_model(ctx, overrides=small, n_workers=2,
+                        train_args=["--schedule.kind", "steps", "--schedule.steps_per_10_epochs", "150"])
     card = built.card
     assert card.matched_to_frame == small and card.name.startswith("WSe2+Cr-60keV-matched-")
     assert {(c["host"], c["dopant"], c["beam_energy_kev"], c["detector"]) for c in card.cases} == \
         {("WSe2", "Cr", 60, "HAADF"), ("WSe2", "Cr", 60, "MAADF")}
     assert 0 <= card.metrics["test_accuracy"] <= 1 and set(card.timings_s) >= {"simulate", "features", "train"}
     assert card.dataset["multislice_runs"] == 2 and card.patch_size_px == 17
+    assert card.schedule["kind"] == "steps" and card.schedule["steps_done"] <= 150
     assert "build: [4/4]" in capsys.readouterr().err
     assert not (tmp_path / "models" / "work" / card.name / "WSe2+Cr-60keV.zarr").exists()  # store removed
     assert choose_model(ctx, list_models([tmp_path / "models"])).card.name == card.name

@@ -47,7 +47,7 @@ from .sites import (
     locate_sites,
 )
 from .summary import HIGH_ENTROPY_NATS, UNRELIABLE_FRACTION, frame_checks, report_warnings, summarise
-from .unseen_context import CONTEXT_NEAR, context_check, material_distance
+from .unseen_context import CONTEXT_NEAR, case_key, context_check, material_distance
 
 __all__ = [
     # inference.sites
@@ -129,11 +129,15 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     if calibration.warning:
         notes.append(calibration.warning)
     a_img = sites.lattice_constant_px * pixel
-    result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns)
+    trained_case = next((c for c in clf.training_cases or [] if case_key(c) == case_key(ctx)), None)
+    result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns,
+                            known_brighter=(trained_case or {}).get("brighter_sublattice"))
     lo, hi = sites.lattice_constant_px_range or (sites.lattice_constant_px,) * 2
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
                # the registry's card when the model was chosen from it (inference/registry.py), else None
                "model_card": dataclasses.asdict(model_card) if model_card is not None else None,
+               # the site-symmetry flags: the model's training case ("training case") or the frame's brightness
+               "site_symmetry_flags_source": result["flags_source"],
                "context": {k: v for k, v in ctx.items() if k not in ("pixel_size_angstrom", "sources")},
                "context_sources": ctx["sources"], "unseen_context": bool(unseen_note),
                "material_context_distance_to_training": (near or (None,))[0],

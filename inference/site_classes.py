@@ -5,8 +5,15 @@ nor safely from brightness (the metal column is the brighter in HAADF, the chalc
 at 60 keV in docs/frame-matching.md, "Blur calibration"). With
 ``metal_sublattice="auto"`` both assignments are tried and the one under which the model gives the higher
 mean log-probability to sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2, VacX,
-VacX2) is kept. The features do not depend on that choice (the site-symmetry flags follow brightness), so
-the model runs once.
+VacX2) is kept.
+
+The site-symmetry flag is a property of the context (material, beam energy, detector), which the model's training
+store measured on its intact columns (``features.site_symmetry``). For a context the model was trained on
+(``known_brighter``) the flags are that case's: the frame's own measurement is then only a check
+(``inference.checks.site_symmetry_check``), because where the two intact columns are nearly equally bright
+(NbS2 in MAADF at 60 keV: store and field disagreed, bench/every_host_detectors.py) a frame's medians can fall
+either way and flip every flag. The flags then depend on which sublattice is the metal, so under ``auto`` the
+model runs once per assignment. For an unseen context the flags follow the frame's own brightness (one run).
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import numpy as np
 
 from contract.classes import CHALCOGEN_SITE_CLASSES, CLASS_IDS, CLASS_NAMES, METAL, METAL_SITE_CLASSES
 from contract.context import absent_classes
+from contract.features import SITE_SYMMETRY_COLUMNS
 from features.site_symmetry import central_intensity, typical_intensities
 
 from .classifier import predict_probabilities
@@ -23,22 +31,37 @@ from .patches import cut_patches, site_features
 from .sites import Sites
 
 
+def _consistency(probs: np.ndarray, on_metal: np.ndarray) -> float:
+    """Mean log-probability of the sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2,
+    VacX, VacX2) when the sites ``on_metal`` are the metal ones."""
+    p_metal = probs[:, list(METAL_SITE_CLASSES)].sum(axis=1).clip(1e-12, 1)
+    p_chal = probs[:, list(CHALCOGEN_SITE_CLASSES)].sum(axis=1).clip(1e-12, 1)
+    return float(np.where(on_metal, np.log(p_metal), np.log(p_chal)).mean())
+
+
 def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) -> int:
     """The fitted sublattice index (0/1) that is the metal one: higher mean log-probability of
     sublattice-consistent classes."""
-    p_metal = probs[:, list(METAL_SITE_CLASSES)].sum(axis=1).clip(1e-12, 1)
-    p_chal = probs[:, list(CHALCOGEN_SITE_CLASSES)].sum(axis=1).clip(1e-12, 1)
-    score = [np.where(fitted_sublattice == m, np.log(p_metal), np.log(p_chal)).mean() for m in (0, 1)]
-    return int(np.argmax(score))
+    return int(np.argmax([_consistency(probs, fitted_sublattice == m) for m in (0, 1)]))
+
+
+def known_flags(fitted_sublattice: np.ndarray, metal: int, known_brighter: str) -> np.ndarray:
+    """(N, 2) float32 site-symmetry flags of a context whose brighter sublattice is known (``"metal"`` or
+    ``"chalcogen"``), with fitted sublattice ``metal`` (0/1) as the metal one: [1, 0] on the brighter."""
+    on_metal = np.asarray(fitted_sublattice) == metal
+    brighter = on_metal if known_brighter == "metal" else ~on_metal
+    return np.stack([brighter, ~brighter], axis=1).astype(np.float32)
 
 
 def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_size_px: int,
-                   metal_sublattice: str = "auto", feature_columns=None) -> dict:
+                   metal_sublattice: str = "auto", feature_columns=None, known_brighter: str | None = None) -> dict:
     """Features and probabilities of every site. ``feature_columns``: the stored columns the model reads
     (default all 31). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
     dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5), label (N,), entropy (N,) nats, the 31
     features, plus timings and ``masked_classes`` (names). An undoped context (dopant ``"none"``) masks the
-    dopant class: its probability is 0 and the other four are renormalised, so no site is called D."""
+    dopant class: its probability is 0 and the other four are renormalised, so no site is called D.
+    ``known_brighter``: the brighter sublattice of this context in the model's training store (``"metal"`` or
+    ``"chalcogen"``; None for an unseen context): module docstring. ``flags_source`` in the result says which."""
     if metal_sublattice not in ("auto", "brighter", "dimmer"):
         raise ValueError(f"metal_sublattice must be auto, brighter or dimmer, got {metal_sublattice!r}")
     t0 = time.perf_counter()
@@ -49,19 +72,32 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
                           dopant=context["dopant"], detector=context["detector"],
                           beam_energy_kev=context["beam_energy_kev"])
     t2 = time.perf_counter()
-    x = feats if feature_columns is None else np.ascontiguousarray(feats[:, list(feature_columns)])
     masked = [CLASS_IDS[n] for n in absent_classes(context["dopant"])]  # D when undoped
-    probs = predict_probabilities(model, x, masked_classes=masked)
-    t3 = time.perf_counter()
     centre = central_intensity(patches)
-    if metal_sublattice == "auto":
-        metal = choose_metal_sublattice(probs, sites.fitted_sublattice)
-    else:  # the sublattice of the brighter typical column (the site-symmetry rule's)
-        bright = int(np.argmax(typical_intensities(centre, sites.fitted_sublattice)))
-        metal = bright if metal_sublattice == "brighter" else 1 - bright
+
+    def predict(features):
+        x = features if feature_columns is None else np.ascontiguousarray(features[:, list(feature_columns)])
+        return predict_probabilities(model, x, masked_classes=masked)
+
+    bright = int(np.argmax(typical_intensities(centre, sites.fitted_sublattice)))
+    fixed = None if metal_sublattice == "auto" else (bright if metal_sublattice == "brighter" else 1 - bright)
+    if known_brighter is None:  # the flags follow the frame's brightness: one run whatever the assignment
+        probs = predict(feats)
+        metal = choose_metal_sublattice(probs, sites.fitted_sublattice) if fixed is None else fixed
+    else:  # the flags of the training case: one run per candidate metal sublattice
+        runs = {}
+        for m in ((0, 1) if fixed is None else (fixed,)):
+            f = feats.copy()
+            f[:, SITE_SYMMETRY_COLUMNS] = known_flags(sites.fitted_sublattice, m, known_brighter)
+            runs[m] = (f, predict(f))
+        metal = fixed if fixed is not None else max(
+            runs, key=lambda m: _consistency(runs[m][1], sites.fitted_sublattice == m))
+        feats, probs = runs[metal]
+    t3 = time.perf_counter()
     sublattice = np.where(sites.fitted_sublattice == metal, METAL, 1 - METAL)
     entropy = -(probs * np.log(probs.clip(1e-30))).sum(axis=1)
     return {"sublattice": sublattice, "probs": probs, "label": probs.argmax(axis=1), "entropy": entropy,
             "features": feats, "centre": centre, "patches": patches,
+            "flags_source": "frame" if known_brighter is None else "training case",
             "masked_classes": [CLASS_NAMES[c] for c in masked],
             "timings_s": {"patches": t1 - t0, "features": t2 - t1, "model": t3 - t2}}

@@ -89,7 +89,7 @@ def build_field(host: dict, dopant: str, size_angstrom: float, rotation_deg: flo
     t = math.radians(rotation_deg)
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
     xy = (pos[:, :2] - centre) @ rot.T + size_angstrom / 2
-    symbols = np.array(layer.get_chemical_symbols())
+    symbols = np.array(layer.get_chemical_symbols(), dtype=object)  # object: a 2-letter dopant into "W"/"S" is not cut to 1
     inside = (xy >= 0).all(axis=1) & (xy < size_angstrom).all(axis=1)
     xy, z, symbols = xy[inside], pos[inside, 2], symbols[inside]
 

@@ -18,6 +18,18 @@ def test_parse_fractions_values_and_errors():
             parse_fractions(bad)
 
 
+@pytest.mark.parametrize("dopant", ["Cr", "Ti", "Nb", "Fe"])
+def test_two_letter_dopant_in_a_one_letter_host_keeps_its_symbol(dopant):
+    """WS2 holds one-letter symbols: a fixed-width string array once cut "Cr" to "C" (carbon), "Nb" to "N" and
+    "Fe" to "F" silently, and "Ti" to "T" (a crash)."""
+    ws2 = {"metal": "W", "chalcogen": "S", "lattice_constant_angstrom": 3.153, "thickness_angstrom": 3.14}
+    atoms, truth = build_field(ws2, dopant, 30.0, 23.0, {"D": 0.2, "VacX": 0.0, "VacX2": 0.0},
+                               np.random.default_rng(3))
+    symbols = set(atoms.get_chemical_symbols())
+    assert symbols == {"W", "S", dopant} and (np.array(atoms.get_chemical_symbols()) == dopant).sum() == \
+        (truth["label"] == 4).sum() > 0
+
+
 def test_build_field_is_seeded_and_honours_fractions():
     fr = {"D": 0.2, "VacX": 0.1, "VacX2": 0.15}
     atoms, truth = build_field(WSE2, "Cr", 40.0, 23.0, fr, np.random.default_rng(7))

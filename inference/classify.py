@@ -131,13 +131,17 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     a_img = sites.lattice_constant_px * pixel
     trained_case = next((c for c in clf.training_cases or [] if case_key(c) == case_key(ctx)), None)
     result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns,
-                            known_brighter=(trained_case or {}).get("brighter_sublattice"))
+                            known_brighter=(trained_case or {}).get("brighter_sublattice"),
+                            known_ratio=(trained_case or {}).get("metal_to_chalcogen_intensity"))
     lo, hi = sites.lattice_constant_px_range or (sites.lattice_constant_px,) * 2
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
                # the registry's card when the model was chosen from it (inference/registry.py), else None
                "model_card": dataclasses.asdict(model_card) if model_card is not None else None,
                # the site-symmetry flags: the model's training case ("training case") or the frame's brightness
                "site_symmetry_flags_source": result["flags_source"],
+               "metal_sublattice_source": result["metal_sublattice_source"],
+               # counted sites whose model argmax was a class of the other sublattice (then restricted to its own)
+               "n_counted_called_other_sublattice": int(result["off_sublattice"][~sites.on_border].sum()),
                "context": {k: v for k, v in ctx.items() if k not in ("pixel_size_angstrom", "sources")},
                "context_sources": ctx["sources"], "unseen_context": bool(unseen_note),
                "material_context_distance_to_training": (near or (None,))[0],

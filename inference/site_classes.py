@@ -31,6 +31,37 @@ from .patches import cut_patches, site_features
 from .sites import Sites
 
 
+def restrict_to_sublattice(probs: np.ndarray, sublattice: np.ndarray,
+                           masked_classes=()) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities given the site's sublattice: ``(N, 5), (N,) -> (N, 5) float32, (N,) bool``.
+
+    A metal site holds M or D, a chalcogen site X2, VacX or VacX2, so once the sublattices are assigned the
+    other classes are impossible: their probability is set to 0 and the rest renormalised (``masked_classes``,
+    e.g. D when undoped, stay 0; a row whose possible classes all underflowed to 0 becomes uniform over them).
+    The second array marks the sites whose model argmax was a class of the other sublattice: the model's own
+    disagreement, reported, not hidden. Where a context's intact columns are nearly equally bright (MoS2, NbS2 in
+    MAADF) the model called 7 of 17-19 X2 columns M before this (bench/every_host_detectors.py)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    on_metal = np.asarray(sublattice) == METAL
+    allowed = np.zeros(probs.shape, dtype=bool)
+    allowed[np.ix_(on_metal, list(METAL_SITE_CLASSES))] = True
+    allowed[np.ix_(~on_metal, list(CHALCOGEN_SITE_CLASSES))] = True
+    off = ~allowed[np.arange(len(probs)), probs.argmax(axis=1)] if len(probs) else np.zeros(0, dtype=bool)
+    allowed[:, list(masked_classes)] = False
+    kept = np.where(allowed, probs, 0.0)
+    total = kept.sum(axis=1, keepdims=True)
+    kept = np.where(total > 0, kept / np.where(total > 0, total, 1.0), allowed / allowed.sum(axis=1, keepdims=True))
+    return kept.astype(np.float32), off
+
+
+CLEAR_CONTRAST_LOG_RATIO = 0.25
+"""``|ln(metal / chalcogen)|`` of the training case's intact columns above which the frame's brightness names the
+metal sublattice (ratio outside 0.78-1.28). Measured on bench/every_host_detectors.py (13 hosts x 2 detectors,
+60 keV, 2026-12-07): a field's ratio differed from its store's by at most |ln| 0.19; where the store's ratio is
+near 1 (MoS2 and NbS2 in MAADF: 1.02, 0.93) a field's can fall on either side and the model's consistency decides.
+Under the consistency rule the model swapped the sublattices of NbSe2 MAADF (store ratio 0.62): kappa -0.14."""
+
+
 def _consistency(probs: np.ndarray, on_metal: np.ndarray) -> float:
     """Mean log-probability of the sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2,
     VacX, VacX2) when the sites ``on_metal`` are the metal ones."""
@@ -54,14 +85,18 @@ def known_flags(fitted_sublattice: np.ndarray, metal: int, known_brighter: str) 
 
 
 def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_size_px: int,
-                   metal_sublattice: str = "auto", feature_columns=None, known_brighter: str | None = None) -> dict:
+                   metal_sublattice: str = "auto", feature_columns=None, known_brighter: str | None = None,
+                   known_ratio: float | None = None) -> dict:
     """Features and probabilities of every site. ``feature_columns``: the stored columns the model reads
     (default all 31). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
     dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5), label (N,), entropy (N,) nats, the 31
     features, plus timings and ``masked_classes`` (names). An undoped context (dopant ``"none"``) masks the
     dopant class: its probability is 0 and the other four are renormalised, so no site is called D.
     ``known_brighter``: the brighter sublattice of this context in the model's training store (``"metal"`` or
-    ``"chalcogen"``; None for an unseen context): module docstring. ``flags_source`` in the result says which."""
+    ``"chalcogen"``; None for an unseen context): module docstring. ``flags_source`` in the result says which.
+    ``known_ratio``: that case's metal / chalcogen intensity ratio; when it is clearly away from 1
+    (``CLEAR_CONTRAST_LOG_RATIO``) the metal sublattice under ``auto`` is the one the known order names (the frame's
+    brighter or dimmer), not the model's choice; ``metal_sublattice_source`` in the result says which rule chose."""
     if metal_sublattice not in ("auto", "brighter", "dimmer"):
         raise ValueError(f"metal_sublattice must be auto, brighter or dimmer, got {metal_sublattice!r}")
     t0 = time.perf_counter()
@@ -81,6 +116,11 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
 
     bright = int(np.argmax(typical_intensities(centre, sites.fitted_sublattice)))
     fixed = None if metal_sublattice == "auto" else (bright if metal_sublattice == "brighter" else 1 - bright)
+    chose = "option --metal-sublattice" if fixed is not None else "model consistency"
+    if fixed is None and known_brighter is not None and known_ratio is not None and known_ratio > 0 \
+            and abs(np.log(known_ratio)) >= CLEAR_CONTRAST_LOG_RATIO:
+        fixed = bright if known_brighter == "metal" else 1 - bright
+        chose = "brightness (the training case's clear contrast)"
     if known_brighter is None:  # the flags follow the frame's brightness: one run whatever the assignment
         probs = predict(feats)
         metal = choose_metal_sublattice(probs, sites.fitted_sublattice) if fixed is None else fixed
@@ -95,9 +135,11 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
         feats, probs = runs[metal]
     t3 = time.perf_counter()
     sublattice = np.where(sites.fitted_sublattice == metal, METAL, 1 - METAL)
+    probs, off_sublattice = restrict_to_sublattice(probs, sublattice, masked)
     entropy = -(probs * np.log(probs.clip(1e-30))).sum(axis=1)
     return {"sublattice": sublattice, "probs": probs, "label": probs.argmax(axis=1), "entropy": entropy,
             "features": feats, "centre": centre, "patches": patches,
-            "flags_source": "frame" if known_brighter is None else "training case",
+            "flags_source": "frame" if known_brighter is None else "training case", "metal_sublattice_source": chose,
+            "off_sublattice": off_sublattice,
             "masked_classes": [CLASS_NAMES[c] for c in masked],
             "timings_s": {"patches": t1 - t0, "features": t2 - t1, "model": t3 - t2}}

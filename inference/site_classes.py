@@ -57,9 +57,11 @@ def restrict_to_sublattice(probs: np.ndarray, sublattice: np.ndarray,
 CLEAR_CONTRAST_LOG_RATIO = 0.25
 """``|ln(metal / chalcogen)|`` of the training case's intact columns above which the frame's brightness names the
 metal sublattice (ratio outside 0.78-1.28). Measured on bench/every_host_detectors.py (13 hosts x 2 detectors,
-60 keV, 2026-12-07): a field's ratio differed from its store's by at most |ln| 0.19; where the store's ratio is
-near 1 (MoS2 and NbS2 in MAADF: 1.02, 0.93) a field's can fall on either side and the model's consistency decides.
-Under the consistency rule the model swapped the sublattices of NbSe2 MAADF (store ratio 0.62): kappa -0.14."""
+60 keV, static, 2026-12-07; bench/results/every-host-detectors-20261207T104502Z.json): a field's ratio differed
+from its store's by up to |ln| 0.26 (0.40 where the contrast is large), and crossed 1 in three cases whose store
+ratio was within |ln| 0.075 of 1 (WSe2 and TaSe2 HAADF, NbS2 MAADF); below the threshold the model's consistency
+decides. That choice swapped the sublattices of NbSe2 MAADF (store ratio 0.62) before this rule, and still swaps
+TaSe2 MAADF (0.79, just inside): kappa -0.31 with the bench's small MLP."""
 
 
 def _consistency(probs: np.ndarray, on_metal: np.ndarray) -> float:

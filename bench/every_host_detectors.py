@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> None:
                 check = json.loads((pred / "summary.json").read_text())["site_symmetry_check"]
                 summary = json.loads((pred / "summary.json").read_text())
                 rows.append({"host": host, "dopant": dopant, "detector": detector,
-                             "flags_source": summary.get("site_symmetry_flags_source"),
                              "metal_sublattice_source": summary.get("metal_sublattice_source"),
                              "kappa": round(score["cohen_kappa"], 3), "accuracy": round(score["accuracy"], 3),
                              "n_matched": score["n_matched"],
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                              "frame_brighter": check["frame_brighter_sublattice"], "check_agrees": check["agree"]})
                 print(json_text(rows[-1]), flush=True)
         t["fields"] = time.perf_counter() - t0
-    columns = ["host", "dopant", "detector", "flags_source", "metal_sublattice_source", "kappa", "accuracy", "n_matched", "sublattice_agreement",
+    columns = ["host", "dopant", "detector", "metal_sublattice_source", "kappa", "accuracy", "n_matched", "sublattice_agreement",
                "store_brighter", "frame_brighter", "check_agrees"]
     print_table(rows, columns)
     kappa = {(r["host"], r["detector"]): r["kappa"] for r in rows}

@@ -137,8 +137,6 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
                # the registry's card when the model was chosen from it (inference/registry.py), else None
                "model_card": dataclasses.asdict(model_card) if model_card is not None else None,
-               # the site-symmetry flags: the model's training case ("training case") or the frame's brightness
-               "site_symmetry_flags_source": result["flags_source"],
                "metal_sublattice_source": result["metal_sublattice_source"],
                # counted sites whose model argmax was a class of the other sublattice (then restricted to its own)
                "n_counted_called_other_sublattice": int(result["off_sublattice"][~sites.on_border].sum()),

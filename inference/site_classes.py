@@ -7,13 +7,14 @@ at 60 keV in docs/frame-matching.md, "Blur calibration"). With
 mean log-probability to sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2, VacX,
 VacX2) is kept.
 
-The site-symmetry flag is a property of the context (material, beam energy, detector), which the model's training
-store measured on its intact columns (``features.site_symmetry``). For a context the model was trained on
-(``known_brighter``) the flags are that case's: the frame's own measurement is then only a check
-(``inference.checks.site_symmetry_check``), because where the two intact columns are nearly equally bright
-(NbS2 in MAADF at 60 keV: store and field disagreed, bench/every_host_detectors.py) a frame's medians can fall
-either way and flip every flag. The flags then depend on which sublattice is the metal, so under ``auto`` the
-model runs once per assignment. For an unseen context the flags follow the frame's own brightness (one run).
+The site-symmetry flags follow the frame's own brightness (``features.site_symmetry``), so the features do not
+depend on the assignment and the model runs once. For a context the model was trained on whose intact
+metal/chalcogen contrast is clearly away from 1 (``CLEAR_CONTRAST_LOG_RATIO``), the frame's brighter or dimmer
+sublattice is the metal, as that training case's order says, instead of the model's choice. Flags taken from the
+training case instead of the frame were tried (2026-12-07): they mended NbS2 MAADF on the every-host bench but
+made the five-class model of tests/test_site_symmetry_fields.py swap the sublattices of a WSe2 HAADF field
+(store ratio near 1), so they were not kept. Once assigned, each site's probabilities are restricted to its
+sublattice's classes (``restrict_to_sublattice``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import numpy as np
 
 from contract.classes import CHALCOGEN_SITE_CLASSES, CLASS_IDS, CLASS_NAMES, METAL, METAL_SITE_CLASSES
 from contract.context import absent_classes
-from contract.features import SITE_SYMMETRY_COLUMNS
 from features.site_symmetry import central_intensity, typical_intensities
 
 from .classifier import predict_probabilities
@@ -60,8 +60,9 @@ metal sublattice (ratio outside 0.78-1.28). Measured on bench/every_host_detecto
 60 keV, static, 2026-12-07; bench/results/every-host-detectors-20261207T104502Z.json): a field's ratio differed
 from its store's by up to |ln| 0.26 (0.40 where the contrast is large), and crossed 1 in three cases whose store
 ratio was within |ln| 0.075 of 1 (WSe2 and TaSe2 HAADF, NbS2 MAADF); below the threshold the model's consistency
-decides. That choice swapped the sublattices of NbSe2 MAADF (store ratio 0.62) before this rule, and still swaps
-TaSe2 MAADF (0.79, just inside): kappa -0.31 with the bench's small MLP."""
+decides. That choice swapped the sublattices of NbSe2 MAADF (store ratio 0.62) before this rule, and swapped
+TaSe2 MAADF (0.79, just inside): kappa -0.31 with the bench's small MLP (measured with training-case flags, since
+withdrawn: module docstring)."""
 
 
 def _consistency(probs: np.ndarray, on_metal: np.ndarray) -> float:
@@ -78,14 +79,6 @@ def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) ->
     return int(np.argmax([_consistency(probs, fitted_sublattice == m) for m in (0, 1)]))
 
 
-def known_flags(fitted_sublattice: np.ndarray, metal: int, known_brighter: str) -> np.ndarray:
-    """(N, 2) float32 site-symmetry flags of a context whose brighter sublattice is known (``"metal"`` or
-    ``"chalcogen"``), with fitted sublattice ``metal`` (0/1) as the metal one: [1, 0] on the brighter."""
-    on_metal = np.asarray(fitted_sublattice) == metal
-    brighter = on_metal if known_brighter == "metal" else ~on_metal
-    return np.stack([brighter, ~brighter], axis=1).astype(np.float32)
-
-
 def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_size_px: int,
                    metal_sublattice: str = "auto", feature_columns=None, known_brighter: str | None = None,
                    known_ratio: float | None = None) -> dict:
@@ -95,7 +88,7 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
     features, plus timings and ``masked_classes`` (names). An undoped context (dopant ``"none"``) masks the
     dopant class: its probability is 0 and the other four are renormalised, so no site is called D.
     ``known_brighter``: the brighter sublattice of this context in the model's training store (``"metal"`` or
-    ``"chalcogen"``; None for an unseen context): module docstring. ``flags_source`` in the result says which.
+    ``"chalcogen"``; None for an unseen context).
     ``known_ratio``: that case's metal / chalcogen intensity ratio; when it is clearly away from 1
     (``CLEAR_CONTRAST_LOG_RATIO``) the metal sublattice under ``auto`` is the one the known order names (the frame's
     brighter or dimmer), not the model's choice; ``metal_sublattice_source`` in the result says which rule chose."""
@@ -123,25 +116,15 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
             and abs(np.log(known_ratio)) >= CLEAR_CONTRAST_LOG_RATIO:
         fixed = bright if known_brighter == "metal" else 1 - bright
         chose = "brightness (the training case's clear contrast)"
-    if known_brighter is None:  # the flags follow the frame's brightness: one run whatever the assignment
-        probs = predict(feats)
-        metal = choose_metal_sublattice(probs, sites.fitted_sublattice) if fixed is None else fixed
-    else:  # the flags of the training case: one run per candidate metal sublattice
-        runs = {}
-        for m in ((0, 1) if fixed is None else (fixed,)):
-            f = feats.copy()
-            f[:, SITE_SYMMETRY_COLUMNS] = known_flags(sites.fitted_sublattice, m, known_brighter)
-            runs[m] = (f, predict(f))
-        metal = fixed if fixed is not None else max(
-            runs, key=lambda m: _consistency(runs[m][1], sites.fitted_sublattice == m))
-        feats, probs = runs[metal]
+    probs = predict(feats)  # the flags follow the frame's brightness: one run whatever the assignment
+    metal = choose_metal_sublattice(probs, sites.fitted_sublattice) if fixed is None else fixed
     t3 = time.perf_counter()
     sublattice = np.where(sites.fitted_sublattice == metal, METAL, 1 - METAL)
     probs, off_sublattice = restrict_to_sublattice(probs, sublattice, masked)
     entropy = -(probs * np.log(probs.clip(1e-30))).sum(axis=1)
     return {"sublattice": sublattice, "probs": probs, "label": probs.argmax(axis=1), "entropy": entropy,
             "features": feats, "centre": centre, "patches": patches,
-            "flags_source": "frame" if known_brighter is None else "training case", "metal_sublattice_source": chose,
+            "metal_sublattice_source": chose,
             "off_sublattice": off_sublattice,
             "masked_classes": [CLASS_NAMES[c] for c in masked],
             "timings_s": {"patches": t1 - t0, "features": t2 - t1, "model": t3 - t2}}

@@ -102,7 +102,7 @@ def test_classify_and_score_end_to_end(field, model, tmp_path, capsys):
     summary = json.loads((pred / "summary.json").read_text())
     assert summary["context"]["detector"] == "MAADF" and summary["context"]["beam_energy_kev"] == 60
     assert summary["pixel_size_source"] == "file" and summary["patch_size_px"] == 33  # the starter card's
-    assert summary["site_symmetry_flags_source"] == "training case"  # the starter was trained on this context
+    assert summary["metal_sublattice_source"].startswith("brightness")  # the starter knows this context's contrast
     assert sum(summary["counts"].values()) == summary["n_counted"] == summary["n_sites"] - summary["n_border"]
     rows = list(csv.DictReader(open(pred / "sites.csv")))
     assert len(rows) == summary["n_sites"]

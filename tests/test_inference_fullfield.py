@@ -102,7 +102,10 @@ def test_classify_and_score_end_to_end(field, model, tmp_path, capsys):
     summary = json.loads((pred / "summary.json").read_text())
     assert summary["context"]["detector"] == "MAADF" and summary["context"]["beam_energy_kev"] == 60
     assert summary["pixel_size_source"] == "file" and summary["patch_size_px"] == 33  # the starter card's
-    assert summary["metal_sublattice_source"].startswith("brightness")  # the starter knows this context's contrast
+    # WSe2's intact W and Se2 columns are nearly equally bright in MAADF at 60 keV (the starter's case ratio is
+    # within the band where brightness is not trusted): the model's consistency chooses the metal sublattice
+    assert summary["metal_sublattice_source"] == "model consistency"
+    assert summary["n_counted_called_other_sublattice"] <= 2
     assert sum(summary["counts"].values()) == summary["n_counted"] == summary["n_sites"] - summary["n_border"]
     rows = list(csv.DictReader(open(pred / "sites.csv")))
     assert len(rows) == summary["n_sites"]

@@ -131,7 +131,6 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     a_img = sites.lattice_constant_px * pixel
     trained_case = next((c for c in clf.training_cases or [] if case_key(c) == case_key(ctx)), None)
     result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns,
-                            known_brighter=(trained_case or {}).get("brighter_sublattice"),
                             known_ratio=(trained_case or {}).get("metal_to_chalcogen_intensity"))
     lo, hi = sites.lattice_constant_px_range or (sites.lattice_constant_px,) * 2
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
@@ -158,7 +157,7 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                "metal_sublattice_rule": metal_sublattice,
                "border_margin_px": patch_half_width_px(sites.lattice_constant_px), "notes": notes}
     summary.update(summarise(sites, result, image.shape, pixel))
-    summary.update(frame_checks(sites, result, ctx, clf.training_cases))
+    summary.update(frame_checks(sites, result, ctx, trained_case))
     if not summary["class_order"]["ok"]:
         notes.append(describe_violations(summary["class_order"]))
     sym = summary["site_symmetry_check"]

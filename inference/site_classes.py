@@ -80,16 +80,14 @@ def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) ->
 
 
 def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_size_px: int,
-                   metal_sublattice: str = "auto", feature_columns=None, known_brighter: str | None = None,
-                   known_ratio: float | None = None) -> dict:
+                   metal_sublattice: str = "auto", feature_columns=None, known_ratio: float | None = None) -> dict:
     """Features and probabilities of every site. ``feature_columns``: the stored columns the model reads
     (default all 31). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
     dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5), label (N,), entropy (N,) nats, the 31
     features, plus timings and ``masked_classes`` (names). An undoped context (dopant ``"none"``) masks the
     dopant class: its probability is 0 and the other four are renormalised, so no site is called D.
-    ``known_brighter``: the brighter sublattice of this context in the model's training store (``"metal"`` or
-    ``"chalcogen"``; None for an unseen context).
-    ``known_ratio``: that case's metal / chalcogen intensity ratio; when it is clearly away from 1
+    ``known_ratio``: the metal / chalcogen intensity ratio of this context's intact columns in the model's training
+    store (None for an unseen context); when it is clearly away from 1
     (``CLEAR_CONTRAST_LOG_RATIO``) the metal sublattice under ``auto`` is the one the known order names (the frame's
     brighter or dimmer), not the model's choice; ``metal_sublattice_source`` in the result says which rule chose."""
     if metal_sublattice not in ("auto", "brighter", "dimmer"):
@@ -105,18 +103,16 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
     masked = [CLASS_IDS[n] for n in absent_classes(context["dopant"])]  # D when undoped
     centre = central_intensity(patches)
 
-    def predict(features):
-        x = features if feature_columns is None else np.ascontiguousarray(features[:, list(feature_columns)])
-        return predict_probabilities(model, x, masked_classes=masked)
-
     bright = int(np.argmax(typical_intensities(centre, sites.fitted_sublattice)))
     fixed = None if metal_sublattice == "auto" else (bright if metal_sublattice == "brighter" else 1 - bright)
     chose = "option --metal-sublattice" if fixed is not None else "model consistency"
-    if fixed is None and known_brighter is not None and known_ratio is not None and known_ratio > 0 \
+    if fixed is None and known_ratio is not None and known_ratio > 0 \
             and abs(np.log(known_ratio)) >= CLEAR_CONTRAST_LOG_RATIO:
-        fixed = bright if known_brighter == "metal" else 1 - bright
+        fixed = bright if known_ratio > 1 else 1 - bright
         chose = "brightness (the training case's clear contrast)"
-    probs = predict(feats)  # the flags follow the frame's brightness: one run whatever the assignment
+    # the flags follow the frame's brightness: one run whatever the assignment
+    x = feats if feature_columns is None else np.ascontiguousarray(feats[:, list(feature_columns)])
+    probs = predict_probabilities(model, x, masked_classes=masked)
     metal = choose_metal_sublattice(probs, sites.fitted_sublattice) if fixed is None else fixed
     t3 = time.perf_counter()
     sublattice = np.where(sites.fitted_sublattice == metal, METAL, 1 - METAL)

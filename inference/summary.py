@@ -9,7 +9,6 @@ from contract.classes import CLASS_NAMES, DEFECT_CLASS_IDS
 from .checks import class_order_check, site_symmetry_check
 from .patches import patch_half_width_px
 from .sites import Sites
-from .unseen_context import case_key
 
 HIGH_ENTROPY_NATS = 0.5
 """A site whose posterior entropy exceeds this (two classes at about 80/20, or a three-way split) is
@@ -47,14 +46,14 @@ def summarise(sites: Sites, result: dict, image_shape, pixel_size_angstrom: floa
                             "unreliable": bool(frac > UNRELIABLE_FRACTION)}}
 
 
-def frame_checks(sites: Sites, result: dict, ctx: dict, training_cases: list | None) -> dict:
-    """``class_order`` and ``site_symmetry_check`` (``inference.checks``) of the counted sites."""
+def frame_checks(sites: Sites, result: dict, ctx: dict, trained_case: dict | None) -> dict:
+    """``class_order`` and ``site_symmetry_check`` (``inference.checks``) of the counted sites; ``trained_case``:
+    the model's training case of this context (None when unseen)."""
     inner = ~sites.on_border
-    key = case_key(ctx)
-    case = next((c for c in training_cases or [] if case_key(c) == key), None)
     return {"class_order": class_order_check(result["centre"][inner], result["label"][inner], metal=ctx["metal"],
                                              dopant=ctx.get("dopant"), detector=ctx["detector"]),
-            "site_symmetry_check": site_symmetry_check(result["centre"][inner], result["sublattice"][inner], case)}
+            "site_symmetry_check": site_symmetry_check(result["centre"][inner], result["sublattice"][inner],
+                                                       trained_case)}
 
 
 def report_warnings(summary: dict) -> list[str]:

@@ -64,6 +64,8 @@ def no_distributed_state_left():
     leaked = os.environ.get("MASTER_PORT") != before
     if initialised:
         dist.destroy_process_group()
-    if leaked:
-        os.environ.pop("MASTER_PORT", None) if before is None else os.environ.__setitem__("MASTER_PORT", before)
+    if leaked and before is None:
+        del os.environ["MASTER_PORT"]
+    elif leaked:
+        os.environ["MASTER_PORT"] = before
     assert not (initialised or leaked), "the test left torch.distributed initialised or MASTER_PORT exported"

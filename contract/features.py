@@ -30,11 +30,12 @@ CONTEXT_NAMES = tuple(
 )
 ZERNIKE_NAMES = tuple(f"zernike_n{n}_m0" for n in ZERNIKE_ORDERS)
 SITE_SYMMETRY_NAMES = ("site_brighter_sublattice", "site_dimmer_sublattice")
-SITE_SYMMETRY_RULE_VERSION = 2
+SITE_SYMMETRY_RULE_VERSION = 3
 """Version of the rule that decides which sublattice is the brighter one (``features.site_symmetry``), recorded in
-a store's ``features.attrs["site_symmetry"]["rule_version"]`` and in checkpoints. 2: each sublattice's intact
-columns (M, X2); 1 (before 2026-12-07): the mean over all of a case's patches, wrong in MAADF where the X2 column
-outshines the metal. Features encoded by another version are refused by training and re-encoded by
+a store's ``features.attrs["site_symmetry"]["rule_version"]`` and in checkpoints. 3: each sublattice's intact
+columns (M, X2) in the store's noiseless clean patches; 2: the same columns' noisy patches, whose random doses
+flipped near-1 cases (``features.encode``); 1 (before 2026-12-07): the mean over all of a case's patches, wrong in
+MAADF where the X2 column outshines the metal. Features encoded by another version are refused by training and re-encoded by
 ``python -m features encode``."""
 FEATURE_NAMES = CONTEXT_NAMES + ZERNIKE_NAMES + SITE_SYMMETRY_NAMES
 N_FEATURES = len(FEATURE_NAMES)  # 31

@@ -10,8 +10,9 @@ mean: docs/store-and-contract.md, and tests/test_site_symmetry_fields.py.)
 
 The same rule is measured two ways, because only a simulation knows each column's class:
 
-* a store (``flags_from_sums`` via ``features.encode``): the mean central intensity of the patches whose central
-  column is the intact class of its sublattice (``INTACT_CLASS``);
+* a store (``flags_from_sums`` via ``features.encode``): the mean central intensity of the noiseless (clean)
+  patches whose central column is the intact class of its sublattice (``INTACT_CLASS``), so that the random dose
+  of each noisy patch does not enter;
 * a micrograph (``site_symmetry``): the median central intensity of each sublattice's columns. Intact columns are
   the majority on both sublattices of any frame worth classifying, so the median is an intact column's intensity
   (a robust estimate of the mode), whatever the defects do to the mean.
@@ -28,7 +29,8 @@ INTACT_CLASS = {METAL: CLASS_IDS["M"], CHALCOGEN: CLASS_IDS["X2"]}
 """Class of the intact column of each sublattice (the 'typical column' that the flag compares)."""
 
 RULE = ("per case, the sublattice whose intact columns (metal sites: class M; chalcogen sites: class X2) have the "
-        "brighter mean central intensity (3x3 centre pixels of the stored patches) gets [1, 0], the other [0, 1]; "
+        "brighter mean central intensity (3x3 centre pixels of the store's noiseless clean patches) gets [1, 0], the "
+        "other [0, 1]; "
         "a micrograph compares the median central intensity of each sublattice's columns")
 
 

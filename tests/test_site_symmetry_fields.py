@@ -72,6 +72,17 @@ def test_store_flags_the_intact_columns(five_class_model):
     centre = patches[:, 7:10, 7:10].mean(axis=(1, 2))
     chalcogen_all = centre[(case == k) & np.isin(label, (0, 1, 2))].mean()
     assert chalcogen_all < centre[(case == k) & (label == 3)].mean() < centre[(case == k) & (label == 0)].mean()
+    # rule 3: the flags and the recorded intensities are those of the noiseless clean patches' intact columns,
+    # not of the noisy ones (each noisy patch draws its dose from a ten-fold range)
+    assert site["rule_version"] == 3 and site["measured_on"].startswith("clean")
+    clean = g["clean"]
+    c_label, c_case = clean["label"][:], clean["case"][:]
+    c_centre = clean["patches"][:, 7:10, 7:10].astype(np.float64).mean(axis=(1, 2))
+    for i in range(len(cases)):
+        metal, chalcogen = (c_centre[(c_case == i) & (c_label == lab)].mean() for lab in (3, 0))
+        assert site["mean_central_intensity_metal"][i] == pytest.approx(metal, rel=1e-9)
+        assert site["mean_central_intensity_chalcogen"][i] == pytest.approx(chalcogen, rel=1e-9)
+        assert brighter_sublattice(site["table"][i]) == ("metal" if metal >= chalcogen else "chalcogen")
 
 
 def test_maadf_classifies_as_well_as_haadf(five_class_model, fields, tmp_path, capsys):

@@ -72,6 +72,7 @@ def test_non_finite_centre_is_refused():
 
 
 @pytest.mark.parametrize("attr, stale", [({"rule_version": SITE_SYMMETRY_RULE_VERSION, "table": []}, False),
-                                         ({"table": []}, True), (None, True), ({"rule_version": 1}, True)])
+                                         ({"table": []}, True), (None, True), ({"rule_version": 1}, True),
+                                         ({"rule_version": 2}, True)])
 def test_rule_version_problem(attr, stale):
     assert (site_symmetry_rule_problem(attr) is not None) == stale

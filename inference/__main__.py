@@ -46,6 +46,9 @@ def _dispatch(argv: list[str]) -> int:
                    help="with --build-model: simulate the training data with this frame's measured blur, dose or "
                         "signal-to-noise, 8-bit display export and pixel sampling (inference.frame_imaging); the "
                         "model card records what was matched and what was not")
+    c.add_argument("--frozen-phonons", type=int, default=0, metavar="N",
+                   help="with --build-model: average N frozen-phonon configurations per image (multislice cost x N; "
+                        "default 0, a static potential: docs/classify.md says what N changed on real frames)")
     c.add_argument("--cluster", choices=("local", "slurm"), default="local", help="where --build-model simulates")
     c.add_argument("--cluster-config", default=None, help="cluster YAML for --build-model (configs/cluster/*.yaml)")
     c.add_argument("--host", default=None, help="host from the catalog, e.g. WSe2")
@@ -120,6 +123,10 @@ def _dispatch(argv: list[str]) -> int:
             raise InputError("--build-model builds a registered model; it cannot be combined with --model")
         if args.match_frame and not args.build_model:
             raise InputError("--match-frame matches a model built for this frame: give --build-model too")
+        if args.frozen_phonons and not args.build_model:
+            raise InputError("--frozen-phonons sets how a model is built: give --build-model too")
+        if args.frozen_phonons < 0:  # the upper bound is the dataset config's, checked before the build starts
+            raise InputError(f"--frozen-phonons must be >= 0, got {args.frozen_phonons}")
         card = None
         if args.model is None:  # the registry's model for the frame's context (exit 4 when none, unless built)
             from .build import frame_context, frame_dataset_overrides, model_for_frame
@@ -131,6 +138,8 @@ def _dispatch(argv: list[str]) -> int:
                 matched, unmatched = frame_dataset_overrides(args.image, frame_context(args.image, given))
                 for line in unmatched:
                     print(f"note: not matched to the frame: {line}", file=sys.stderr)
+            if args.frozen_phonons:  # a model of its own: the registry keys built models by their overrides
+                matched = {**(matched or {}), "multislice": {"frozen_phonons": args.frozen_phonons}}
             found = model_for_frame(args.image, given, args.out, build=args.build_model, cluster=args.cluster,
                                     cluster_config=args.cluster_config, dataset_overrides=matched)
             args.model, card = str(found.checkpoint_path), found.card

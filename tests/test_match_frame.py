@@ -25,3 +25,17 @@ def test_match_frame_needs_build_model(real_dm3, tmp_path, capsys):
     rc = inference_main(["classify", str(real_dm3), "--host", "MoS2", "--dopant", "V", "--match-frame",
                          "--out", str(tmp_path / "o")])
     assert rc == 2 and "--build-model" in capsys.readouterr().err
+
+
+def test_frozen_phonons_needs_build_model_and_resolves(real_dm3, tmp_path, capsys):
+    rc = inference_main(["classify", str(real_dm3), "--host", "MoS2", "--dopant", "V", "--frozen-phonons", "4",
+                         "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--build-model" in capsys.readouterr().err
+    rc = inference_main(["classify", str(real_dm3), "--host", "MoS2", "--dopant", "V", "--frozen-phonons", "-1",
+                         "--build-model", "--out", str(tmp_path / "o")])
+    assert rc == 2 and ">= 0" in capsys.readouterr().err
+    # the override the CLI adds is one the dataset config accepts, and it reaches the multislice settings
+    ctx = frame_context(real_dm3, {"host": "MoS2", "dopant": "V", "detector": "HAADF"})
+    cfg = context_config(ctx, {"multislice": {"frozen_phonons": 4}})
+    cfg.pop("base")
+    assert resolve(deep_merge(load_yaml(DATASET_BASE), cfg))["multislice"]["frozen_phonons"] == 4

@@ -120,7 +120,7 @@ def _dispatch(argv: list[str]) -> int:
         with project.session() as con:
             for name in _names(args.add):
                 db.add_annotator(con, name)
-            rows = con.execute("SELECT name, token FROM annotators ORDER BY name").fetchall()
+            rows = db.annotator_links(con)
         if not rows:
             print("no annotators yet (they appear when someone logs in, or with --add NAME)")
         for row in rows:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import db
+
 DEMO_FIELD = {"host": "WSe2", "dopant": "Cr", "beam_energy_kev": 60, "detector": "MAADF",
               "fractions": {"D": 0.06, "VacX": 0.06, "VacX2": 0.04}, "rotation_deg": 17.0, "seed": 0}
 DEMO_IMAGE_NAME = "wse2-cr-maadf"
@@ -32,7 +34,7 @@ def prepare_demo(project_dir="data/label-demo", field_dir="data/label-demo-field
                       rotation_deg=DEMO_FIELD["rotation_deg"], seed=DEMO_FIELD["seed"], out_dir=field)
     project = create_project(project_dir)
     with project.session() as con:
-        present = con.execute("SELECT 1 FROM images WHERE name = ?", (DEMO_IMAGE_NAME,)).fetchone() is not None
+        present = db.image_by_name(con, DEMO_IMAGE_NAME) is not None
     out = {"project": str(project.root), "field": str(field), "image": DEMO_IMAGE_NAME, "simulated": not cached,
            "added": not present}
     if not present:

@@ -255,7 +255,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
                      "under 'unknown'")
 
     with project.session() as con:
-        if con.execute("SELECT 1 FROM images WHERE name = ?", (name,)).fetchone():
+        if db.image_by_name(con, name) is not None:
             raise InputError(f"an image called {name!r} is already in {project.root}; pass --name")
     folder = project.root / "images" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -266,20 +266,13 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
     from PIL import Image
 
     Image.fromarray(display_image(image)).save(folder / "display.png", optimize=True)
-    with project.session() as con, db.write(con):
-        t = db.now()
-        cur = con.execute(
-            "INSERT INTO images(name, source_path, file, height, width, pixel_size_angstrom, pixel_size_source, "
-            "host, dopant, beam_energy_kev, detector, lattice_constant_px, sites_source, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, str(image_path.resolve()), f"images/{name}/{image_path.name}", h, w, pixel, pixel_source,
-             context["host"], context["dopant"], context["beam_energy_kev"], context["detector"], lattice_px,
-             source, t))
-        image_id = int(cur.lastrowid)
-        sub = sites["sublattice"] or [None] * len(xy)
-        con.executemany("INSERT INTO sites(image_id, x_px, y_px, sublattice, added_by, created_at) "
-                        "VALUES (?, ?, ?, ?, NULL, ?)",
-                        [(image_id, float(c), float(r), s, t) for (r, c), s in zip(xy, sub)])
+    record = db.NewImage(name=name, source_path=str(image_path.resolve()), file=f"images/{name}/{image_path.name}",
+                         height=h, width=w, pixel_size_angstrom=pixel, pixel_size_source=pixel_source,
+                         host=context["host"], dopant=context["dopant"], beam_energy_kev=context["beam_energy_kev"],
+                         detector=context["detector"], lattice_constant_px=lattice_px, sites_source=source)
+    sub = sites["sublattice"] or [None] * len(xy)
+    with project.session() as con:
+        image_id = db.add_image(con, record, [db.NewSite(float(c), float(r), s) for (r, c), s in zip(xy, sub)])
     out = {"image_id": image_id, "name": name, "n_sites": int(len(xy)), "shape": [h, w],
            "lattice_constant_px": lattice_px, "pixel_size_angstrom": pixel, "context": context,
            "sites_source": source, "notes": notes}
@@ -312,11 +305,10 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
     if pred["label"] is None:
         raise InputError(f"{classify_dir / 'sites.csv'}: no label column")
     with project.session() as con:
-        img = con.execute("SELECT * FROM images WHERE name = ?", (image_name,)).fetchone()
+        img = db.image_by_name(con, image_name)
         if img is None:
             raise InputError(f"no image called {image_name!r} in {project.root}")
-        cand = con.execute("SELECT id, x_px, y_px FROM sites WHERE image_id = ? AND added_by IS NULL "
-                           "AND deleted_at IS NULL ORDER BY id", (img["id"],)).fetchall()
+        cand = db.candidate_sites(con, img["id"])
     summary = json.loads((classify_dir / "summary.json").read_text())
     if summary.get("image_shape") and list(summary["image_shape"]) != [img["height"], img["width"]]:
         raise InputError(f"{classify_dir}: classified an image of shape {summary['image_shape']}, not "
@@ -327,7 +319,7 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
         for f in ("sites.csv", "summary.json", "overlay.png"):
             if (classify_dir / f).is_file():
                 shutil.copy2(classify_dir / f, dest / f)
-    cxy = np.array([[r["y_px"], r["x_px"]] for r in cand], dtype=float).reshape(-1, 2)
+    cxy = np.array([[r.y_px, r.x_px] for r in cand], dtype=float).reshape(-1, 2)
     tol = SITE_MATCH_FRACTION * float(img["lattice_constant_px"]) / SQRT3
     match, _ = match_sites(pred["xy"], cxy, tol)  # for each candidate: the prediction at its place
     rows = []
@@ -335,15 +327,9 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
         if j >= 0:
             probs = None if pred["probs"] is None else json.dumps([round(float(p), 6) for p in pred["probs"][j]])
             ent = None if pred["entropy"] is None else float(pred["entropy"][j])
-            rows.append((int(cand[i]["id"]), model, int(pred["label"][j]), probs, ent))
-    with project.session() as con, db.write(con):
-        con.execute("DELETE FROM suggestions WHERE model = ? AND site_id IN (SELECT id FROM sites WHERE "
-                    "image_id = ?)", (model, img["id"]))
-        con.executemany("INSERT INTO suggestions(site_id, model, label, probs, entropy_nats) VALUES (?, ?, ?, ?, ?)",
-                        rows)
-        con.execute("INSERT INTO predictions(image_id, model, dir, added_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(image_id, model) DO UPDATE SET dir = excluded.dir, added_at = excluded.added_at",
-                    (img["id"], model, str(dest.relative_to(project.root)), db.now()))
+            rows.append(db.NewSuggestion(cand[i].id, int(pred["label"][j]), probs, ent))
+    with project.session() as con:
+        db.register_prediction(con, img["id"], model, str(dest.relative_to(project.root)), rows)
     return {"model": model, "dir": str(dest), "n_matched": len(rows), "n_candidates": len(cand)}
 
 
@@ -355,7 +341,7 @@ def predict(project: Project, checkpoint, model_name: str | None = None, **class
     checkpoint = Path(checkpoint)
     model = check_name(model_name or model_name_from_checkpoint(checkpoint) or "model", "model name")
     with project.session() as con:
-        images = con.execute("SELECT * FROM images ORDER BY id").fetchall()
+        images = db.images(con)
     if not images:
         raise InputError(f"{project.root}: no images yet; add one with `python -m labelling add`")
     out = []

@@ -17,6 +17,7 @@ import numpy as np
 
 from contract.classes import DEFECT_CLASSES, N_CLASSES
 
+from . import db
 from .consensus import run_consensus
 from .project import Project
 
@@ -47,16 +48,15 @@ def score_predictions(project: Project, consensus_dir, tolerance_fraction: float
 
     rows, notes = [], []
     with project.session() as con:
-        preds = con.execute("SELECT p.model, p.dir, i.name, i.detector, i.pixel_size_angstrom FROM predictions p "
-                            "JOIN images i ON i.id = p.image_id ORDER BY p.model, i.id").fetchall()
+        preds = db.predictions(con)
     for r in preds:
-        truth = Path(consensus_dir) / r["name"]
-        if r["pixel_size_angstrom"] is None:
-            notes.append(f"{r['model']} on {r['name']}: not scored, the image has no pixel size (re-add it with "
+        truth = Path(consensus_dir) / r.image_name
+        if r.pixel_size_angstrom is None:
+            notes.append(f"{r.model} on {r.image_name}: not scored, the image has no pixel size (re-add it with "
                          "--pixel-size-angstrom or --host)")
             continue
-        score = run_score(project.root / r["dir"], truth, tolerance_fraction)
-        rows.append({"model": r["model"], "image": r["name"], "detector": r["detector"] or UNKNOWN,
+        score = run_score(project.root / r.dir, truth, tolerance_fraction)
+        rows.append({"model": r.model, "image": r.image_name, "detector": r.detector or UNKNOWN,
                      "n_true": score["n_true"], "n_matched": score["n_matched"], "recall": score["recall"],
                      "cohen_kappa": score.get("cohen_kappa", math.nan),
                      "f1_defect": score.get("f1_defect", {k: math.nan for k in DEFECT_CLASSES}),
@@ -147,7 +147,7 @@ def run_report(project: Project, out_dir=None, min_votes: int = 3, rule: str = "
 
     out = Path(out_dir) if out_dir else project.root / "report"
     with project.session() as con:
-        n_preds = con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        n_preds = db.count_predictions(con)
     if n_preds == 0:
         raise InputError(f"{project.root}: no model predictions to score; add them with `python -m labelling "
                          "predict --project DIR --model CKPT` (or `add --sites CLASSIFY_DIR/sites.csv`)")

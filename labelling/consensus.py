@@ -28,6 +28,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from contract.classes import CLASS_NAMES, SUBLATTICES, sublattice_of_class
 
@@ -81,10 +84,6 @@ def majority_vote(votes: dict, min_votes: int = 3, rule: str = "plurality") -> d
 def group_added_sites(xy: np.ndarray, author: np.ndarray, tolerance_px: float) -> np.ndarray:
     """(M, 2) positions of added columns and their (M,) authors -> (M,) group index: columns of different
     authors closer than ``tolerance_px`` (transitively) form one group."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     if len(xy) == 0:
         return np.zeros(0, dtype=int)

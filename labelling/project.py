@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from scipy.spatial import cKDTree
 
+from contract.catalog import load_catalog
 from contract.classes import CLASS_NAMES, SUBLATTICES
-from contract.context import canonical_dopant, is_undoped
+from contract.context import canonical_dopant, check_beam_energy, check_detector, is_undoped
 from contract.errors import InputError
+from inference.io import load_image
+from inference.score import match_sites
 
 from . import db
 
@@ -108,8 +113,6 @@ def display_image(image: np.ndarray) -> np.ndarray:
 def lattice_constant_from_sites(xy: np.ndarray) -> float:
     """Lattice constant (px) from (N, 2) site positions of both sublattices: √3 x the median nearest-column
     distance a/√3. ``InputError`` with fewer than 3 sites."""
-    from scipy.spatial import cKDTree
-
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     if len(xy) < 3:
         raise InputError(f"only {len(xy)} site(s): need at least 3 to measure the lattice")
@@ -120,9 +123,6 @@ def lattice_constant_from_sites(xy: np.ndarray) -> float:
 def _check_context(meta: dict) -> dict:
     """Host, dopant, beam energy and detector as given (file or command line), each checked when present;
     missing ones stay None (the report groups them under 'unknown')."""
-    from contract.catalog import load_catalog
-    from contract.context import check_beam_energy, check_detector
-
     out = {"host": meta.get("host"), "dopant": meta.get("dopant"), "beam_energy_kev": None, "detector": None}
     catalog = load_catalog()
     if out["host"] is not None and (not isinstance(out["host"], str) or out["host"] not in catalog.hosts):
@@ -195,8 +195,6 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
     ``summary.json``'s checkpoint path) or the column finder. Everything is checked before anything is
     written; the image goes in one transaction with its sites.
     """
-    from inference.io import load_image
-
     image_path = Path(image_path)
     image, meta = load_image(image_path)
     name = check_name(name or default_name(image_path), "--name")
@@ -224,7 +222,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
             notes.append(f"pixel size {summary['pixel_size_angstrom']:.5f} Å from {summary_path.name} "
                          f"({summary.get('pixel_size_source', 'classify')})")
     else:
-        from inference.classify import locate_sites
+        from inference.classify import locate_sites  # deferred: inference.classify loads torch (seconds)
 
         try:
             found = locate_sites(image)
@@ -244,8 +242,6 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
     pixel = meta.get("pixel_size_angstrom")
     pixel_source = "file or option" if pixel is not None else None
     if pixel is None and context["host"] is not None:
-        from contract.catalog import load_catalog
-
         pixel = load_catalog().hosts[context["host"]].lattice_constant_angstrom / lattice_px
         pixel_source = "inferred from the catalog lattice constant"
         notes.append(f"pixel size inferred from the catalog lattice constant: {pixel:.5f} Å")
@@ -263,8 +259,6 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
     side = image_path.with_suffix(".json")
     if image_path.suffix.lower() == ".npy" and side.is_file():
         shutil.copy2(side, folder / side.name)
-    from PIL import Image
-
     Image.fromarray(display_image(image)).save(folder / "display.png", optimize=True)
     record = db.NewImage(name=name, source_path=str(image_path.resolve()), file=f"images/{name}/{image_path.name}",
                          height=h, width=w, pixel_size_angstrom=pixel, pixel_size_source=pixel_source,
@@ -294,8 +288,6 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
     """Copy a classify output (``sites.csv`` + ``summary.json``) into ``predictions/<model>/<image>/``, match its
     sites to the image's candidate sites (within ``SITE_MATCH_FRACTION`` x a/√3) and store the model's classes
     as suggestions. Replaces an earlier prediction of the same model."""
-    from inference.score import match_sites
-
     model = check_name(model, "model name")
     classify_dir = Path(classify_dir)
     for f in ("sites.csv", "summary.json"):
@@ -336,7 +328,7 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
 def predict(project: Project, checkpoint, model_name: str | None = None, **classify_options) -> list[dict]:
     """Run ``inference classify`` with ``checkpoint`` on every image of the project (context from the
     project) and register each output as a prediction. Returns one registration dict per image."""
-    from inference.classify import run_classify
+    from inference.classify import run_classify  # deferred: inference.classify loads torch (seconds)
 
     checkpoint = Path(checkpoint)
     model = check_name(model_name or model_name_from_checkpoint(checkpoint) or "model", "model name")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from contract.classes import DEFECT_CLASSES, N_CLASSES
+from contract.errors import InputError
+from inference.score import run_score
 
 from . import db
 from .consensus import run_consensus
@@ -27,6 +29,7 @@ UNKNOWN = "unknown"
 def pooled_metrics(confusion: np.ndarray) -> dict:
     """κ, accuracy and defect F1 of a (5, 5) confusion matrix (rows true, columns predicted), through
     ``torchmetrics`` and ``training.metrics.defect_f1`` on the label pairs it counts."""
+    # deferred: torch, torchmetrics and training.metrics take seconds to import; only the scoring needs them
     import torch
     from torchmetrics.functional.classification import multiclass_cohen_kappa
 
@@ -44,8 +47,6 @@ def pooled_metrics(confusion: np.ndarray) -> dict:
 def score_predictions(project: Project, consensus_dir, tolerance_fraction: float = 0.3) -> tuple[list[dict], list[str]]:
     """One row per (model, image): ``inference score``'s numbers against the consensus, and notes on the
     pairs that could not be scored."""
-    from inference.score import run_score
-
     rows, notes = [], []
     with project.session() as con:
         preds = db.predictions(con)
@@ -98,7 +99,7 @@ def _bar_labels(values) -> list[str]:
 
 def plot(summary: list[dict], path: Path, agreement: dict | None = None) -> None:
     """κ per model and detector (left), defect F1 per class and model, one panel per detector (Fig. 6d-f)."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib takes a second or two to import; only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -143,8 +144,6 @@ def run_report(project: Project, out_dir=None, min_votes: int = 3, rule: str = "
     """Consensus into ``OUT/consensus``, every registered prediction scored against it; writes
     ``OUT/models.csv`` (one row per model and detector), ``OUT/scores.csv`` (per model and image),
     ``OUT/report.json`` and ``OUT/models.png``. Returns the paths, the table text and notes."""
-    from contract.errors import InputError
-
     out = Path(out_dir) if out_dir else project.root / "report"
     with project.session() as con:
         n_preds = db.count_predictions(con)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -523,8 +526,6 @@ def brief_id(value: int) -> str:
 
 def check_bind(host: str, port: int) -> None:
     """``InputError`` when ``host:port`` cannot be bound (in use, no such address), before uvicorn starts."""
-    import socket
-
     if not 0 < int(port) < 65536:
         raise InputError(f"--port {port}: must be 1-65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -539,10 +540,6 @@ def check_bind(host: str, port: int) -> None:
 def serve(project_root, host: str = "127.0.0.1", port: int = 8000, annotators: list[str] = (),
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, stream=None) -> None:
     """Check, print the address and the per-annotator links, and run uvicorn until interrupted."""
-    import sys
-
-    import uvicorn
-
     stream = stream or sys.stdout
     project: Project = open_project(project_root)
     loopback = is_loopback(host)

@@ -185,6 +185,22 @@ def read_sites_csv(path) -> dict:
     return out
 
 
+def find_sites(image: np.ndarray, label: str) -> tuple[dict, float, str]:
+    """Candidate sites of an image from the column finder alone (``inference.classify.locate_sites``): the sites
+    dict of ``read_sites_csv`` (positions only), the lattice constant (px) and the source's description.
+    ``InputError`` naming ``label`` when no lattice is found."""
+    from inference.classify import locate_sites  # deferred: inference.classify loads torch (seconds)
+
+    try:
+        found = locate_sites(image)
+    except ValueError as err:
+        raise InputError(f"{label}: the column finder found no lattice ({err}); pass --sites") from None
+    sites = {"xy": np.asarray(found.positions, dtype=float).reshape(-1, 2), "label": None, "probs": None,
+             "entropy": None, "sublattice": None}
+    lattice_px = float(getattr(found, "lattice_constant_px", None) or lattice_constant_from_sites(sites["xy"]))
+    return sites, lattice_px, "column finder (inference.classify.locate_sites)"
+
+
 def add_image(project: Project, image_path, *, sites_csv=None, name: str | None = None, host=None, dopant=None,
               beam_energy_kev=None, detector=None, pixel_size_angstrom=None, model_name: str | None = None) -> dict:
     """Add one micrograph and its candidate sites to the project; returns a summary dict.
@@ -222,16 +238,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
             notes.append(f"pixel size {summary['pixel_size_angstrom']:.5f} Å from {summary_path.name} "
                          f"({summary.get('pixel_size_source', 'classify')})")
     else:
-        from inference.classify import locate_sites  # deferred: inference.classify loads torch (seconds)
-
-        try:
-            found = locate_sites(image)
-        except ValueError as err:
-            raise InputError(f"{image_path.name}: the column finder found no lattice ({err}); pass --sites") from None
-        sites = {"xy": np.asarray(found.positions, dtype=float).reshape(-1, 2), "label": None, "probs": None,
-                 "entropy": None, "sublattice": None}
-        lattice_px = float(getattr(found, "lattice_constant_px", None) or lattice_constant_from_sites(sites["xy"]))
-        source = "column finder (inference.classify.locate_sites)"
+        sites, lattice_px, source = find_sites(image, image_path.name)
     xy = sites["xy"]
     outside = (xy[:, 0] < -0.5) | (xy[:, 0] > h - 0.5) | (xy[:, 1] < -0.5) | (xy[:, 1] > w - 0.5)
     if outside.any():

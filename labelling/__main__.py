@@ -19,6 +19,12 @@ import sys
 from contract.cli import run_command, stage_parser
 from contract.errors import InputError
 
+from . import db
+from .consensus import run_consensus
+from .demo import prepare_demo
+from .project import add_image, check_name, create_project, open_project, predict
+from .report import run_report
+
 PROG = "python -m labelling"
 
 
@@ -87,16 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _names(text: str) -> list[str]:
-    from .project import check_name
-
     return [check_name(x.strip(), "annotator name") for x in str(text).split(",") if x.strip()]
 
 
 def _dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "add":
-        from .project import add_image, create_project
-
         project = create_project(args.project)
         out = add_image(project, args.image, sites_csv=args.sites, name=args.name, host=args.host,
                         dopant=args.dopant, beam_energy_kev=args.energy_kev, detector=args.detector,
@@ -108,42 +110,31 @@ def _dispatch(argv: list[str]) -> int:
               f"from {out['sites_source']}, a = {out['lattice_constant_px']:.2f} px) to {project.root}"
               + (f"; model {pred['model']!r}: suggestions for {pred['n_matched']} sites" if pred else ""))
     elif args.command == "serve":
-        from .server import serve
+        from .server import serve  # deferred: the web stack (FastAPI, pydantic, uvicorn) only for serve
 
         serve(args.project, host=args.host, port=args.port, annotators=_names(args.annotators),
               max_upload_mb=args.max_upload_mb)
     elif args.command == "annotators":
-        from . import db
-        from .project import open_project
-
         project = open_project(args.project)
         with project.session() as con:
             for name in _names(args.add):
                 db.add_annotator(con, name)
-            rows = con.execute("SELECT name, token FROM annotators ORDER BY name").fetchall()
+            rows = db.annotator_links(con)
         if not rows:
             print("no annotators yet (they appear when someone logs in, or with --add NAME)")
         for row in rows:
             print(f"{row['name']}\t?token={row['token']}")
     elif args.command == "predict":
-        from .project import open_project, predict
-
         project = open_project(args.project)
         options = {} if args.patch_size_px is None else {"patch_size_px": args.patch_size_px}
         for ckpt in args.model:
             for r in predict(project, ckpt, **options):
                 print(f"{r['model']} on {r['image']}: suggestions for {r['n_matched']} of {r['n_candidates']} sites")
     elif args.command == "consensus":
-        from .consensus import run_consensus
-        from .project import open_project
-
         _check_min_votes(args.min_votes)
         out = run_consensus(open_project(args.project), args.out, args.min_votes, args.rule)
         _print_consensus(out, args.out)
     elif args.command == "report":
-        from .project import open_project
-        from .report import run_report
-
         _check_min_votes(args.min_votes)
         out = run_report(open_project(args.project), args.out, args.min_votes, args.rule, args.tolerance_fraction)
         print(out["table_text"])
@@ -151,8 +142,6 @@ def _dispatch(argv: list[str]) -> int:
             print(f"note: {note}")
         print(f"wrote {out['files']['csv']}, {out['files']['figure']}, {out['files']['json']}")
     elif args.command == "demo":
-        from .demo import prepare_demo
-
         out = prepare_demo(args.project, args.field, args.size_angstrom, args.model)
         print(f"demo project {out['project']}: image {out['image']!r} "
               + (f"added with {out['n_sites']} candidate sites" if out["added"] else "already there")

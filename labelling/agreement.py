@@ -51,7 +51,7 @@ def pairwise_cohen(votes: list[dict], categories) -> list[dict]:
     """Cohen's kappa (unweighted, ``sklearn.metrics.cohen_kappa_score``) of every pair of raters over the
     subjects both rated. Returns ``[{"a", "b", "n", "kappa"}]`` (kappa NaN when fewer than 2 shared subjects
     or when both gave one and the same category throughout)."""
-    from sklearn.metrics import cohen_kappa_score
+    from sklearn.metrics import cohen_kappa_score  # deferred: sklearn takes seconds to import (every CLI command)
 
     raters = sorted({r for v in votes for r in v})
     out = []

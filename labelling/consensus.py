@@ -28,6 +28,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from contract.classes import CLASS_NAMES, SUBLATTICES, sublattice_of_class
 
@@ -81,10 +84,6 @@ def majority_vote(votes: dict, min_votes: int = 3, rule: str = "plurality") -> d
 def group_added_sites(xy: np.ndarray, author: np.ndarray, tolerance_px: float) -> np.ndarray:
     """(M, 2) positions of added columns and their (M,) authors -> (M,) group index: columns of different
     authors closer than ``tolerance_px`` (transitively) form one group."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     if len(xy) == 0:
         return np.zeros(0, dtype=int)
@@ -99,18 +98,13 @@ def image_votes(con, image_id: int) -> list[dict]:
     """Every site of one image with its votes: ``[{"site", "x_px", "y_px", "origin", "votes": {name: label}}]``.
     Candidate sites keep their id; added columns are grouped (``group_added_sites``) and named ``a<id>`` after
     their first member."""
-    img = con.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
-    rows = con.execute(
-        "SELECT s.id, s.x_px, s.y_px, s.added_by, ad.name AS author, an.name AS annotator, l.label "
-        "FROM sites s LEFT JOIN labels l ON l.site_id = s.id LEFT JOIN annotators an ON an.id = l.annotator_id "
-        "LEFT JOIN annotators ad ON ad.id = s.added_by "
-        "WHERE s.image_id = ? AND s.deleted_at IS NULL ORDER BY s.id", (image_id,)).fetchall()
+    img = db.image(con, image_id)
     sites: dict[int, dict] = {}
-    for r in rows:
-        s = sites.setdefault(int(r["id"]), {"site": str(r["id"]), "x_px": float(r["x_px"]), "y_px": float(r["y_px"]),
-                                            "author": r["author"], "votes": {}})
-        if r["annotator"] is not None and (r["added_by"] is None or r["annotator"] == r["author"]):
-            s["votes"][r["annotator"]] = int(r["label"])
+    for v in db.site_votes(con, image_id):
+        s = sites.setdefault(v.site_id, {"site": str(v.site_id), "x_px": v.x_px, "y_px": v.y_px, "author": v.author,
+                                         "votes": {}})
+        if v.annotator is not None and (v.added_by is None or v.annotator == v.author):
+            s["votes"][v.annotator] = v.label
     out = [{**s, "origin": "candidate"} for s in sites.values() if s["author"] is None]
     added = [s for s in sites.values() if s["author"] is not None]
     if added:
@@ -146,16 +140,10 @@ def run_consensus(project: Project, out_dir, min_votes: int = 3, rule: str = "pl
     out_dir = Path(out_dir)
     images_summary, all_votes = [], []
     with project.session() as con:
-        images = con.execute("SELECT * FROM images ORDER BY id").fetchall()
-        seen = {(r["annotator_id"], r["image_id"]): dict(r) for r in con.execute(
-            "SELECT ss.*, an.name FROM suggestions_seen ss JOIN annotators an ON an.id = ss.annotator_id")}
-        names = {r["id"]: r["name"] for r in con.execute("SELECT id, name FROM annotators")}
-        finished = {(r["annotator_id"], r["image_id"]) for r in con.execute("SELECT * FROM finished")}
-        # changes made after finishing, when the others' labels may have been seen: not blind any more
-        late = {(r["image_id"], r["name"]): r["n"] for r in con.execute(
-            "SELECT e.image_id, an.name, COUNT(*) AS n FROM events e JOIN finished f ON f.annotator_id = "
-            "e.annotator_id AND f.image_id = e.image_id JOIN annotators an ON an.id = e.annotator_id "
-            "WHERE e.at > f.at GROUP BY e.image_id, an.name")}
+        images = db.images(con)
+        seen = db.suggestions_seen(con)
+        finished = db.finished(con)
+        late = db.changes_after_finishing(con)  # made when the others' labels may have been seen: not blind
         per_image = [(img, image_votes(con, img["id"])) for img in images]
     for img, site_votes in per_image:
         folder = out_dir / img["name"]
@@ -172,11 +160,11 @@ def run_consensus(project: Project, out_dir, min_votes: int = 3, rule: str = "pl
                                                                    "too_few_votes")},
                    "class_counts": {CLASS_NAMES[c]: sum(1 for d in decided if d["label"] == c)
                                     for c in range(len(CLASS_NAMES))},
-                   "finished_by": sorted(names[a] for a, i in finished if i == img["id"]),
+                   "finished_by": sorted(f.name for f in finished if f.image_id == img["id"]),
                    "changes_after_finishing": {n: k for (i, n), k in sorted(late.items()) if i == img["id"]},
-                   "suggestions_seen": [{"annotator": v["name"], "first_at": v["first_at"],
-                                         "before_finishing": not v["finished_before"]}
-                                        for (a, i), v in sorted(seen.items()) if i == img["id"]],
+                   "suggestions_seen": [{"annotator": v.name, "first_at": v.first_at,
+                                         "before_finishing": not v.finished_before}
+                                        for v in seen if v.image_id == img["id"]],
                    **agree}
         (folder / "agreement.json").write_text(json.dumps(summary, indent=2))
         images_summary.append(summary)

@@ -13,6 +13,11 @@ class of a site for one annotator: 0-4 as ``contract.classes``, or ``NO_COLUMN``
 ``finished`` (an annotator declared an image done: from then on they may see the others' labels),
 ``predictions`` + ``suggestions`` (model outputs registered for an image and matched to its sites) and
 ``suggestions_seen`` (who switched the model's suggestions on, and when: the consensus reports it).
+
+This is the one module of the stage that writes SQL (``tests/test_labelling_sql_home.py`` checks it): the server,
+the project, the consensus, the report and the command line call the named functions below, one per query job.
+Whole-table rows (``images``, ``annotators``) come back as ``sqlite3.Row`` (by column name); the joins of the
+consensus and the report come back as the named tuples defined beside their functions.
 """
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from contract.classes import N_CLASSES
 
@@ -145,29 +153,34 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got.hex(), digest)
 
 
+def annotator_by_name(con: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+    """The annotator called ``name`` (a row of ``annotators``), or None."""
+    return con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+
+
 def add_annotator(con: sqlite3.Connection, name: str) -> sqlite3.Row:
     """The annotator called ``name``, created with a fresh token when new (for ``serve --annotators`` and
     ``annotators --add``: they sign in with the link holding their token, never by name)."""
-    row = con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+    row = annotator_by_name(con, name)
     if row is not None:
         return row
     with write(con):
         con.execute("INSERT OR IGNORE INTO annotators(name, token, created_at) VALUES (?, ?, ?)",
                     (name, new_token(), now()))
-    return con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+    return annotator_by_name(con, name)
 
 
 def sign_up_or_in(con: sqlite3.Connection, name: str, password: str) -> tuple[sqlite3.Row | None, str]:
     """Sign in by name and password on the page: a new name is created with this password (``"created"``); an
     annotator with a password must give it (``"ok"`` or ``"wrong"``); one made on the command line, without a
     password, signs in only with their link (``"link-only"``). Returns (row or None, outcome)."""
-    row = con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+    row = annotator_by_name(con, name)
     if row is None:
         hashed = hash_password(password)  # before the write lock: scrypt takes a while
         with write(con):
             cur = con.execute("INSERT OR IGNORE INTO annotators(name, token, created_at, password_hash) "
                               "VALUES (?, ?, ?, ?)", (name, new_token(), now(), hashed))
-        row = con.execute("SELECT * FROM annotators WHERE name = ?", (name,)).fetchone()
+        row = annotator_by_name(con, name)
         if cur.rowcount == 1:
             return row, "created"
     if row["password_hash"] is None:
@@ -186,15 +199,26 @@ def set_label(con: sqlite3.Connection, annotator_id: int, image_id: int, site_id
                            (annotator_id, site_id)).fetchone()
         previous = None if prev is None else int(prev["label"])
         t = now()
-        if label is None:
-            con.execute("DELETE FROM labels WHERE annotator_id = ? AND site_id = ?", (annotator_id, site_id))
-        else:
-            con.execute("INSERT INTO labels(annotator_id, site_id, label, updated_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT(annotator_id, site_id) DO UPDATE SET label = excluded.label, "
-                        "updated_at = excluded.updated_at", (annotator_id, site_id, label, t))
-        con.execute("INSERT INTO events(annotator_id, image_id, site_id, action, label, previous, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (annotator_id, image_id, site_id, action, label, previous, t))
+        _put_label(con, annotator_id, site_id, label, t)
+        _log_event(con, annotator_id, image_id, site_id, action, label, previous, t)
     return previous
+
+
+def _put_label(con: sqlite3.Connection, annotator_id: int, site_id: int, label: int | None, t: str) -> None:
+    """Inside a ``write``: set (insert or replace) or, with ``label`` None, clear one annotator's label of a site."""
+    if label is None:
+        con.execute("DELETE FROM labels WHERE annotator_id = ? AND site_id = ?", (annotator_id, site_id))
+    else:
+        con.execute("INSERT INTO labels(annotator_id, site_id, label, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(annotator_id, site_id) DO UPDATE SET label = excluded.label, "
+                    "updated_at = excluded.updated_at", (annotator_id, site_id, label, t))
+
+
+def _log_event(con: sqlite3.Connection, annotator_id: int, image_id: int, site_id: int, action: str,
+               label: int | None, previous: int | None, t: str) -> None:
+    """Inside a ``write``: one row of the audit log (``events``)."""
+    con.execute("INSERT INTO events(annotator_id, image_id, site_id, action, label, previous, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (annotator_id, image_id, site_id, action, label, previous, t))
 
 
 def add_site(con: sqlite3.Connection, annotator_id: int, image_id: int, x_px: float, y_px: float,
@@ -207,10 +231,8 @@ def add_site(con: sqlite3.Connection, annotator_id: int, image_id: int, x_px: fl
                           "VALUES (?, ?, ?, NULL, ?, ?)", (image_id, x_px, y_px, annotator_id, t))
         site_id = int(cur.lastrowid)
         if label is not None:
-            con.execute("INSERT INTO labels(annotator_id, site_id, label, updated_at) VALUES (?, ?, ?, ?)",
-                        (annotator_id, site_id, label, t))
-        con.execute("INSERT INTO events(annotator_id, image_id, site_id, action, label, previous, at) "
-                    "VALUES (?, ?, ?, 'add', ?, NULL, ?)", (annotator_id, image_id, site_id, label, t))
+            _put_label(con, annotator_id, site_id, label, t)
+        _log_event(con, annotator_id, image_id, site_id, "add", label, None, t)
     return site_id
 
 
@@ -231,15 +253,10 @@ def undo(con: sqlite3.Connection, annotator_id: int, image_id: int) -> dict | No
             con.execute("UPDATE sites SET deleted_at = ? WHERE id = ?", (t, site_id))
             con.execute("DELETE FROM labels WHERE site_id = ?", (site_id,))
             restored = None
-        elif restored is None:
-            con.execute("DELETE FROM labels WHERE annotator_id = ? AND site_id = ?", (annotator_id, site_id))
         else:
-            con.execute("INSERT INTO labels(annotator_id, site_id, label, updated_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT(annotator_id, site_id) DO UPDATE SET label = excluded.label, "
-                        "updated_at = excluded.updated_at", (annotator_id, site_id, restored, t))
+            _put_label(con, annotator_id, site_id, restored, t)
         con.execute("UPDATE events SET undone = 1 WHERE id = ?", (ev["id"],))
-        con.execute("INSERT INTO events(annotator_id, image_id, site_id, action, label, previous, at) "
-                    "VALUES (?, ?, ?, 'undo', ?, ?, ?)", (annotator_id, image_id, site_id, restored, ev["label"], t))
+        _log_event(con, annotator_id, image_id, site_id, "undo", restored, ev["label"], t)
     return {"site_id": site_id, "label": restored, "undone": ev["action"]}
 
 
@@ -343,3 +360,176 @@ def sites_added_by_others(con: sqlite3.Connection, image_id: int, annotator_id: 
         "LEFT JOIN labels l ON l.site_id = s.id AND l.annotator_id = s.added_by "
         "WHERE s.image_id = ? AND s.deleted_at IS NULL AND s.added_by != ? ORDER BY s.id",
         (image_id, annotator_id)).fetchall()
+
+
+# ---------------------------------------------------------------- adding images and model predictions
+@dataclass(frozen=True)
+class NewImage:
+    """One micrograph as ``images`` stores it (``project.add_image`` fills it in; its ``id`` comes from SQLite)."""
+
+    name: str
+    source_path: str
+    file: str
+    height: int
+    width: int
+    pixel_size_angstrom: float | None
+    pixel_size_source: str | None
+    host: str | None
+    dopant: str | None
+    beam_energy_kev: int | None
+    detector: str | None
+    lattice_constant_px: float
+    sites_source: str
+
+
+class NewSite(NamedTuple):
+    """A candidate site of a new image: position (px) and sublattice (None: unknown)."""
+
+    x_px: float
+    y_px: float
+    sublattice: str | None
+
+
+class SitePosition(NamedTuple):
+    id: int
+    x_px: float
+    y_px: float
+
+
+class NewSuggestion(NamedTuple):
+    """A model's class for one candidate site, with its probabilities (JSON text) and entropy, None if not given."""
+
+    site_id: int
+    label: int
+    probs_json: str | None
+    entropy_nats: float | None
+
+
+def image_by_name(con: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+    """The image called ``name`` (a row of ``images``), or None."""
+    return con.execute("SELECT * FROM images WHERE name = ?", (name,)).fetchone()
+
+
+def add_image(con: sqlite3.Connection, image: NewImage, sites: Iterable[NewSite]) -> int:
+    """Insert the image and its candidate sites in one transaction; returns the new image id."""
+    with write(con):
+        t = now()
+        cur = con.execute(
+            "INSERT INTO images(name, source_path, file, height, width, pixel_size_angstrom, pixel_size_source, "
+            "host, dopant, beam_energy_kev, detector, lattice_constant_px, sites_source, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (image.name, image.source_path, image.file, image.height, image.width, image.pixel_size_angstrom,
+             image.pixel_size_source, image.host, image.dopant, image.beam_energy_kev, image.detector,
+             image.lattice_constant_px, image.sites_source, t))
+        image_id = int(cur.lastrowid)
+        con.executemany("INSERT INTO sites(image_id, x_px, y_px, sublattice, added_by, created_at) "
+                        "VALUES (?, ?, ?, ?, NULL, ?)",
+                        [(image_id, float(s.x_px), float(s.y_px), s.sublattice, t) for s in sites])
+    return image_id
+
+
+def candidate_sites(con: sqlite3.Connection, image_id: int) -> list[SitePosition]:
+    """The image's candidate sites (not added by an annotator, not withdrawn), by id."""
+    return [SitePosition(int(r["id"]), float(r["x_px"]), float(r["y_px"])) for r in con.execute(
+        "SELECT id, x_px, y_px FROM sites WHERE image_id = ? AND added_by IS NULL AND deleted_at IS NULL "
+        "ORDER BY id", (image_id,))]
+
+
+def register_prediction(con: sqlite3.Connection, image_id: int, model: str, directory: str,
+                        rows: Iterable[NewSuggestion]) -> None:
+    """In one transaction: replace the model's suggestions for the image's sites by ``rows`` and record the
+    prediction (``directory``: its folder relative to the project), replacing an earlier one of the model."""
+    with write(con):
+        con.execute("DELETE FROM suggestions WHERE model = ? AND site_id IN (SELECT id FROM sites WHERE "
+                    "image_id = ?)", (model, image_id))
+        con.executemany("INSERT INTO suggestions(site_id, model, label, probs, entropy_nats) VALUES (?, ?, ?, ?, ?)",
+                        [(r.site_id, model, r.label, r.probs_json, r.entropy_nats) for r in rows])
+        con.execute("INSERT INTO predictions(image_id, model, dir, added_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(image_id, model) DO UPDATE SET dir = excluded.dir, added_at = excluded.added_at",
+                    (image_id, model, directory, now()))
+
+
+# ---------------------------------------------------------------- consensus and report
+class Vote(NamedTuple):
+    """One row of ``site_votes``: a site (not withdrawn) with one annotator's label of it, or with None, None when
+    nobody labelled it. ``added_by``/``author``: id and name of the annotator who added the site (None: candidate)."""
+
+    site_id: int
+    x_px: float
+    y_px: float
+    added_by: int | None
+    author: str | None
+    annotator: str | None
+    label: int | None
+
+
+class SuggestionsSeen(NamedTuple):
+    annotator_id: int
+    image_id: int
+    name: str
+    first_at: str
+    finished_before: bool
+
+
+class Finished(NamedTuple):
+    annotator_id: int
+    image_id: int
+    name: str
+    at: str
+
+
+class Prediction(NamedTuple):
+    """A registered model prediction with what the report needs of its image."""
+
+    model: str
+    dir: str
+    image_name: str
+    detector: str | None
+    pixel_size_angstrom: float | None
+
+
+def site_votes(con: sqlite3.Connection, image_id: int) -> list[Vote]:
+    """Every label of every site of the image (sites not withdrawn; unlabelled sites once with no annotator),
+    by site id."""
+    rows = con.execute(
+        "SELECT s.id, s.x_px, s.y_px, s.added_by, ad.name AS author, an.name AS annotator, l.label "
+        "FROM sites s LEFT JOIN labels l ON l.site_id = s.id LEFT JOIN annotators an ON an.id = l.annotator_id "
+        "LEFT JOIN annotators ad ON ad.id = s.added_by "
+        "WHERE s.image_id = ? AND s.deleted_at IS NULL ORDER BY s.id", (image_id,))
+    return [Vote(int(r["id"]), float(r["x_px"]), float(r["y_px"]), r["added_by"], r["author"], r["annotator"],
+                 None if r["label"] is None else int(r["label"])) for r in rows]
+
+
+def suggestions_seen(con: sqlite3.Connection) -> list[SuggestionsSeen]:
+    """Every first use of the model's suggestions (annotator, image), with the annotator's name."""
+    return [SuggestionsSeen(r["annotator_id"], r["image_id"], r["name"], r["first_at"], bool(r["finished_before"]))
+            for r in con.execute("SELECT ss.annotator_id, ss.image_id, an.name, ss.first_at, ss.finished_before "
+                                 "FROM suggestions_seen ss JOIN annotators an ON an.id = ss.annotator_id "
+                                 "ORDER BY ss.annotator_id, ss.image_id")]
+
+
+def finished(con: sqlite3.Connection) -> list[Finished]:
+    """Every (annotator, image) declared done, with the annotator's name."""
+    return [Finished(r["annotator_id"], r["image_id"], r["name"], r["at"])
+            for r in con.execute("SELECT f.annotator_id, f.image_id, an.name, f.at FROM finished f "
+                                 "JOIN annotators an ON an.id = f.annotator_id ORDER BY f.annotator_id, f.image_id")]
+
+
+def changes_after_finishing(con: sqlite3.Connection) -> dict[tuple[int, str], int]:
+    """(image id, annotator name) -> number of changes the annotator made to the image after finishing it (when
+    the others' labels may have been seen: no longer blind); pairs without such changes are absent."""
+    return {(int(r["image_id"]), r["name"]): int(r["n"]) for r in con.execute(
+        "SELECT e.image_id, an.name, COUNT(*) AS n FROM events e JOIN finished f ON f.annotator_id = "
+        "e.annotator_id AND f.image_id = e.image_id JOIN annotators an ON an.id = e.annotator_id "
+        "WHERE e.at > f.at GROUP BY e.image_id, an.name")}
+
+
+def predictions(con: sqlite3.Connection) -> list[Prediction]:
+    """Every registered prediction, by model and image id."""
+    return [Prediction(*r) for r in con.execute(
+        "SELECT p.model, p.dir, i.name, i.detector, i.pixel_size_angstrom FROM predictions p "
+        "JOIN images i ON i.id = p.image_id ORDER BY p.model, i.id")]
+
+
+def count_predictions(con: sqlite3.Connection) -> int:
+    return con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]

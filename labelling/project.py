@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from scipy.spatial import cKDTree
 
+from contract.catalog import load_catalog
 from contract.classes import CLASS_NAMES, SUBLATTICES
-from contract.context import canonical_dopant, is_undoped
+from contract.context import canonical_dopant, check_beam_energy, check_detector, is_undoped
 from contract.errors import InputError
+from inference.io import load_image
+from inference.score import match_sites
 
 from . import db
 
@@ -108,8 +113,6 @@ def display_image(image: np.ndarray) -> np.ndarray:
 def lattice_constant_from_sites(xy: np.ndarray) -> float:
     """Lattice constant (px) from (N, 2) site positions of both sublattices: √3 x the median nearest-column
     distance a/√3. ``InputError`` with fewer than 3 sites."""
-    from scipy.spatial import cKDTree
-
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     if len(xy) < 3:
         raise InputError(f"only {len(xy)} site(s): need at least 3 to measure the lattice")
@@ -120,9 +123,6 @@ def lattice_constant_from_sites(xy: np.ndarray) -> float:
 def _check_context(meta: dict) -> dict:
     """Host, dopant, beam energy and detector as given (file or command line), each checked when present;
     missing ones stay None (the report groups them under 'unknown')."""
-    from contract.catalog import load_catalog
-    from contract.context import check_beam_energy, check_detector
-
     out = {"host": meta.get("host"), "dopant": meta.get("dopant"), "beam_energy_kev": None, "detector": None}
     catalog = load_catalog()
     if out["host"] is not None and (not isinstance(out["host"], str) or out["host"] not in catalog.hosts):
@@ -185,6 +185,22 @@ def read_sites_csv(path) -> dict:
     return out
 
 
+def find_sites(image: np.ndarray, label: str) -> tuple[dict, float, str]:
+    """Candidate sites of an image from the column finder alone (``inference.classify.locate_sites``): the sites
+    dict of ``read_sites_csv`` (positions only), the lattice constant (px) and the source's description.
+    ``InputError`` naming ``label`` when no lattice is found."""
+    from inference.classify import locate_sites  # deferred: inference.classify loads torch (seconds)
+
+    try:
+        found = locate_sites(image)
+    except ValueError as err:
+        raise InputError(f"{label}: the column finder found no lattice ({err}); pass --sites") from None
+    sites = {"xy": np.asarray(found.positions, dtype=float).reshape(-1, 2), "label": None, "probs": None,
+             "entropy": None, "sublattice": None}
+    lattice_px = float(getattr(found, "lattice_constant_px", None) or lattice_constant_from_sites(sites["xy"]))
+    return sites, lattice_px, "column finder (inference.classify.locate_sites)"
+
+
 def add_image(project: Project, image_path, *, sites_csv=None, name: str | None = None, host=None, dopant=None,
               beam_energy_kev=None, detector=None, pixel_size_angstrom=None, model_name: str | None = None) -> dict:
     """Add one micrograph and its candidate sites to the project; returns a summary dict.
@@ -195,8 +211,6 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
     ``summary.json``'s checkpoint path) or the column finder. Everything is checked before anything is
     written; the image goes in one transaction with its sites.
     """
-    from inference.io import load_image
-
     image_path = Path(image_path)
     image, meta = load_image(image_path)
     name = check_name(name or default_name(image_path), "--name")
@@ -224,16 +238,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
             notes.append(f"pixel size {summary['pixel_size_angstrom']:.5f} Å from {summary_path.name} "
                          f"({summary.get('pixel_size_source', 'classify')})")
     else:
-        from inference.classify import locate_sites
-
-        try:
-            found = locate_sites(image)
-        except ValueError as err:
-            raise InputError(f"{image_path.name}: the column finder found no lattice ({err}); pass --sites") from None
-        sites = {"xy": np.asarray(found.positions, dtype=float).reshape(-1, 2), "label": None, "probs": None,
-                 "entropy": None, "sublattice": None}
-        lattice_px = float(getattr(found, "lattice_constant_px", None) or lattice_constant_from_sites(sites["xy"]))
-        source = "column finder (inference.classify.locate_sites)"
+        sites, lattice_px, source = find_sites(image, image_path.name)
     xy = sites["xy"]
     outside = (xy[:, 0] < -0.5) | (xy[:, 0] > h - 0.5) | (xy[:, 1] < -0.5) | (xy[:, 1] > w - 0.5)
     if outside.any():
@@ -244,8 +249,6 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
     pixel = meta.get("pixel_size_angstrom")
     pixel_source = "file or option" if pixel is not None else None
     if pixel is None and context["host"] is not None:
-        from contract.catalog import load_catalog
-
         pixel = load_catalog().hosts[context["host"]].lattice_constant_angstrom / lattice_px
         pixel_source = "inferred from the catalog lattice constant"
         notes.append(f"pixel size inferred from the catalog lattice constant: {pixel:.5f} Å")
@@ -255,7 +258,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
                      "under 'unknown'")
 
     with project.session() as con:
-        if con.execute("SELECT 1 FROM images WHERE name = ?", (name,)).fetchone():
+        if db.image_by_name(con, name) is not None:
             raise InputError(f"an image called {name!r} is already in {project.root}; pass --name")
     folder = project.root / "images" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -263,23 +266,14 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
     side = image_path.with_suffix(".json")
     if image_path.suffix.lower() == ".npy" and side.is_file():
         shutil.copy2(side, folder / side.name)
-    from PIL import Image
-
     Image.fromarray(display_image(image)).save(folder / "display.png", optimize=True)
-    with project.session() as con, db.write(con):
-        t = db.now()
-        cur = con.execute(
-            "INSERT INTO images(name, source_path, file, height, width, pixel_size_angstrom, pixel_size_source, "
-            "host, dopant, beam_energy_kev, detector, lattice_constant_px, sites_source, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, str(image_path.resolve()), f"images/{name}/{image_path.name}", h, w, pixel, pixel_source,
-             context["host"], context["dopant"], context["beam_energy_kev"], context["detector"], lattice_px,
-             source, t))
-        image_id = int(cur.lastrowid)
-        sub = sites["sublattice"] or [None] * len(xy)
-        con.executemany("INSERT INTO sites(image_id, x_px, y_px, sublattice, added_by, created_at) "
-                        "VALUES (?, ?, ?, ?, NULL, ?)",
-                        [(image_id, float(c), float(r), s, t) for (r, c), s in zip(xy, sub)])
+    record = db.NewImage(name=name, source_path=str(image_path.resolve()), file=f"images/{name}/{image_path.name}",
+                         height=h, width=w, pixel_size_angstrom=pixel, pixel_size_source=pixel_source,
+                         host=context["host"], dopant=context["dopant"], beam_energy_kev=context["beam_energy_kev"],
+                         detector=context["detector"], lattice_constant_px=lattice_px, sites_source=source)
+    sub = sites["sublattice"] or [None] * len(xy)
+    with project.session() as con:
+        image_id = db.add_image(con, record, [db.NewSite(float(c), float(r), s) for (r, c), s in zip(xy, sub)])
     out = {"image_id": image_id, "name": name, "n_sites": int(len(xy)), "shape": [h, w],
            "lattice_constant_px": lattice_px, "pixel_size_angstrom": pixel, "context": context,
            "sites_source": source, "notes": notes}
@@ -301,8 +295,6 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
     """Copy a classify output (``sites.csv`` + ``summary.json``) into ``predictions/<model>/<image>/``, match its
     sites to the image's candidate sites (within ``SITE_MATCH_FRACTION`` x a/√3) and store the model's classes
     as suggestions. Replaces an earlier prediction of the same model."""
-    from inference.score import match_sites
-
     model = check_name(model, "model name")
     classify_dir = Path(classify_dir)
     for f in ("sites.csv", "summary.json"):
@@ -312,11 +304,10 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
     if pred["label"] is None:
         raise InputError(f"{classify_dir / 'sites.csv'}: no label column")
     with project.session() as con:
-        img = con.execute("SELECT * FROM images WHERE name = ?", (image_name,)).fetchone()
+        img = db.image_by_name(con, image_name)
         if img is None:
             raise InputError(f"no image called {image_name!r} in {project.root}")
-        cand = con.execute("SELECT id, x_px, y_px FROM sites WHERE image_id = ? AND added_by IS NULL "
-                           "AND deleted_at IS NULL ORDER BY id", (img["id"],)).fetchall()
+        cand = db.candidate_sites(con, img["id"])
     summary = json.loads((classify_dir / "summary.json").read_text())
     if summary.get("image_shape") and list(summary["image_shape"]) != [img["height"], img["width"]]:
         raise InputError(f"{classify_dir}: classified an image of shape {summary['image_shape']}, not "
@@ -327,7 +318,7 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
         for f in ("sites.csv", "summary.json", "overlay.png"):
             if (classify_dir / f).is_file():
                 shutil.copy2(classify_dir / f, dest / f)
-    cxy = np.array([[r["y_px"], r["x_px"]] for r in cand], dtype=float).reshape(-1, 2)
+    cxy = np.array([[r.y_px, r.x_px] for r in cand], dtype=float).reshape(-1, 2)
     tol = SITE_MATCH_FRACTION * float(img["lattice_constant_px"]) / SQRT3
     match, _ = match_sites(pred["xy"], cxy, tol)  # for each candidate: the prediction at its place
     rows = []
@@ -335,27 +326,21 @@ def register_prediction(project: Project, image_name: str, model: str, classify_
         if j >= 0:
             probs = None if pred["probs"] is None else json.dumps([round(float(p), 6) for p in pred["probs"][j]])
             ent = None if pred["entropy"] is None else float(pred["entropy"][j])
-            rows.append((int(cand[i]["id"]), model, int(pred["label"][j]), probs, ent))
-    with project.session() as con, db.write(con):
-        con.execute("DELETE FROM suggestions WHERE model = ? AND site_id IN (SELECT id FROM sites WHERE "
-                    "image_id = ?)", (model, img["id"]))
-        con.executemany("INSERT INTO suggestions(site_id, model, label, probs, entropy_nats) VALUES (?, ?, ?, ?, ?)",
-                        rows)
-        con.execute("INSERT INTO predictions(image_id, model, dir, added_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(image_id, model) DO UPDATE SET dir = excluded.dir, added_at = excluded.added_at",
-                    (img["id"], model, str(dest.relative_to(project.root)), db.now()))
+            rows.append(db.NewSuggestion(cand[i].id, int(pred["label"][j]), probs, ent))
+    with project.session() as con:
+        db.register_prediction(con, img["id"], model, str(dest.relative_to(project.root)), rows)
     return {"model": model, "dir": str(dest), "n_matched": len(rows), "n_candidates": len(cand)}
 
 
 def predict(project: Project, checkpoint, model_name: str | None = None, **classify_options) -> list[dict]:
     """Run ``inference classify`` with ``checkpoint`` on every image of the project (context from the
     project) and register each output as a prediction. Returns one registration dict per image."""
-    from inference.classify import run_classify
+    from inference.classify import run_classify  # deferred: inference.classify loads torch (seconds)
 
     checkpoint = Path(checkpoint)
     model = check_name(model_name or model_name_from_checkpoint(checkpoint) or "model", "model name")
     with project.session() as con:
-        images = con.execute("SELECT * FROM images ORDER BY id").fetchall()
+        images = db.images(con)
     if not images:
         raise InputError(f"{project.root}: no images yet; add one with `python -m labelling add`")
     out = []

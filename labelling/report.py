@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from contract.classes import DEFECT_CLASSES, N_CLASSES
+from contract.errors import InputError
+from inference.score import run_score
 
+from . import db
 from .consensus import run_consensus
 from .project import Project
 
@@ -26,6 +29,7 @@ UNKNOWN = "unknown"
 def pooled_metrics(confusion: np.ndarray) -> dict:
     """κ, accuracy and defect F1 of a (5, 5) confusion matrix (rows true, columns predicted), through
     ``torchmetrics`` and ``training.metrics.defect_f1`` on the label pairs it counts."""
+    # deferred: torch, torchmetrics and training.metrics take seconds to import; only the scoring needs them
     import torch
     from torchmetrics.functional.classification import multiclass_cohen_kappa
 
@@ -43,20 +47,17 @@ def pooled_metrics(confusion: np.ndarray) -> dict:
 def score_predictions(project: Project, consensus_dir, tolerance_fraction: float = 0.3) -> tuple[list[dict], list[str]]:
     """One row per (model, image): ``inference score``'s numbers against the consensus, and notes on the
     pairs that could not be scored."""
-    from inference.score import run_score
-
     rows, notes = [], []
     with project.session() as con:
-        preds = con.execute("SELECT p.model, p.dir, i.name, i.detector, i.pixel_size_angstrom FROM predictions p "
-                            "JOIN images i ON i.id = p.image_id ORDER BY p.model, i.id").fetchall()
+        preds = db.predictions(con)
     for r in preds:
-        truth = Path(consensus_dir) / r["name"]
-        if r["pixel_size_angstrom"] is None:
-            notes.append(f"{r['model']} on {r['name']}: not scored, the image has no pixel size (re-add it with "
+        truth = Path(consensus_dir) / r.image_name
+        if r.pixel_size_angstrom is None:
+            notes.append(f"{r.model} on {r.image_name}: not scored, the image has no pixel size (re-add it with "
                          "--pixel-size-angstrom or --host)")
             continue
-        score = run_score(project.root / r["dir"], truth, tolerance_fraction)
-        rows.append({"model": r["model"], "image": r["name"], "detector": r["detector"] or UNKNOWN,
+        score = run_score(project.root / r.dir, truth, tolerance_fraction)
+        rows.append({"model": r.model, "image": r.image_name, "detector": r.detector or UNKNOWN,
                      "n_true": score["n_true"], "n_matched": score["n_matched"], "recall": score["recall"],
                      "cohen_kappa": score.get("cohen_kappa", math.nan),
                      "f1_defect": score.get("f1_defect", {k: math.nan for k in DEFECT_CLASSES}),
@@ -98,7 +99,7 @@ def _bar_labels(values) -> list[str]:
 
 def plot(summary: list[dict], path: Path, agreement: dict | None = None) -> None:
     """κ per model and detector (left), defect F1 per class and model, one panel per detector (Fig. 6d-f)."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib takes a second or two to import; only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -143,11 +144,9 @@ def run_report(project: Project, out_dir=None, min_votes: int = 3, rule: str = "
     """Consensus into ``OUT/consensus``, every registered prediction scored against it; writes
     ``OUT/models.csv`` (one row per model and detector), ``OUT/scores.csv`` (per model and image),
     ``OUT/report.json`` and ``OUT/models.png``. Returns the paths, the table text and notes."""
-    from contract.errors import InputError
-
     out = Path(out_dir) if out_dir else project.root / "report"
     with project.session() as con:
-        n_preds = con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        n_preds = db.count_predictions(con)
     if n_preds == 0:
         raise InputError(f"{project.root}: no model predictions to score; add them with `python -m labelling "
                          "predict --project DIR --model CKPT` (or `add --sites CLASSIFY_DIR/sites.csv`)")

@@ -20,13 +20,17 @@ Every failure is a JSON ``{"error": "..."}`` with a 4xx status (5xx only for a b
 page): unknown or impossible image or site id (outside 1..2^63-1) 404, bad body 422 (e.g. a class outside 0-4),
 body over the limit 413 (declared or streamed, chunked included), unknown token or wrong password 401, login off
 the loopback or by name for a link-only annotator 403, too many wrong passwords 429, conflicts (a column already
-there, nothing to undo) 409.
+there, nothing to undo) 409. The one exception: on a loopback address a ``Host`` header other than the loopback
+names (a DNS-rebinding page) gets Starlette's ``TrustedHostMiddleware`` answer, 400 ``Invalid host header`` in
+plain text.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -42,6 +47,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from contract.classes import CLASS_COLOURS, CLASS_DESCRIPTIONS, CLASS_NAMES, N_CLASSES
 from contract.errors import InputError, StemError
@@ -142,23 +148,6 @@ class BodySizeLimit:
             log.debug("request refused as too large; the app then failed on the vanished body", exc_info=True)
 
 
-class HostCheck:
-    """ASGI middleware: only the ``Host`` names given are served (400 otherwise). On a loopback address this
-    stops a web page elsewhere from reaching the API through DNS rebinding."""
-
-    def __init__(self, app, allowed_hosts: list[str]):
-        self.app, self.allowed = app, {h.lower() for h in allowed_hosts}
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in self.allowed:
-                return await _json(send, 400, f"unexpected Host header {host!r}: open the address that `serve` "
-                                              "printed")
-        return await self.app(scope, receive, send)
-
-
 class SecurityHeaders:
     """ASGI middleware: ``SECURITY_HEADERS`` on every response (the page runs under the CSP: no inline script or
     style, nothing from elsewhere)."""
@@ -229,8 +218,8 @@ def create_app(project_root, *, require_tokens: bool = False, max_upload_bytes: 
     app.state.max_upload_bytes = max_upload_bytes
     app.state.throttle = LoginThrottle()
     app.add_middleware(BodySizeLimit, max_json_bytes=MAX_JSON_BYTES, max_upload_bytes=max_upload_bytes)
-    if allowed_hosts:
-        app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
+    if allowed_hosts:  # any other Host header: 400 "Invalid host header" (plain text, from Starlette)
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so the middlewares' own answers carry it too
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -537,8 +526,6 @@ def brief_id(value: int) -> str:
 
 def check_bind(host: str, port: int) -> None:
     """``InputError`` when ``host:port`` cannot be bound (in use, no such address), before uvicorn starts."""
-    import socket
-
     if not 0 < int(port) < 65536:
         raise InputError(f"--port {port}: must be 1-65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -553,10 +540,6 @@ def check_bind(host: str, port: int) -> None:
 def serve(project_root, host: str = "127.0.0.1", port: int = 8000, annotators: list[str] = (),
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, stream=None) -> None:
     """Check, print the address and the per-annotator links, and run uvicorn until interrupted."""
-    import sys
-
-    import uvicorn
-
     stream = stream or sys.stdout
     project: Project = open_project(project_root)
     loopback = is_loopback(host)
@@ -584,5 +567,5 @@ def serve(project_root, host: str = "127.0.0.1", port: int = 8000, annotators: l
         print(f"  {p['name']}: {base}?token={p['token']}", file=stream)
     print("  Ctrl-C stops the server (every label is already saved).", file=stream, flush=True)
     app = create_app(project.root, require_tokens=not loopback, max_upload_bytes=int(max_upload_mb * (1 << 20)),
-                     allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"] if loopback else None)
+                     allowed_hosts=[*LOOPBACK_HOSTS, host] if loopback else None)
     uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level="warning")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from labelling import db
 from labelling.__main__ import main as labelling_main
 from labelling.project import add_image, create_project, display_image
-from labelling.server import MAX_JSON_BYTES, create_app
+from labelling.server import LOOPBACK_HOSTS, MAX_JSON_BYTES, create_app
 from tests.labelling_fixtures import Server, http, password_for, read_truth, render_field
 
 
@@ -275,10 +275,18 @@ def test_remote_serving_needs_tokens_and_host_check(project, capsys):
     create_project(other)
     assert labelling_main(["serve", "--project", str(other), "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "needs per-annotator tokens" in capsys.readouterr().err
-    # a Host header other than the loopback names is refused on a loopback server
-    guarded = TestClient(create_app(project.root, allowed_hosts=["127.0.0.1", "localhost"]))
-    r = guarded.get("/api/config")
-    assert r.status_code == 400 and "unexpected Host header" in r.json()["error"]
+    # a Host header other than the loopback names is refused on a loopback server (Starlette's
+    # TrustedHostMiddleware: 400 "Invalid host header"), still with the security headers; the loopback names,
+    # with or without a port, IPv6 in brackets included, are served
+    guarded = TestClient(create_app(project.root, allowed_hosts=list(LOOPBACK_HOSTS)))
+    for foreign in ("testserver", "evil.example", "evil.example:8000", "127.0.0.1.evil.example", "[::2]:8000"):
+        r = guarded.get("/api/config", headers={"Host": foreign})
+        assert r.status_code == 400 and r.text == "Invalid host header", foreign
+        assert r.headers["x-frame-options"] == "DENY", foreign
+    for local in ("127.0.0.1:8000", "localhost:8000", "localhost", "[::1]:8000"):
+        r = guarded.get("/api/config", headers={"Host": local})
+        assert r.status_code == 200 and r.json()["no_column"] == db.NO_COLUMN, local
+        assert guarded.get("/", headers={"Host": local}).status_code == 200, local
     assert TestClient(create_app(project.root, allowed_hosts=["testserver"])).get("/api/config").status_code == 200
     # the page itself loads nothing from elsewhere
     for name in ("/", "/static/app.js", "/static/app.css"):

@@ -33,7 +33,7 @@ import zarr  # noqa: E402
 from bench._report import print_table, versions, write_result  # noqa: E402
 from contract.catalog import is_excluded, load_catalog  # noqa: E402
 from contract.jsonio import json_text  # noqa: E402
-from features.site_symmetry import brighter_sublattice  # noqa: E402
+from kernels.site_symmetry import brighter_sublattice  # noqa: E402
 from simulate.run import simulate  # noqa: E402
 
 DETECTORS = ("HAADF", "MAADF")

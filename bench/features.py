@@ -18,7 +18,7 @@ With a CUDA device and CuPy: host->device copy bandwidth of the patch array agai
 throughput (standardise + project, data already on the device, bytes of patches read per second), and the
 end-to-end rate including the copy.
 
-``--normalisation-study`` instead reproduces the measurement behind ``features.normalise`` (classification
+``--normalisation-study`` instead reproduces the measurement behind ``kernels.normalise`` (classification
 accuracy and 45-degree stability of candidate intensity normalisations on synthetic lattices).
 
 CPU timings run with ``--blas-threads`` BLAS threads (default 1: what each Dask worker of the encoder uses,
@@ -44,9 +44,9 @@ sys.path.insert(0, str(REPO))
 
 from contract.jsonio import json_text
 
-from features.normalise import standardise_patches, standardised_contrast_features  # noqa: E402
+from kernels.normalise import standardise_patches, standardised_contrast_features  # noqa: E402
 from features.synthetic import mx2_environment_patches  # noqa: E402
-from features.zernike import contrast_features, zernike_basis, zernike_moments  # noqa: E402
+from kernels.zernike import contrast_features, zernike_basis, zernike_moments  # noqa: E402
 
 P = 33
 
@@ -172,7 +172,7 @@ def normalisation_study(seed_train: int = 1, seed_test: int = 2) -> dict:
     from sklearn.ensemble import RandomForestClassifier
 
     from features.synthetic import render_patch
-    from features.zernike import disk_grid
+    from kernels.zernike import disk_grid
 
     inside = disk_grid(P)[2]
 

@@ -7,7 +7,7 @@ dopant) and zincblende GaAs [001] (84 x 84, one As vacancy, one In on a Ga site)
 counts at 1e4, 1e5 and 1e6 e-/Å² (~410, 4 100, 41 000 electrons per pattern).
 
 For each scan and dose: ``python -m rvae fit-4dstem`` (purely rotational rVAE, fitted to that scan's own
-patterns), and the COM family (COM vector, |COM|, divergence, iCOM; ``rvae.com``) of the same patterns. Every
+patterns), and the COM family (COM vector, |COM|, divergence, iCOM; ``kernels.com``) of the same patterns. Every
 map goes through the same periodic-residual anomaly score (``rvae.maps``: deviation from the lattice-periodic
 median over the supercell's cells), raw and after the same Gaussian smoothing of one scan step (``... smoothed``;
 iCOM is already an integral over the whole scan, which averages noise). Localisation of the defects by each map:

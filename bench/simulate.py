@@ -83,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from simulate import config, multislice
-    from simulate.environments import ENVIRONMENTS
+    from contract.environments import ENVIRONMENTS
     from simulate.run import simulate
     from simulate.structures import build_environment
 

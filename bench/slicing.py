@@ -36,7 +36,7 @@ def column_intensities(host: dict, energy_kev: float, slicing: str, slice_thickn
     import abtem
 
     from simulate import multislice
-    from simulate.environments import ENVIRONMENTS
+    from contract.environments import ENVIRONMENTS
     from simulate.optics import gpts_reaching
     from simulate.structures import build_environment
 

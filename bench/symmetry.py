@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._report import print_table, versions, write_result  # noqa: E402
-from features.symmetry import _fft_shape, _kernel_spectra, symmetry_maps  # noqa: E402
+from kernels.symmetry import _fft_shape, _kernel_spectra, symmetry_maps  # noqa: E402
 
 
 def lattice_image(size: int = 256, seed: int = 0) -> np.ndarray:

@@ -9,6 +9,7 @@ module             what it defines
 ``classes``        the 5 classes of the central column, their names, groupings (sublattice, defect) and colours
 ``context``        the context axes: detectors with their collection angles, beam energies, electron shells,
                    and the ``Case`` (host, dopant, beam energy, detector) a patch or an image was recorded in
+``environments``   the 34 local environments (central column + 3 nearest neighbours) and their labels
 ``features``       the 31-column feature layout (names, column groups, feature sets) and ``assemble_features``,
                    the one function that builds a feature row
 ``store``          the zarr store schema (array names, dtypes, attributes), ``open_group`` and ``read_meta``,

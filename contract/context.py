@@ -1,7 +1,7 @@
 """The context axes (paper section 3): detectors, beam energies, electron shells, and the ``Case``.
 
 A *case* is the context one patch or micrograph was recorded in: host (metal + chalcogen), dopant, beam
-energy and detector. The 23-value context vector that encodes it is computed in ``features.context``; its
+energy and detector. The 23-value context vector that encodes it is computed in ``kernels.context``; its
 column layout is in ``contract.features``.
 
 An undoped sample is a case whose dopant is ``NO_DOPANT`` (``"none"``): see ``NO_DOPANT_SHELL_FRACTIONS`` for

@@ -31,7 +31,7 @@ CONTEXT_NAMES = tuple(
 ZERNIKE_NAMES = tuple(f"zernike_n{n}_m0" for n in ZERNIKE_ORDERS)
 SITE_SYMMETRY_NAMES = ("site_brighter_sublattice", "site_dimmer_sublattice")
 SITE_SYMMETRY_RULE_VERSION = 3
-"""Version of the rule that decides which sublattice is the brighter one (``features.site_symmetry``), recorded in
+"""Version of the rule that decides which sublattice is the brighter one (``kernels.site_symmetry``), recorded in
 a store's ``features.attrs["site_symmetry"]["rule_version"]`` and in checkpoints. 3: each sublattice's intact
 columns (M, X2) in the store's noiseless clean patches; 2: the same columns' noisy patches, whose random doses
 flipped near-1 cases (``features.encode``); 1 (before 2026-12-07): the mean over all of a case's patches, wrong in

@@ -4,7 +4,7 @@
   the class id of a group is its position in this tuple.
 * ``LATTICE_SYSTEMS``: the lattice system of each group (oblique, rectangular, centred rectangular, square,
   hexagonal).
-* ``SYMMETRY_MAP_NAMES``: the seven dense symmetry maps of an image (``features.symmetry``), in stored order:
+* ``SYMMETRY_MAP_NAMES``: the seven dense symmetry maps of an image (``kernels.symmetry``), in stored order:
   rotation scores for 2-, 3-, 4- and 6-fold axes, the mirror strength, and the mirror axis angle alpha as
   sin 2 alpha, cos 2 alpha.
 * The plane-group store (``python -m simulate planegroups``): array and attribute names.

@@ -1,18 +1,19 @@
 """Feature stage: Zernike contrast moments, site symmetry and the context vector -> 31 float32 per patch.
 
-Modules: ``zernike`` (the NumPy/CuPy kernel and its convention), ``normalise`` (per-patch standardisation),
-``site_symmetry``, ``context`` (23-value context vector, the 31 column names), ``encode`` (store -> features
-with Dask; ``python -m features``), ``synthetic`` (toy MX2 patches for tests and benchmarks).
+The array kernels are in ``kernels`` (``zernike``, ``normalise``, ``site_symmetry``, ``context``, ``symmetry``,
+``cell``); this stage runs them over stores: ``encode`` (store -> features with Dask; ``python -m features``),
+``symmetry_store`` (symmetry maps of images and plane-group stores), ``verify``, ``synthetic`` (toy MX2 patches
+for tests and benchmarks). The names below are re-exported from ``kernels`` for convenience.
 """
-from .context import context_vector, feature_names
-from .normalise import standardise_patches, standardised_contrast_features
-from .site_symmetry import central_intensity, site_symmetry
-from .zernike import (
-                      contrast_features,
-                      magnitude_indices,
-                      zernike_indices,
-                      zernike_magnitudes,
-                      zernike_moments,
+from kernels.context import context_vector, feature_names
+from kernels.normalise import standardise_patches, standardised_contrast_features
+from kernels.site_symmetry import central_intensity, site_symmetry
+from kernels.zernike import (
+    contrast_features,
+    magnitude_indices,
+    zernike_indices,
+    zernike_magnitudes,
+    zernike_moments,
 )
 
 __all__ = [

@@ -5,7 +5,7 @@ Layout written into the store (next to ``patches``, see docs/store-and-contract.
 ``features`` (N, 31) float32
     Sharded exactly like ``patches`` along N (``attrs["rows_per_shard"]`` rows per shard, the same inner
     chunk rows), so each task owns whole shards (zarr-python #3514: unaligned concurrent writes lose data).
-    ``features.attrs``: ``feature_names`` (31 names, ``features.context.feature_names``), ``normalisation``,
+    ``features.attrs``: ``feature_names`` (31 names, ``kernels.context.feature_names``), ``normalisation``,
     ``site_symmetry`` (the per-case brightness table, see below) and ``versions``.
 ``features_done`` (n_shards,) uint8
     1 once a shard's rows are written; one chunk per shard, written by the task that owns the shard
@@ -13,7 +13,7 @@ Layout written into the store (next to ``patches``, see docs/store-and-contract.
     matrix product over the same rows, so a resumed run writes the same bytes as an uninterrupted one.
 
 Site symmetry needs, per context case, which sublattice has the brighter typical (intact) column
-(``features.site_symmetry``). It is measured on the store's noiseless ``clean/`` patches (one per simulated image):
+(``kernels.site_symmetry``). It is measured on the store's noiseless ``clean/`` patches (one per simulated image):
 the mean ``central_intensity`` (3 x 3 centre pixels) of the clean patches whose central column is intact (M on
 metal sites, X2 on chalcogen sites), per (case, sublattice); a case without an intact column of a sublattice falls
 back to all its clean columns (said in the attribute). The noisy patches are not used for this: each draws its own
@@ -42,10 +42,9 @@ from contract.features import (
 )
 from contract.errors import CorruptDataError
 from contract.store import StoreError, StoreMeta, read_checked, repair_command
-
-from .context import case_context
-from .normalise import standardised_contrast_features
-from .site_symmetry import INTACT_CLASS, RULE, central_intensity, flags_from_sums
+from kernels.context import case_context
+from kernels.normalise import standardised_contrast_features
+from kernels.site_symmetry import INTACT_CLASS, RULE, central_intensity, flags_from_sums
 
 DEVICES = ("cpu", "gpu")
 UNKNOWN_SUBLATTICE = 255
@@ -111,7 +110,7 @@ def prepare_outputs(store_path, plan: EncodePlan) -> np.ndarray:
         g.create_array(schema.FEATURES, shape=shape, dtype=schema.FEATURE_DTYPE, chunks=chunks, shards=shards,
                        fill_value=np.nan, overwrite=True, compressors=schema.chunk_compressors(),
                        attributes={schema.ATTR_FEATURE_NAMES: list(FEATURE_NAMES),
-                                   "normalisation": "per-patch standardisation on the unit disk (features.normalise)",
+                                   "normalisation": "per-patch standardisation on the unit disk (kernels.normalise)",
                                    schema.ATTR_VERSIONS: _versions()})
         g.create_array(schema.FEATURES_DONE, shape=(meta.n_shards,), dtype=schema.MARKER_DTYPE, chunks=(1,),
                        fill_value=0, overwrite=True, compressors=schema.chunk_compressors())

@@ -1,8 +1,8 @@
 """Symmetry maps of a plane-group store (``python -m features symmetry --store STORE``) and of one image file
-(``python -m features symmetry IMAGE --out MAPS.npz``): I/O and orchestration around ``features.symmetry``.
+(``python -m features symmetry IMAGE --out MAPS.npz``): I/O and orchestration around ``kernels.symmetry``.
 
 Store pass: one Dask task per shard (``images_per_task`` images, written by one simulation task) measures each
-image's cell (``features.cell.measure_cell``), picks the kernel (``kernel_px_for_cell``, or the fixed
+image's cell (``kernels.cell.measure_cell``), picks the kernel (``kernel_px_for_cell``, or the fixed
 ``--kernel-px``), computes the seven maps and writes ``maps`` (N, 7, S, S) float16, ``kernel_px`` (N,) int32 and
 ``cell_px`` (N,) float32 (sqrt of the measured primitive cell area; NaN when no lattice was found: the kernel
 then falls back to the median of the shard's measured cells) as whole shards, then ``maps_done[shard]``. A rerun
@@ -19,8 +19,9 @@ import numpy as np
 from contract import planegroups as pg
 from contract.store import StoreError, open_group
 
-from .cell import measure_cell
-from .symmetry import DEFAULT_CONVENTION, DEFAULT_N_MAX, check_kernel, kernel_px_for_cell, symmetry_maps, valid_mask
+from kernels.cell import measure_cell
+from kernels.symmetry import (DEFAULT_CONVENTION, DEFAULT_N_MAX, check_kernel, kernel_px_for_cell, symmetry_maps,
+                             valid_mask)
 
 CELL_PX = pg.CELL_PX
 STORED_MAP_DTYPE = pg.MAP_DTYPE
@@ -69,7 +70,7 @@ def shard_maps(images: np.ndarray, kernel_px: int | None, n_max: int, convention
 
 def _settings(kernel_px, n_max, convention) -> dict:
     return {"names": list(pg.SYMMETRY_MAP_NAMES), "convention": convention, "n_max": int(n_max),
-            "kernel_px": "per image from the measured cell (features.symmetry.kernel_px_for_cell)"
+            "kernel_px": "per image from the measured cell (kernels.symmetry.kernel_px_for_cell)"
             if kernel_px is None else int(kernel_px)}
 
 

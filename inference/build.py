@@ -251,7 +251,7 @@ def frame_dataset_overrides(image, ctx: dict) -> tuple[dict, tuple[str, ...]]:
     from .classify import locate_sites
     from .frame_imaging import frame_overrides, measure_frame_imaging
     from .io import read_image
-    from .lattice import clip_outliers
+    from kernels.lattice import clip_outliers
 
     f = read_image(image)
     frame, _ = clip_outliers(f.image)

@@ -7,7 +7,7 @@
   frame whose class means break that order is flagged: the classes cannot all be right (e.g. a model that calls
   intact columns of a noisy frame single vacancies gives a 'VacX' class as bright as X2).
 * ``site_symmetry_check``: does the frame's brighter sublattice (its typical, i.e. median, column; see
-  ``features.site_symmetry``) agree with the one the model was trained with for this context?
+  ``kernels.site_symmetry``) agree with the one the model was trained with for this context?
 """
 from __future__ import annotations
 

@@ -28,13 +28,13 @@ from contract.catalog import load_catalog
 from contract.errors import InputError
 from contract.features import SITE_SYMMETRY_RULE_VERSION
 from contract.jsonio import json_text
+from kernels.lattice import clip_outliers
+from kernels.patches import patch_half_width_px
 
 from .calibration import choose_pixel_size
 from .checks import describe_violations
 from .classifier import Classifier, load_classifier, predict_probabilities
 from .io import read_image, resolve_context
-from .lattice import clip_outliers
-from .patches import patch_half_width_px
 from .report import publish, write_report
 from .site_classes import choose_metal_sublattice, classify_sites
 from .sites import (

@@ -7,7 +7,7 @@ overrides that make a model's training data look the same (docs/frame-matching.m
 - **Column width**: an isotropic 2-D Gaussian (plus a background and the three nearest columns of the other
   sublattice, fitted with them) fitted to the pixels around every column of a sublattice, each pixel at its
   exact offset from its column (no resampling), with a robust loss so that vacancies and dopants do not pull it.
-  The probe blur the simulation's noise model adds (``simulate.noise.probe_blur``, σ in Å) is then
+  The probe blur the simulation's noise model adds (``kernels.noise.probe_blur``, σ in Å) is then
   ``sqrt(σ_column² - σ_intrinsic²)``, where σ_intrinsic is the width of an unblurred simulated column:
   ``INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA`` × λ/α (calibrated on abTEM columns, tests/test_frame_imaging.py).
 - **Levels and noise**: the pixel nearest each column centre (corrected to the centre with the fitted Gaussian)
@@ -33,12 +33,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy import constants
 from scipy.signal import resample
 from scipy.spatial import cKDTree
 from scipy.stats import median_abs_deviation
 
-from simulate.noise import DISPLAY_EXPORT_RANGES, probe_blur
+from kernels.noise import DISPLAY_EXPORT_RANGES, probe_blur
+from kernels.optics import wavelength_angstrom
 
 SQRT3 = 3 ** 0.5
 
@@ -117,15 +117,6 @@ class FrameImaging:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def wavelength_angstrom(beam_energy_kev: float) -> float:
-    """Relativistic electron wavelength [Å]: h c / √(E (E + 2 m c²)). ``simulate.optics.wavelength_angstrom`` asks
-    abTEM, whose import takes 5-20 s; this one agrees with it to 1e-6 (tested) and costs nothing at inference."""
-    energy_ev = beam_energy_kev * 1e3
-    mc2_ev = constants.m_e * constants.c**2 / constants.e
-    hc_ev_angstrom = constants.h * constants.c / constants.e * 1e10
-    return hc_ev_angstrom / math.sqrt(energy_ev * (energy_ev + 2 * mc2_ev))
 
 
 def intrinsic_column_sigma_angstrom(beam_energy_kev: float, convergence_semiangle_mrad: float,

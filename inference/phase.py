@@ -2,7 +2,7 @@
 
 Per image (any format ``inference.io.load_image`` reads, any size), in its own folder ``DIR/<file stem>/``:
 
-1. the primitive cell is measured (``features.cell``); if it lies outside the cell sizes the model was trained
+1. the primitive cell is measured (``kernels.cell``); if it lies outside the cell sizes the model was trained
    on, the image is resampled (linear) so that its cell matches the training median (``--cell-px`` overrides
    the measurement);
 2. for the symmetry arm, the seven maps are computed on the whole image with the model's map settings and a
@@ -29,8 +29,8 @@ from scipy import ndimage
 from contract.errors import InputError
 from contract.planegroups import N_PLANE_GROUPS, PLANE_GROUPS
 from contract.jsonio import json_text
-from features.cell import measure_cell
-from features.symmetry import kernel_px_for_cell, symmetry_maps, valid_mask
+from kernels.cell import measure_cell
+from kernels.symmetry import kernel_px_for_cell, symmetry_maps, valid_mask
 from training.phase_model import load_classifier, predict_patches
 
 from .io import load_image

@@ -49,7 +49,7 @@ def score_sites(pred_xy, pred_label, true_xy, true_label, tolerance_px: float, p
     import torch
     from torchmetrics.functional.classification import multiclass_cohen_kappa
 
-    from training.metrics import defect_f1
+    from kernels.metrics import defect_f1
 
     match, dist = match_sites(pred_xy, true_xy, tolerance_px)
     ok = match >= 0

@@ -7,7 +7,7 @@ at 60 keV in docs/frame-matching.md, "Blur calibration"). With
 mean log-probability to sublattice-consistent classes (metal sites: M or D; chalcogen sites: X2, VacX,
 VacX2) is kept.
 
-The site-symmetry flags follow the frame's own brightness (``features.site_symmetry``), so the features do not
+The site-symmetry flags follow the frame's own brightness (``kernels.site_symmetry``), so the features do not
 depend on the assignment and the model runs once. For a context the model was trained on whose intact
 metal/chalcogen contrast is clearly away from 1 (``CLEAR_CONTRAST_LOG_RATIO``), the frame's brighter or dimmer
 sublattice is the metal, as that training case's order says, instead of the model's choice. Flags taken from the
@@ -24,10 +24,10 @@ import numpy as np
 
 from contract.classes import CHALCOGEN_SITE_CLASSES, CLASS_IDS, CLASS_NAMES, METAL, METAL_SITE_CLASSES
 from contract.context import absent_classes
-from features.site_symmetry import central_intensity, typical_intensities
+from kernels.patches import cut_patches, site_features
+from kernels.site_symmetry import central_intensity, typical_intensities
 
 from .classifier import predict_probabilities
-from .patches import cut_patches, site_features
 from .sites import Sites
 
 

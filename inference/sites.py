@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .lattice import border_flags, check_image, lattice_constant_candidates_px, locate_columns
-from .patches import patch_half_width_px
+from kernels.lattice import border_flags, check_image, lattice_constant_candidates_px, locate_columns
+from kernels.patches import patch_half_width_px
 
 MIN_COLUMNS = 20
 """Fewest columns (with a peak) for a lattice worth classifying."""
@@ -54,7 +54,7 @@ this fraction of the image."""
 
 def locate_sites(image: np.ndarray, smooth_sigma_fraction: float = 0.08) -> Sites:
     """Lattice constant (autocorrelation: a first estimate), then columns, empty sites, sublattices and the
-    lattice area from the local honeycomb (``inference.lattice.locate_columns``). When the most likely
+    lattice area from the local honeycomb (``kernels.lattice.locate_columns``). When the most likely
     estimate of ``a`` finds lattice over less than ``GOOD_LATTICE_AREA_FRACTION`` of the image, the next ones are
     tried and the one covering most lattice kept. ``ValueError`` when there is no honeycomb at all."""
     image = check_image(image)

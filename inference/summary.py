@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from contract.classes import CLASS_NAMES, DEFECT_CLASS_IDS
+from kernels.patches import patch_half_width_px
 
 from .checks import class_order_check, site_symmetry_check
-from .patches import patch_half_width_px
 from .sites import Sites
 
 HIGH_ENTROPY_NATS = 0.5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from contract.errors import UnseenContextError
-from features.context import material_vector
+from kernels.context import material_vector
 
 
 def case_key(c: dict) -> tuple:

@@ -28,7 +28,7 @@ from contract.catalog import load_catalog
 from contract.classes import CLASS_NAMES, SUBLATTICES
 from contract.context import canonical_dopant, check_beam_energy, check_detector, is_undoped
 from contract.errors import InputError
-from inference.io import load_image
+from contract.images import load_image
 from inference.score import match_sites
 
 from . import db
@@ -205,7 +205,7 @@ def add_image(project: Project, image_path, *, sites_csv=None, name: str | None 
               beam_energy_kev=None, detector=None, pixel_size_angstrom=None, model_name: str | None = None) -> dict:
     """Add one micrograph and its candidate sites to the project; returns a summary dict.
 
-    The image is read with ``inference.io.load_image`` (any format inference reads; context and pixel size
+    The image is read with ``contract.images.load_image`` (any format inference reads; context and pixel size
     from the file, the keyword arguments override). Candidate sites: ``sites_csv`` (with the model's classes
     as suggestions and the classify output registered as a prediction of ``model_name``, default: from
     ``summary.json``'s checkpoint path) or the column finder. Everything is checked before anything is

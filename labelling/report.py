@@ -4,7 +4,7 @@ For every model prediction registered in the project (``labelling add --sites`` 
 every image, ``inference.score.run_score`` scores the prediction against the consensus (``consensus.run_consensus``
 written into ``OUT/consensus``). Per model and detector the table gives Cohen's κ averaged over the images (as
 the paper reports it) and, pooled over the matched sites of all those images, κ and the defect F1 per defect
-class (``training.metrics``: the same functions as training's evaluation).
+class (``kernels.metrics``: the same functions as training's evaluation).
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ UNKNOWN = "unknown"
 
 def pooled_metrics(confusion: np.ndarray) -> dict:
     """κ, accuracy and defect F1 of a (5, 5) confusion matrix (rows true, columns predicted), through
-    ``torchmetrics`` and ``training.metrics.defect_f1`` on the label pairs it counts."""
-    # deferred: torch, torchmetrics and training.metrics take seconds to import; only the scoring needs them
+    ``torchmetrics`` and ``kernels.metrics.defect_f1`` on the label pairs it counts."""
+    # deferred: torch, torchmetrics and kernels.metrics take seconds to import; only the scoring needs them
     import torch
     from torchmetrics.functional.classification import multiclass_cohen_kappa
 
-    from training.metrics import defect_f1
+    from kernels.metrics import defect_f1
 
     cm = np.asarray(confusion, dtype=np.int64).reshape(N_CLASSES, N_CLASSES)
     true, pred = np.divmod(np.repeat(np.arange(N_CLASSES * N_CLASSES), cm.ravel()), N_CLASSES)

@@ -1,7 +1,7 @@
 """Atom-centred sub-images of an ADF frame: columns (any lattice) and cutting. Pure array-in/array-out
 functions; coordinates are pixels ``(row, col) = (y, x)``.
 
-Columns are the local maxima of the project's generic peak finder (``inference.lattice.find_peaks``: smoothed
+Columns are the local maxima of the project's generic peak finder (``kernels.lattice.find_peaks``: smoothed
 image, a minimum distance, batched sub-pixel centroid refinement), with the distances given in Å here.
 Sub-images are cut with ``contract.patches.cut_patches`` (bilinear, the column on the centre pixel of an odd
 grid).
@@ -14,7 +14,7 @@ import numpy as np
 def find_columns(image: np.ndarray, pixel_size_angstrom: float, min_distance_angstrom: float = 1.2,
                  smooth_sigma_angstrom: float = 0.2) -> np.ndarray:
     """(K, 2) sub-pixel (row, col) column positions of an ADF image (any lattice)."""
-    from inference.lattice import find_peaks
+    from kernels.lattice import find_peaks
 
     if not pixel_size_angstrom > 0:
         raise ValueError(f"pixel size must be > 0, got {pixel_size_angstrom}")

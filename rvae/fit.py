@@ -93,7 +93,7 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
               overrides: list[str] | tuple = (), rows_per_shard: int = 2048, stream=None) -> dict:
     """Columns -> sub-images -> rVAE -> ``atoms.csv``, ``encoded.zarr``, figures, ``summary.json`` in ``out``.
     Returns the summary (with the per-atom outputs under ``atoms``, not written to the JSON)."""
-    from inference.io import load_image
+    from contract.images import load_image
 
     from .columns import cut_subimages, find_columns
     from .encode import encode_store, load_module
@@ -243,8 +243,8 @@ def _items_from_4d(arr, store: Path, lines_per_shard: int = 8) -> tuple[int, int
 def com_maps_streaming(store: str, array: str, scan_shape: tuple[int, int], angular_sampling_mrad: float,
                        scan_sampling_angstrom: tuple[float, float], wavelength_angstrom: float | None,
                        periodic: bool) -> dict[str, np.ndarray]:
-    """The COM family (``rvae.com``) of a pattern array, reading one shard at a time."""
-    from . import com
+    """The COM family (``kernels.com``) of a pattern array, reading one shard at a time."""
+    from kernels import com
     from .data import open_items, shard_rows
 
     arr = open_items(store, array)
@@ -293,7 +293,7 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
         fold = tuple(fold_period_px) if fold_period_px else meta.fold_period_px
         dtheta = angular_sampling_mrad or meta.angular_sampling_mrad
         dxy = tuple(scan_sampling_angstrom) if scan_sampling_angstrom else meta.scan_sampling_angstrom
-        from simulate.optics import wavelength_angstrom
+        from kernels.optics import wavelength_angstrom
 
         wavelength = wavelength_angstrom(meta.beam_energy_kev)
         periodic = True

@@ -104,7 +104,7 @@ def defect_localisation(score_map: np.ndarray, defect_distance: np.ndarray, posi
     out["roc_auc"] = float(roc_auc_score(pos[sel], s[sel])) if pos.any() and neg.any() else float("nan")
     out["strongest_distance_angstrom"] = float(d[np.argmax(s)])
     if positions is not None and defects_xy is not None and len(defects_xy):
-        from simulate.fourdstem_structures import periodic_delta
+        from kernels.geometry import periodic_delta
 
         p = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
         dist = np.stack([np.hypot(*periodic_delta(p, q[None], extent).T) for q in np.asarray(defects_xy)], axis=1)

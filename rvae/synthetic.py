@@ -5,7 +5,7 @@
 * ``two_grain_field``: an ADF-like image of a 1H-MX2 honeycomb with two grains of different lattice orientation
   (a wavy boundary along x) and a thickness (intensity) gradient along x, so that grain and thickness are
   independent; a few dopants (bright metal sites) and single chalcogen vacancies; probe blur, row jitter,
-  Poisson counts, read noise and a DC offset (``simulate.fullfield.noisy_image``, the project's noise chain).
+  Poisson counts, read noise and a DC offset (``kernels.noise.noisy_image``, the project's noise chain).
   Per-atom truth: position, grain, site type, local orientation, thickness factor, distance to the boundary.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarr
     ``SITE_TYPES``), ``orientation_rad`` (direction to the nearest neighbours, modulo 2π/3, in the image frame:
     from +x towards +y), ``thickness`` (intensity factor), ``boundary_distance_angstrom``.
     """
-    from simulate.fullfield import noisy_image
+    from kernels.noise import noisy_image
 
     h = w = spec.size_px
     px = spec.pixel_size_angstrom

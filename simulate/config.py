@@ -19,10 +19,11 @@ from typing import Any
 from contract.catalog import CATALOG_SCHEMA, catalog_from_mapping, is_excluded, load_catalog
 from contract.context import BEAM_ENERGIES_KEV, DETECTORS, NO_DOPANT, is_undoped
 from contract.errors import ConfigError
+from contract.environments import ENVIRONMENTS
 from contract.yamlsafe import ANY, Each, brief, check_keys, deep_merge, load_with_bases
+from kernels.optics import is_smooth_235
 
-from .environments import ENVIRONMENTS
-from .optics import detector_reach_mrad, gpts_reaching, is_smooth_235
+from .optics import detector_reach_mrad, gpts_reaching
 
 __all__ = ["DATASET_SCHEMA", "LIMITS", "ConfigError", "config_hash", "is_excluded", "load", "load_yaml", "resolve"]
 
@@ -387,7 +388,7 @@ def _validate_noise(cfg: dict) -> None:
 
 def _validate_display_export(export: Any) -> None:
     """``noise.display_export`` (optional; absent or null: off): ranges of the 8-bit display step."""
-    from .noise import DISPLAY_EXPORT_KEYS
+    from kernels.noise import DISPLAY_EXPORT_KEYS
 
     if export is None:
         return

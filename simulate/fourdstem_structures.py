@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.geometry import periodic_delta
+
 STRUCTURES = ("graphene", "zincblende")
 COLUMN_TOLERANCE_ANGSTROM = 0.05  # atoms closer than this in (x, y) form one column
 
@@ -54,13 +56,6 @@ def columns_of(atoms) -> tuple[np.ndarray, np.ndarray]:
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
     centres = np.stack([xy[inverse == c].mean(axis=0) for c in range(len(first))])
     return centres, inverse.reshape(-1)
-
-
-def periodic_delta(a: np.ndarray, b: np.ndarray, extent: tuple[float, float]) -> np.ndarray:
-    """Minimum-image in-plane vectors b - a, broadcast over leading axes: (..., 2)."""
-    extent = np.asarray(extent, dtype=np.float64)
-    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    return d - extent * np.round(d / extent)
 
 
 def apply_defects(atoms, spec: dict):

@@ -2,7 +2,7 @@
 dopants and vacancies, rotated to an arbitrary angle, simulated with abTEM over the whole cell and passed
 through the patch noise model.
 
-``build_field`` (atoms + ground-truth columns, pure given a Generator) and ``noisy_image`` (``simulate.noise``'s
+``build_field`` (atoms + ground-truth columns, pure given a Generator) and ``noisy_image`` (``kernels.noise``: its
 model on a whole clean image) are separate from ``simulate_field`` (``multislice.scan_images`` on the cell) and
 ``write_field`` (files), so each can be tested on its own.
 
@@ -34,8 +34,7 @@ import numpy as np
 from contract.classes import CLASS_IDS, CLASS_NAMES, DEFECT_CLASS_IDS, SUBLATTICES
 from contract.context import canonical_dopant, is_undoped
 from contract.jsonio import json_text
-
-from .noise import DisplayDraw, NoiseDraw, noisy_counts
+from kernels.noise import noisy_image
 
 DEFECT_CLASSES = tuple(CLASS_NAMES[c] for c in DEFECT_CLASS_IDS)
 DEFAULT_CONFIG = Path("configs/dataset/paper.yaml")
@@ -146,16 +145,6 @@ def simulate_field(atoms, *, beam_energy_kev: float, detector: dict, convergence
                        convergence_semiangle_mrad=convergence_semiangle_mrad, detectors={"image": detector},
                        slicing=slicing, slice_thickness_angstrom=slice_thickness_angstrom,
                        projection=projection, parametrization=parametrization, device=device)["image"]
-
-
-def noisy_image(clean: np.ndarray, *, pixel_size_angstrom: float, probe_blur_sigma_angstrom: float,
-                scan_jitter_px: float, dose_e_per_angstrom2: float, read_noise_counts: float,
-                rng: np.random.Generator, display: DisplayDraw | None = None) -> np.ndarray:
-    """The patch noise model (``simulate.noise.noisy_counts``) on a whole (H, W) image. Returns float32 counts, or
-    grey values 0..255 with a ``display`` export."""
-    draw = NoiseDraw(probe_blur_sigma_angstrom, dose_e_per_angstrom2, read_noise_counts, scan_jitter_px, (0.0, 0.0),
-                     display)
-    return noisy_counts(clean, draw, pixel_size_angstrom=pixel_size_angstrom, rng=rng).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -454,7 +443,7 @@ def scan_field(field: CleanField, out_dir, *, seed: int, distortion: ScanDistort
     """Scan (``distortion`` at ``pixel_size_angstrom``: module docstring; SeedSequence(seed) child 2), add the
     noise (one draw from the config's ranges for the whole image, child 1) and write the files. Without a
     distortion or pixel size the image is the simulation's own scan (the bytes of earlier versions)."""
-    from .noise import draw_noise
+    from kernels.noise import draw_noise
 
     noise_rng, scan_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)[1:])
     clean, pixel, truth = field.clean, field.pixel_angstrom, field.truth

@@ -1,13 +1,16 @@
-"""Electron-optical quantities for grid and scan choices. Pure functions; abTEM's own definitions are reused
-where it has them so that a check here agrees with what abTEM does."""
+"""Electron-optical quantities for grid and scan choices that ask abTEM, so that a check here agrees with what
+abTEM does. The closed-form wavelength and the FFT-size helpers, which need no abTEM, are in ``kernels.optics``."""
 from __future__ import annotations
 
 import math
 from functools import lru_cache
 
+from kernels.optics import next_smooth_235
+
 
 def wavelength_angstrom(beam_energy_kev: float) -> float:
-    """Relativistic electron wavelength [Å] at ``beam_energy_kev``."""
+    """Relativistic electron wavelength [Å] at ``beam_energy_kev``, as abTEM computes it (the simulator's value;
+    ``kernels.optics.wavelength_angstrom`` is the closed form, which agrees to 1e-6 without importing abTEM)."""
     from abtem.core.energy import energy2wavelength
 
     return float(energy2wavelength(beam_energy_kev * 1e3))
@@ -29,24 +32,6 @@ def detector_reach_mrad(extent_angstrom: tuple[float, float], gpts: tuple[int, i
 
     probe = abtem.Probe(energy=beam_energy_kev * 1e3, extent=extent_angstrom, gpts=gpts, semiangle_cutoff=1.0)
     return float(min(probe.cutoff_angles))
-
-
-def is_smooth_235(n: int) -> bool:
-    """True when ``n`` has no prime factor other than 2, 3 and 5 (fast FFT sizes)."""
-    if n < 1:
-        return False
-    for p in (2, 3, 5):
-        while n % p == 0:
-            n //= p
-    return n == 1
-
-
-def next_smooth_235(n: int) -> int:
-    """Smallest even 2,3,5-smooth integer ≥ ``n``."""
-    m = max(2, math.ceil(n))
-    while not (m % 2 == 0 and is_smooth_235(m)):
-        m += 1
-    return m
 
 
 def gpts_reaching(extent_angstrom: tuple[float, float], beam_energy_kev: float, outer_mrad: float) -> int:

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from contract.environments import ENVIRONMENTS, environments_for_dopant
 from contract.errors import ConfigError
 
 from .config import supercell_extent_angstrom
-from .environments import ENVIRONMENTS, environments_for_dopant
 from .multislice import scan_window
 
 
@@ -203,7 +203,7 @@ def make_plan(cfg: dict) -> Plan:
         if not envs:
             raise ConfigError(f"environments: none of {cfg['environments']} is free of dopant sites, so the undoped "
                               f"combo {host}+{dopant} has nothing to simulate; add one of the 14 without a dopant "
-                              "site (simulate.environments.UNDOPED_ENVIRONMENT_IDS)")
+                              "site (contract.environments.UNDOPED_ENVIRONMENT_IDS)")
         for energy_index, energy in enumerate(energies):
             task = Task(len(tasks), combo_index, host, dopant, energy, energy_index)
             tasks.append(task)

@@ -14,7 +14,7 @@ Per material:
    orthogonal cell (``endpoint=False``), so the clean image is periodic; it is cached in ``OUT/cache/`` per
    (material, energy, detector, grid);
 4. test images: the periodic clean image resampled (cubic, wrap-around) onto a square field at a random rotation
-   with ``cell_px`` pixels per sqrt(primitive cell area), then the project's noise chain (``simulate.noise``:
+   with ``cell_px`` pixels per sqrt(primitive cell area), then the project's noise chain (``kernels.noise``:
    Poisson counts at a dose, read noise); written as ``<material>-<k>.npy`` with a ``.json`` beside it (what
    ``python -m inference phase`` reads) holding the computed plane group, dose and rotation, and a
    ``manifest.json`` listing all of them.
@@ -139,7 +139,7 @@ def write_materials(out: str | Path, *, beam_energy_kev: float = 80.0, detector:
                     cell_px: float = 12.0, images_per_material: int = 4, doses=(30.0, 300.0), seed: int = 0,
                     step_angstrom: float = 0.1, materials=MATERIALS) -> dict:
     """Simulate (or reuse the cached) clean cells and write the noisy test images; returns the manifest."""
-    from .noise import read_noise
+    from kernels.noise import read_noise
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

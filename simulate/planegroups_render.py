@@ -30,8 +30,8 @@ import numpy as np
 from scipy import ndimage
 
 from contract.planegroups import PLANE_GROUPS
+from kernels.noise import read_noise, scan_jitter
 
-from .noise import read_noise, scan_jitter
 from .planegroups_symmetry import SPECIES_LETTERS, PatternSymmetry, pattern_symmetry
 from .planegroups_tables import conventional_lattice, orbit, plane_group, wyckoff_point
 

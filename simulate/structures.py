@@ -14,8 +14,7 @@ from ase import Atoms
 from ase.build import mx2
 
 from contract.context import is_undoped
-
-from .environments import ENVIRONMENTS, Environment, environments_for_dopant
+from contract.environments import ENVIRONMENTS, Environment, environments_for_dopant
 
 _XY_DECIMALS = 3  # columns are grouped by x, y rounded to 1 mÅ
 

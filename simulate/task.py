@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from contract import store as schema
+from contract.environments import ENVIRONMENTS
+from kernels import noise
 
-from . import multislice, noise, store
-from .environments import ENVIRONMENTS
+from . import multislice, store
 from .plan import Plan, Task, WorkUnit, image_rng, make_plan, seed_entropy
 from .structures import build_environment
 

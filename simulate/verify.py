@@ -32,6 +32,7 @@ from typing import TextIO
 import numpy as np
 
 from contract import store as schema
+from contract.environments import ENVIRONMENTS
 from contract.errors import CorruptDataError
 from contract.verify import (
     Finding,
@@ -46,7 +47,6 @@ from contract.verify import (
 )
 
 from . import config as config_mod
-from .environments import ENVIRONMENTS
 from .plan import Plan, make_plan
 
 DERIVED_ATTRS = (schema.ATTR_CASES, schema.ATTR_ENVIRONMENTS, schema.ATTR_DETECTORS, schema.ATTR_PATCH_SIZE,

@@ -6,14 +6,14 @@ import pytest
 
 from contract.context import BEAM_ENERGIES_KEV, CONTEXT_SIZE
 from contract.context import DETECTOR_NAMES as DETECTORS
-from features.context import (
+from kernels.context import (
     beam_energy_one_hot,
     context_vector,
     detector_one_hot,
     feature_names,
     shell_fractions,
 )
-from features.site_symmetry import central_intensity, flags_from_sums, site_symmetry
+from kernels.site_symmetry import central_intensity, flags_from_sums, site_symmetry
 
 
 # ------------------------------------------------------------------------------ shells

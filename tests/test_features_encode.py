@@ -13,11 +13,11 @@ import zarr
 
 from cluster import open_client
 from contract.store import StoreError
-from features.context import context_vector, feature_names
+from kernels.context import context_vector, feature_names
 from features.encode import encode_store, store_plan
-from features.normalise import standardise_patches, standardised_contrast_features
-from features.site_symmetry import central_intensity
-from features.zernike import contrast_features
+from kernels.normalise import standardise_patches, standardised_contrast_features
+from kernels.site_symmetry import central_intensity
+from kernels.zernike import contrast_features
 
 REPO = Path(__file__).resolve().parents[1]
 

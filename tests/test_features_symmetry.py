@@ -1,4 +1,4 @@
-"""Contract of the dense symmetry maps (features.symmetry) and the cell measurement (features.cell).
+"""Contract of the dense symmetry maps (kernels.symmetry) and the cell measurement (kernels.cell).
 
 Parity with motif-learn 0.1.2 (the authors' library, a test-only dependency), the exact properties the maps
 must have (90-degree rotations, mirrors, axis rotation by 2 phi, n-fold centres, offset and scale invariance),
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from contract.planegroups import SYMMETRY_MAP_NAMES
-from features.cell import measure_cell, reduce_basis
-from features.symmetry import (
+from kernels.cell import measure_cell, reduce_basis
+from kernels.symmetry import (
     CONVENTIONS,
     MIRROR_ANGLES,
     dense_moments,

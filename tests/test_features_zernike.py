@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.special import eval_jacobi
 
-from features.normalise import standardise_patches, standardised_contrast_features
+from kernels.normalise import standardise_patches, standardised_contrast_features
 from features.synthetic import render_patch
-from features.zernike import (
+from kernels.zernike import (
     CONTRAST_ORDERS,
     contrast_columns,
     contrast_features,

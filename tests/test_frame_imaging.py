@@ -1,5 +1,5 @@
 """Frame imaging measured from the image (inference.frame_imaging): the blur, dose, format and signal-to-noise of
-frames made by the project's own noise model (simulate.noise) from Gaussian-column lattices and from an abTEM
+frames made by the project's own noise model (kernels.noise) from Gaussian-column lattices and from an abTEM
 field, and the dataset-config overrides built from them."""
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from inference.frame_imaging import (
     matched_patch_size_px,
     measure_frame_imaging,
     reference_imaging,
-    wavelength_angstrom,
 )
-from simulate import noise
+from kernels import noise
+from kernels.optics import wavelength_angstrom
 from simulate.fullfield import CleanField
 
 WSE2_A = 3.282  # Å, contract/catalog.yaml

@@ -11,7 +11,7 @@ import pytest
 
 from contract.catalog import load_catalog
 from inference.io import InputError, load_image, resolve_context
-from inference.lattice import (
+from kernels.lattice import (
     band_pass,
     border_flags,
     check_image,
@@ -24,7 +24,7 @@ from inference.lattice import (
 )
 from simulate.fullfield import ScanDistortion, distort_scan, specimen_to_scan_px
 from tests.inference_fixtures import render_specimen
-from inference.patches import cut_patches, patch_half_width_px, site_features
+from kernels.patches import cut_patches, patch_half_width_px, site_features
 from inference.score import match_sites, score_sites
 
 SQRT3 = 3 ** 0.5
@@ -259,7 +259,7 @@ def test_site_features_layout_and_flags():
     patches = cut_patches(img, pos, 14.0, 17)
     feats = site_features(patches, sub, metal="W", chalcogen="Se", dopant="Cr", detector="HAADF",
                           beam_energy_kev=60)
-    from features.context import context_vector, feature_names
+    from kernels.context import context_vector, feature_names
 
     assert feats.shape == (len(pos), len(feature_names())) == (len(pos), 31)
     assert np.allclose(feats[:, :23], context_vector("W", "Se", "Cr", "HAADF", 60))

@@ -24,7 +24,7 @@ from inference.__main__ import main as inference_main
 from inference.calibration import choose_pixel_size
 from inference.classify import locate_sites
 from inference.io import read_image
-from inference.lattice import clip_outliers
+from kernels.lattice import clip_outliers
 
 SQRT3 = 3 ** 0.5
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kernels.noise import noisy_image
 from simulate.__main__ import main as simulate_main
-from simulate.fullfield import build_field, noisy_image, parse_fractions
+from simulate.fullfield import build_field, parse_fractions
 
 WSE2 = {"metal": "W", "chalcogen": "Se", "lattice_constant_angstrom": 3.282, "thickness_angstrom": 3.34}
 

@@ -32,7 +32,7 @@ def test_square_lattice_columns_are_found_with_subpixel_accuracy():
 
 
 def test_columns_of_the_rendered_field_are_the_peak_finders_in_angstrom():
-    from inference.lattice import find_peaks
+    from kernels.lattice import find_peaks
 
     spec = FieldSpec(size_px=192)
     image, truth = two_grain_field(spec, np.random.default_rng(3))

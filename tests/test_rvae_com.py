@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rvae import com
+from kernels import com
 
 
 def disc_patterns(ny, nx, k, shift_px, radius_px=4.0, dose=400.0, seed=0):

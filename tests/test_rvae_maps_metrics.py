@@ -80,7 +80,7 @@ def test_defect_localisation_auc_and_distances():
     yy, xx = np.mgrid[0:ny, 0:nx] * d
     positions = np.c_[xx.ravel(), yy.ravel()]
     defects = np.array([[2.0, 2.0], [7.0, 6.25]])  # the second between two scan rows
-    from simulate.fourdstem_structures import periodic_delta
+    from kernels.geometry import periodic_delta
 
     dist = np.min([np.hypot(*periodic_delta(positions, q[None], (10.0, 10.0)).T) for q in defects], axis=0)
     perfect = -dist.reshape(ny, nx)

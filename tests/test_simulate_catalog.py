@@ -8,7 +8,7 @@ import pytest
 from ase.io import read
 
 from simulate import config
-from simulate.environments import CLASS_NAMES, ENVIRONMENTS, canonical_rotation
+from contract.environments import CLASS_NAMES, ENVIRONMENTS, canonical_rotation
 from simulate.structures import build_environment, read_cif_header, write_cif
 
 PAPER = "configs/dataset/paper.yaml"

@@ -63,7 +63,7 @@ def test_patterns_conserve_the_beam_and_counts_are_poisson_at_the_dose(store):
 
 
 def test_com_points_at_the_nearest_atom_and_the_vacancy_breaks_the_lattice(store):
-    from rvae.com import center_of_mass
+    from kernels.com import center_of_mass
     from rvae.maps import periodic_residual
     from rvae.metrics import circular_correlation
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulate import noise
+from kernels import noise
 
 RANGES = {"probe_blur_sigma_angstrom": [0.2, 0.4], "dose_e_per_angstrom2": [1e4, 1e5], "read_noise_counts": [0, 2],
           "scan_jitter_px": [0, 0.5], "centre_offset_px": [0, 0.5]}

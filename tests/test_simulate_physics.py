@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from simulate import config, multislice
-from simulate.environments import ENVIRONMENTS
+from contract.environments import ENVIRONMENTS
 from simulate.optics import gpts_reaching
 from simulate.structures import build_environment
 

@@ -344,7 +344,7 @@ def test_store_layout_and_labels(tiny_planegroup_store):
     k = g[pg.KERNEL_PX][:]
     assert np.all(k % 2 == 1) and np.all(k >= 7) and np.all(k <= 32)
     # the stored maps are the maps of the stored image with the stored kernel
-    from features.symmetry import symmetry_maps
+    from kernels.symmetry import symmetry_maps
 
     np.testing.assert_allclose(g[pg.MAPS][5].astype(np.float32), symmetry_maps(g[pg.IMAGES][5], int(k[5])),
                                atol=2e-3)

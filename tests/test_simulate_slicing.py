@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from simulate import config, multislice
-from simulate.environments import ENVIRONMENTS
+from contract.environments import ENVIRONMENTS
 from simulate.optics import gpts_reaching
 from simulate.structures import build_environment
 

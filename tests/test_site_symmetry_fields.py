@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zarr
 
-from features.site_symmetry import brighter_sublattice
+from kernels.site_symmetry import brighter_sublattice
 from inference.__main__ import main as inference_main
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 from contract.classes import CLASS_IDS
 from contract.features import SITE_SYMMETRY_RULE_VERSION, site_symmetry_rule_problem
 from features.encode import flag_table, site_sums
-from features.site_symmetry import brighter_sublattice, flags_from_sums, site_symmetry, typical_intensities
+from kernels.site_symmetry import brighter_sublattice, flags_from_sums, site_symmetry, typical_intensities
 
 # MAADF-like intensities (counts in the 3x3 centre): the Se2 column outshines W (docs/frame-matching.md)
 MEAN = {"X2": 1950.0, "VacX": 0.45 * 1950.0, "VacX2": 60.0, "M": 1521.0, "D": 900.0}

@@ -11,7 +11,7 @@ import torch
 
 from training.cli import run_cli
 from training.evaluate import evaluate, load_checkpoint
-from training.metrics import (
+from kernels.metrics import (
     classification_metrics,
     defect_f1,
     posterior_entropy,

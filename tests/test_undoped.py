@@ -21,13 +21,13 @@ from contract.context import (
     is_undoped,
 )
 from contract.errors import ConfigError, InputError
-from features.context import context_vector, material_vector, shell_fractions
+from kernels.context import context_vector, material_vector, shell_fractions
 from inference.classify import CONTEXT_NEAR, material_distance, predict_probabilities
 from inference.io import resolve_context
 from labelling.project import _check_context
 from simulate import config
 from simulate.__main__ import main as simulate_main
-from simulate.environments import ENVIRONMENTS, UNDOPED_ENVIRONMENT_IDS, environments_for_dopant
+from contract.environments import ENVIRONMENTS, UNDOPED_ENVIRONMENT_IDS, environments_for_dopant
 from simulate.fullfield import build_field, default_fractions, parse_fractions
 from simulate.plan import make_plan
 from simulate.structures import build_environment

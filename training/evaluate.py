@@ -22,10 +22,10 @@ from contract.context import DETECTOR_NAMES
 from contract.errors import InputError
 from contract.features import FEATURE_NAMES
 from contract.jsonio import json_text
+from kernels.metrics import classification_metrics
 
 from .checkpoint import check_weights, torch_load
 from .data import FeatureDataModule
-from .metrics import classification_metrics
 from .models import AttentionClassifier
 from .module import CHECKPOINT_META_KEY, DefectClassifier
 from .store import read_rows

@@ -30,7 +30,7 @@ import torch
 
 from contract import planegroups as pg
 from contract.store import StoreError, open_group
-from features.symmetry import dihedral_transform
+from kernels.symmetry import dihedral_transform
 
 from .splits import derive_seed, placement, shard
 

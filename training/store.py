@@ -92,7 +92,7 @@ def check_rows_as_planned(group, meta: StoreMeta, label: np.ndarray, case: np.nd
     another environment's values). ``CorruptDataError`` (exit 3) naming the first bad shard and the repair
     command. A store without a simulation config (``training.synthetic``) is checked for labels that match
     their environments only. Prints the cost; returns the seconds taken."""
-    from simulate.environments import ENVIRONMENTS
+    from contract.environments import ENVIRONMENTS
     from simulate.verify import store_plan
 
     started = time.perf_counter()

@@ -12,9 +12,9 @@ import numpy as np
 from contract.features import assemble_features
 from contract.patches import cut_patches as _cut
 from contract.patches import patch_half_width
-from features.context import context_vector
-from features.normalise import standardised_contrast_features
-from features.site_symmetry import central_intensity, site_symmetry
+from .context import context_vector
+from .normalise import standardised_contrast_features
+from .site_symmetry import central_intensity, site_symmetry
 
 
 def patch_half_width_px(lattice_constant_px: float) -> float:

@@ -14,8 +14,8 @@ Layout (stored order):
 * 18-19: detector one-hot (HAADF, MAADF).
 * 20-22: beam-energy one-hot (60, 80, 100 keV).
 
-Then the contrast columns: 23-28 the Zernike ``a_n0`` for n = 0, 2, ..., 10 (``features.zernike``), 29-30 the
-site-symmetry one-hot (brighter sublattice, dimmer sublattice; ``features.site_symmetry``).
+Then the contrast columns: 23-28 the Zernike ``a_n0`` for n = 0, 2, ..., 10 (``kernels.zernike``), 29-30 the
+site-symmetry one-hot (brighter sublattice, dimmer sublattice; ``kernels.site_symmetry``).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Intensity normalisation of patches before the Zernike projection: per-patch standardisation on the disk.
 
 ``standardise_patches`` maps every patch to zero mean and unit standard deviation over the pixels of its
-unit disk (the pixels the Zernike moments see, ``rho <= 1`` on the grid of ``features.zernike``); the corners
+unit disk (the pixels the Zernike moments see, ``rho <= 1`` on the grid of ``kernels.zernike``); the corners
 are transformed the same way but do not enter any moment. It is applied identically to simulated patches
 and to patches cut from a micrograph: absolute detector counts, gains and dark levels are not comparable
 between microscopes, and a per-patch rule needs nothing else from the image.

@@ -139,6 +139,16 @@ def noisy_counts(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: flo
     return counts if draw.display is None else display_export(counts, draw.display)
 
 
+def noisy_image(clean: np.ndarray, *, pixel_size_angstrom: float, probe_blur_sigma_angstrom: float,
+                scan_jitter_px: float, dose_e_per_angstrom2: float, read_noise_counts: float,
+                rng: np.random.Generator, display: DisplayDraw | None = None) -> np.ndarray:
+    """The patch noise model (``noisy_counts``) on a whole (H, W) image. Returns float32 counts, or
+    grey values 0..255 with a ``display`` export."""
+    draw = NoiseDraw(probe_blur_sigma_angstrom, dose_e_per_angstrom2, read_noise_counts, scan_jitter_px, (0.0, 0.0),
+                     display)
+    return noisy_counts(clean, draw, pixel_size_angstrom=pixel_size_angstrom, rng=rng).astype(np.float32)
+
+
 def noisy_patch(clean: np.ndarray, draw: NoiseDraw, *, pixel_size_angstrom: float, centre_px: float,
                 half_width_px: float, patch_size_px: int, rng: np.random.Generator) -> np.ndarray:
     """One noisy (P, P) float32 patch, in counts, from a clean (H, W) window whose column sits on pixel

@@ -141,7 +141,7 @@ def zernike_moments(patches, n_max: int = DEFAULT_N_MAX, dtype=np.float32):
 
     Parameters
     ----------
-    patches : (N, P, P) array (NumPy or CuPy), already intensity-normalised (see ``features.normalise``).
+    patches : (N, P, P) array (NumPy or CuPy), already intensity-normalised (see ``kernels.normalise``).
     n_max : highest radial order.
 
     Returns

@@ -1,6 +1,6 @@
 """Dense Zernike symmetry maps of an image: rotation scores (2-, 3-, 4-, 6-fold), mirror strength and mirror axis.
 
-One kernel family with the m = 0 contrast features (``features.zernike``: the same grid, radial polynomials,
+One kernel family with the m = 0 contrast features (``kernels.zernike``: the same grid, radial polynomials,
 Noll normalisation and ``device_constant`` cache); NumPy and CuPy through the same code (the namespace comes
 from the input array), torch tensors through DLPack (``symmetry_maps`` accepts them and returns a tensor on
 the same device).
@@ -9,7 +9,7 @@ Method (Dan et al., Chin. Phys. B 33, 086803 (2024); seed 000)
 -----------------------------------------------------------------
 Dense moments
     For every pixel, the real Zernike moments ``a_nm`` (n <= ``n_max``, |m| >= 2) of its odd ``k x k``
-    neighbourhood (the unit disk of ``features.zernike``), by FFT correlation with the kernels. Pixels whose
+    neighbourhood (the unit disk of ``kernels.zernike``), by FFT correlation with the kernels. Pixels whose
     neighbourhood leaves the image see a padded image (``valid_mask`` marks the others).
 Rotation maps
     ``E_nm = a_nm**2 / sum(a**2)`` over |m| >= 2 (|m| in {0, 1} dropped: they carry the mean and the gradient);
@@ -47,7 +47,7 @@ The disk must reach past the first shell of lattice neighbours, or a lone atom f
 the square pixel grid (measured: a hexagonal lattice of a = 12 px gives rot6 = -0.2 at an atom with k = 15,
 0.95 with k = 21 and 0.995 with k = 31). ``kernel_px_for_cell(cell_px)`` gives the odd size
 ``~ 2.5 x sqrt(primitive cell area)`` (a diameter of about two cells; a radius of 1.16 a for a hexagonal
-lattice) from the measured cell (``features.cell.measure_cell``). ``n_max`` sets
+lattice) from the measured cell (``kernels.cell.measure_cell``). ``n_max`` sets
 the angular resolution: the rotation maps need ``n_max >= 6`` (m = 6), and ``n_max <= k - 1`` (a k-pixel disk
 cannot resolve higher orders). The default ``n_max = 10`` also holds m = 8, 9, 10.
 """
@@ -352,7 +352,7 @@ def _from_torch(tensor):
 def kernel_px_for_cell(cell_px: float, cells: float = KERNEL_CELLS, max_px: int | None = None) -> int:
     """Odd kernel side covering ``cells`` unit cells: ``cells x cell_px`` rounded to the nearest odd integer,
     at least ``MIN_KERNEL_PX`` (and at most ``max_px`` when given). ``cell_px``: the square root of the
-    primitive cell area in pixels (``features.cell.measure_cell``)."""
+    primitive cell area in pixels (``kernels.cell.measure_cell``)."""
     if not (np.isfinite(cell_px) and cell_px > 0):
         raise ValueError(f"cell size must be > 0 px, got {cell_px!r}")
     k = 2 * int(round((cells * cell_px - 1) / 2)) + 1

@@ -1,10 +1,15 @@
-"""The import graph of the stages: a strict layering (no upward imports, hence no cycles between packages) and
-no cycles between the modules of the project, read from the source with ``ast`` (nothing is imported). Every
-import statement counts, function-local ones included: a deferred import still makes the two modules depend on
-each other, it only hides the cycle from the interpreter.
+"""The import graph of the project, read from the source with ``ast`` (nothing is imported). Every import
+statement counts, function-local ones included: a deferred import still makes the two modules depend on each
+other, it only hides the cycle from the interpreter. docs/architecture.md describes the floors.
 
-Layers (a package may import only packages of a lower layer, and itself):
-contract (0) <- cluster (1) <- simulate, features (2) <- training (3) <- inference (4) <- labelling, rvae (5).
+* Layers: a package may import only packages of a lower layer, and itself:
+  contract (0) <- kernels, cluster (1) <- simulate, features (2) <- training (3) <- inference (4) <- labelling,
+  rvae (5). ``kernels`` are the pure array functions, ``cluster`` the Dask/Slurm infrastructure; any stage may
+  use either.
+* Stage to stage: an import from one stage (``STAGES``) into another must also be on ``ALLOWED_STAGE_IMPORTS``
+  with its reason, and every entry there must still be used, so that the list stays short and true.
+* ``kernels`` imports nothing of the project but ``contract`` (and other kernels) and does no file I/O.
+* No import cycle between the modules of the project.
 """
 from __future__ import annotations
 
@@ -14,8 +19,21 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = {"contract": 0, "cluster": 1, "simulate": 2, "features": 2, "training": 3, "inference": 4,
+LAYERS = {"contract": 0, "kernels": 1, "cluster": 1, "simulate": 2, "features": 2, "training": 3, "inference": 4,
           "labelling": 5, "rvae": 5}
+STAGES = {"simulate", "features", "training", "inference", "labelling", "rvae"}
+ALLOWED_STAGE_IMPORTS = {
+    # (importing package or module, imported stage): why it cannot go through contract or kernels
+    ("training.store", "simulate"): "a store's label/case/environment rows are checked against the simulator's plan "
+                                    "of its config (simulate.verify)",
+    ("inference", "training"): "the trained models are loaded and run (training.evaluate, training.phase_model)",
+    ("inference.build", "simulate"): "building a model on demand simulates a store for the frame's context",
+    ("inference.build", "features"): "building a model on demand encodes that store",
+    ("labelling", "inference"): "pre-labels are the classifier's sites and classes; labels are scored by inference "
+                                "score",
+    ("labelling.demo", "simulate"): "the demo project labels a simulated full field",
+    ("rvae", "training"): "the checkpoint loader and stamps, LightningCLI and Slurm submission are training's",
+}
 
 
 def _modules(repo: Path = REPO, packages=LAYERS) -> dict[str, Path]:
@@ -62,6 +80,96 @@ def test_no_upward_imports():
             if top != module.split(".")[0] and LAYERS[top] >= layer:
                 offences.append(f"{module} imports {target}")
     assert not offences, "imports against the layering " + str(LAYERS) + ":\n" + "\n".join(sorted(offences))
+
+
+def _allowance(module: str, stage: str):
+    """The ``ALLOWED_STAGE_IMPORTS`` key that lets ``module`` import ``stage``, or None."""
+    for key in ALLOWED_STAGE_IMPORTS:
+        importer, imported = key
+        if imported == stage and (module == importer or module.startswith(importer + ".")):
+            return key
+    return None
+
+
+def _stage_imports() -> dict[tuple[str, str], str]:
+    """(importing module, imported module) -> imported stage, for every import from one stage into another."""
+    out = {}
+    for module, path in _modules().items():
+        own = module.split(".")[0]
+        for target in _imports(module, path):
+            top = target.split(".")[0]
+            if own in STAGES and top in STAGES and top != own:
+                out[(module, target)] = top
+    return out
+
+
+def test_stage_imports_are_allow_listed():
+    offences = [f"{module} imports {target}" for (module, target), stage in _stage_imports().items()
+                if _allowance(module, stage) is None]
+    assert not offences, ("stage-to-stage imports not on ALLOWED_STAGE_IMPORTS (move the shared code to kernels/ "
+                          "or contract/, or add the pair with its reason):\n" + "\n".join(sorted(offences)))
+
+
+def test_every_allowed_stage_import_is_used():
+    used = {_allowance(module, stage) for (module, _), stage in _stage_imports().items()}
+    unused = [key for key in ALLOWED_STAGE_IMPORTS if key not in used]
+    assert not unused, f"ALLOWED_STAGE_IMPORTS entries no import needs any more (remove them): {unused}"
+    for importer, imported in ALLOWED_STAGE_IMPORTS:
+        assert importer.split(".")[0] in STAGES and imported in STAGES and ALLOWED_STAGE_IMPORTS[(importer, imported)]
+
+
+def test_kernels_import_only_contract():
+    offences = [f"{module} imports {target}" for module, path in _modules().items() if module.startswith("kernels")
+                for target in _imports(module, path) if target.split(".")[0] not in ("contract", "kernels")]
+    assert not offences, "kernels may import only contract and kernels:\n" + "\n".join(sorted(offences))
+
+
+IO_MODULES = {"os", "pathlib", "shutil", "io", "json", "pickle", "zarr", "dask", "distributed", "h5py", "tifffile",
+              "subprocess", "argparse", "jsonargparse", "logging", "tqdm"}
+IO_NAMES = {"open", "Path", "print", "input"}
+IO_ATTRIBUTES = {"load", "save", "savez", "savez_compressed", "loadtxt", "savetxt", "fromfile", "tofile",
+                 "read_text", "write_text", "read_bytes", "write_bytes"}
+
+
+def io_uses(path: Path) -> list[str]:
+    """File I/O and global state in a module: imports of I/O or orchestration libraries, calls of ``open``,
+    ``Path``, ``print``, ``x.load``/``x.save``-like methods, and ``global`` statements, as ``line: what``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            names = []
+        found += [f"{node.lineno}: import {n}" for n in names if n.split(".")[0] in IO_MODULES]
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in IO_NAMES:
+                found.append(f"{node.lineno}: {f.id}(...)")
+            elif isinstance(f, ast.Attribute) and f.attr in IO_ATTRIBUTES:
+                found.append(f"{node.lineno}: .{f.attr}(...)")
+        elif isinstance(node, ast.Global):
+            found.append(f"{node.lineno}: global {', '.join(node.names)}")
+    return found
+
+
+def test_kernels_do_no_io():
+    offences = [f"{path.relative_to(REPO)}:{use}" for module, path in _modules().items()
+                if module.startswith("kernels") for use in io_uses(path)]
+    assert not offences, "kernels are pure array functions (no file I/O, no global state):\n" + "\n".join(offences)
+
+
+def test_io_detector_finds_io(tmp_path):
+    """The detector itself: every kind it looks for is found, and array code is not."""
+    src = tmp_path / "m.py"
+    src.write_text("import numpy as np\nfrom pathlib import Path\nimport zarr\n_n = 0\n\n\ndef f(x):\n"
+                   "    global _n\n    np.save('a.npy', x)\n    with open('b') as fh:\n        return fh\n")
+    assert sorted(u.split(": ")[1] for u in io_uses(src)) == [".save(...)", "global _n", "import pathlib",
+                                                             "import zarr", "open(...)"]
+    src.write_text("import numpy as np\nfrom scipy import ndimage\n\n\ndef f(x):\n"
+                   "    return ndimage.zoom(np.asarray(x), 2)\n")
+    assert io_uses(src) == []
 
 
 def import_cycles(repo: Path = REPO, packages=LAYERS) -> list[list[str]]:

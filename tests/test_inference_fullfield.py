@@ -102,9 +102,11 @@ def test_classify_and_score_end_to_end(field, model, tmp_path, capsys):
     summary = json.loads((pred / "summary.json").read_text())
     assert summary["context"]["detector"] == "MAADF" and summary["context"]["beam_energy_kev"] == 60
     assert summary["pixel_size_source"] == "file" and summary["patch_size_px"] == 33  # the starter card's
-    # WSe2's intact W and Se2 columns are nearly equally bright in MAADF at 60 keV (the starter's case ratio is
-    # within the band where brightness is not trusted): the model's consistency chooses the metal sublattice
-    assert summary["metal_sublattice_source"] == "model consistency"
+    # In MAADF at 60 keV WSe2's intact Se2 column outshines W: the starter's case ratio is 0.75 in its noiseless
+    # patches (site-symmetry rule 3), outside the band where brightness is not trusted, so the frame's dimmer
+    # sublattice is the metal. (Under rule 2 the noisy patches' mean gave 0.79, inside the band, and the model's
+    # consistency chose; both gave kappa 1.00 here.)
+    assert summary["metal_sublattice_source"].startswith("brightness")
     assert summary["n_counted_called_other_sublattice"] <= 2
     assert sum(summary["counts"].values()) == summary["n_counted"] == summary["n_sites"] - summary["n_border"]
     rows = list(csv.DictReader(open(pred / "sites.csv")))

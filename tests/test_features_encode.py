@@ -36,10 +36,14 @@ def expected_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
                                    cases[c]["detector"], cases[c]["beam_energy_kev"]) for c in case])
     subl = np.array([0 if by_id[e]["sublattice"] == "metal" else 1 for e in env])
     # the store's rule: per case, the mean centre of the intact columns (M on metal sites, X2 on chalcogen sites)
-    centre, label = central_intensity(patches), g["label"][:]
-    intact = label == np.where(subl == 0, 3, 0)
-    metal_brighter = {c: centre[intact & (case == c) & (subl == 0)].mean()
-                      >= centre[intact & (case == c) & (subl == 1)].mean() for c in np.unique(case)}
+    # of the noiseless clean patches (rule 3)
+    clean = g["clean"]
+    c_case, c_label = clean["case"][:], clean["label"][:]
+    c_subl = np.array([0 if by_id[e]["sublattice"] == "metal" else 1 for e in clean["environment"][:]])
+    c_centre = central_intensity(clean["patches"][:])
+    intact = c_label == np.where(c_subl == 0, 3, 0)
+    metal_brighter = {c: c_centre[intact & (c_case == c) & (c_subl == 0)].mean()
+                      >= c_centre[intact & (c_case == c) & (c_subl == 1)].mean() for c in np.unique(case)}
     brighter = np.array([0 if metal_brighter[c] else 1 for c in case])
     site = np.stack([subl == brighter, subl != brighter], axis=1).astype(np.float32)
     rps = g.attrs["rows_per_shard"]

@@ -11,9 +11,10 @@ The site-symmetry flags follow the frame's own brightness (``kernels.site_symmet
 depend on the assignment and the model runs once. For a context the model was trained on whose intact
 metal/chalcogen contrast is clearly away from 1 (``CLEAR_CONTRAST_LOG_RATIO``), the frame's brighter or dimmer
 sublattice is the metal, as that training case's order says, instead of the model's choice. Flags taken from the
-training case instead of the frame were tried (2026-12-07): they mended NbS2 MAADF on the every-host bench but
-made the five-class model of tests/test_site_symmetry_fields.py swap the sublattices of a WSe2 HAADF field
-(store ratio near 1), so they were not kept. Once assigned, each site's probabilities are restricted to its
+training case instead of the frame were tried (2026-12-07, under site-symmetry rule 2, whose store ratios were
+noisy): they mended NbS2 MAADF on the every-host bench but made the five-class model of
+tests/test_site_symmetry_fields.py swap the sublattices of a WSe2 HAADF field (store ratio near 1), so they were
+not kept. Once assigned, each site's probabilities are restricted to its
 sublattice's classes (``restrict_to_sublattice``).
 """
 from __future__ import annotations
@@ -57,12 +58,13 @@ def restrict_to_sublattice(probs: np.ndarray, sublattice: np.ndarray,
 CLEAR_CONTRAST_LOG_RATIO = 0.25
 """``|ln(metal / chalcogen)|`` of the training case's intact columns above which the frame's brightness names the
 metal sublattice (ratio outside 0.78-1.28). Measured on bench/every_host_detectors.py (13 hosts x 2 detectors,
-60 keV, static, 2026-12-07; bench/results/every-host-detectors-20261207T104502Z.json): a field's ratio differed
-from its store's by up to |ln| 0.26 (0.40 where the contrast is large), and crossed 1 in three cases whose store
-ratio was within |ln| 0.075 of 1 (WSe2 and TaSe2 HAADF, NbS2 MAADF); below the threshold the model's consistency
-decides. That choice swapped the sublattices of NbSe2 MAADF (store ratio 0.62) before this rule, and swapped
-TaSe2 MAADF (0.79, just inside): kappa -0.31 with the bench's small MLP (measured with training-case flags, since
-withdrawn: module docstring)."""
+60 keV, static; bench/results/every-host-detectors-20261207T123318Z.json): with the store's ratio taken from its
+noiseless clean patches (site-symmetry rule 3), a field's ratio at its true intact columns differed from it by
+-0.07 to +0.26 in ln (mean +0.06) and crossed 1 in none of the 26 fields; so a case at |ln| >= 0.25 cannot swap by
+that spread. Below the threshold the model's consistency decides (8 of the 26 fields, all with sublattice
+agreement 1.0). Under rule 2 (the noisy patches' mean, whose random doses moved a case's ratio by up to 0.24 in
+ln: WSe2 MAADF 0.77 -> 0.98) the model's consistency swapped NbSe2 MAADF (before this rule) and TaSe2 MAADF
+(kappa -0.31)."""
 
 
 def _consistency(probs: np.ndarray, on_metal: np.ndarray) -> float:

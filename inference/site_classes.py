@@ -61,7 +61,7 @@ metal sublattice (ratio outside 0.78-1.28). Measured on bench/every_host_detecto
 60 keV, static; bench/results/every-host-detectors-20261207T123318Z.json): with the store's ratio taken from its
 noiseless clean patches (site-symmetry rule 3), a field's ratio at its true intact columns differed from it by
 -0.07 to +0.26 in ln (mean +0.06) and crossed 1 in none of the 26 fields; so a case at |ln| >= 0.25 cannot swap by
-that spread. Below the threshold the model's consistency decides (8 of the 26 fields, all with sublattice
+that spread. Below the threshold the model's consistency decides (7 of the 26 fields, all with sublattice
 agreement 1.0). Under rule 2 (the noisy patches' mean, whose random doses moved a case's ratio by up to 0.24 in
 ln: WSe2 MAADF 0.77 -> 0.98) the model's consistency swapped NbSe2 MAADF (before this rule) and TaSe2 MAADF
 (kappa -0.31)."""

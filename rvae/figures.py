@@ -16,6 +16,16 @@ def _plt():
     return plt
 
 
+def _save(fig, out: Path, title: str = "", dpi: int = 110) -> Path:
+    """Title, tight layout, write ``out`` and free the figure."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    _plt().close(fig)
+    return out
+
+
 def atom_overlays(image: np.ndarray, positions: np.ndarray, values: dict[str, np.ndarray], out: Path,
                   cyclic: tuple[str, ...] = ("angle",), title: str = "") -> Path:
     """One panel per value: the image in grey with every atom as a dot coloured by the value (cyclic colour map
@@ -32,12 +42,7 @@ def atom_overlays(image: np.ndarray, positions: np.ndarray, values: dict[str, np
         fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(name)
         ax.set_axis_off()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, title)
 
 
 def scan_maps(maps: dict[str, np.ndarray], out: Path, cyclic: tuple[str, ...] = ("angle", "com_direction"),
@@ -59,12 +64,7 @@ def scan_maps(maps: dict[str, np.ndarray], out: Path, cyclic: tuple[str, ...] = 
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, title)
 
 
 def latent_traversal(module, z: np.ndarray, out: Path, steps: int = 7) -> Path:
@@ -91,8 +91,4 @@ def latent_traversal(module, z: np.ndarray, out: Path, steps: int = 7) -> Path:
     for ax, img in zip(axes.ravel(), imgs):
         ax.imshow(img, cmap="gray")
         ax.set_axis_off()
-    fig.suptitle("decoded canonical items: z1 across" + (", z2 down" if k > 1 else ""), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out, "decoded canonical items: z1 across" + (", z2 down" if k > 1 else ""), dpi=100)

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence, TextIO
 import torch
 import yaml
 
+from contract.context import Case, FrameContext
 from contract.errors import InputError, UnseenContextError
 from contract.jsonio import json_text
 
@@ -50,16 +51,16 @@ def _deep_merge(base: dict, override: Mapping) -> dict:
     return out
 
 
-def context_config(context: dict, overrides: Mapping | None = None,
+def context_config(context: Case, overrides: Mapping | None = None,
                    patches_per_image: int = PATCHES_PER_IMAGE) -> dict:
     """The dataset config (YAML mapping, on top of ``configs/dataset/paper.yaml``) of one context's model, with
     ``overrides`` (e.g. ``{"noise": {...}, "patches": {...}}`` measured on a frame) merged onto it."""
     raw = {
         "base": str(DATASET_BASE),
         "name": registry.model_name(context),
-        "selection": {"combos": [[context["host"], context["dopant"]]]},
+        "selection": {"combos": [[context.host, context.dopant]]},
         "environments": "all",
-        "imaging": {"beam_energies_kev": [int(context["beam_energy_kev"])], "detectors": ["HAADF", "MAADF"]},
+        "imaging": {"beam_energies_kev": [int(context.beam_energy_kev)], "detectors": ["HAADF", "MAADF"]},
         "multislice": {"frozen_phonons": 0, "supercell_repeats": [3, 2]},
         "patches": {"patches_per_image": int(patches_per_image)},
     }
@@ -189,7 +190,7 @@ def card_fields(cfg: dict, model: str, meta: dict, metrics: dict, run_dir: Path,
     }
 
 
-def build_model(context: dict, *, overrides: Mapping | None = None, model: str = DEFAULT_MODEL,
+def build_model(context: Case, *, overrides: Mapping | None = None, model: str = DEFAULT_MODEL,
                 cluster: str = "local", cluster_config: str | None = None, n_workers: int | None = None,
                 models_dir: str | Path | None = None, keep_data: bool = False,
                 patches_per_image: int = PATCHES_PER_IMAGE, train_args: Sequence[str] = (),
@@ -231,7 +232,7 @@ def _drop_stale_store(config_path: Path, work: Path) -> None:
             shutil.rmtree(store)
 
 
-def frame_context(image, overrides: dict, catalog=None) -> dict:
+def frame_context(image, overrides: dict, catalog=None) -> FrameContext:
     """A frame's context as ``classify`` resolves it (file tags, then the options), without classifying."""
     from contract.catalog import load_catalog
 
@@ -241,11 +242,10 @@ def frame_context(image, overrides: dict, catalog=None) -> dict:
     return resolve_context(f.values, overrides, load_catalog(catalog), f.sources)
 
 
-def frame_dataset_overrides(image, ctx: dict) -> tuple[dict, tuple[str, ...]]:
+def frame_dataset_overrides(image, ctx: FrameContext) -> tuple[dict, tuple[str, ...]]:
     """The dataset-config overrides that match a model's training data to ``image`` (``inference.frame_imaging``:
     blur, dose or signal-to-noise, 8-bit display export, patch sampling) and what could not be matched. Without
     a clean simulated reference a display frame's dose stays at the base config's range (said in the notes)."""
-    from contract.catalog import load_catalog
     from simulate.config import load
 
     from .classify import locate_sites
@@ -258,8 +258,8 @@ def frame_dataset_overrides(image, ctx: dict) -> tuple[dict, tuple[str, ...]]:
     base = load(DATASET_BASE)  # the probe the models are simulated with (the frames seldom say theirs)
     try:
         imaging = measure_frame_imaging(
-            frame, locate_sites(frame), beam_energy_kev=ctx["beam_energy_kev"], detector=ctx["detector"],
-            lattice_constant_angstrom=load_catalog().hosts[ctx["host"]].lattice_constant_angstrom,
+            frame, locate_sites(frame), beam_energy_kev=ctx.beam_energy_kev, detector=ctx.detector,
+            lattice_constant_angstrom=ctx.catalog_lattice_constant_angstrom,
             convergence_semiangle_mrad=base["imaging"]["convergence_semiangle_mrad"], intensity=f.intensity)
     except ValueError as err:
         raise InputError(f"{Path(str(image)).name}: cannot measure the frame's imaging for --match-frame: {err}") from None
@@ -280,7 +280,7 @@ def model_for_frame(image, overrides: dict, out, *, build: bool = False, cluster
         found = next((m for m in registry.list_models() if m.card.matched_to_frame == dict(dataset_overrides)
                       and m.card.name.startswith(name)), None)
     if found is None:
-        label = f"{ctx['host']}+{ctx['dopant']} {ctx['beam_energy_kev']} keV {ctx['detector']}"
+        label = ctx.label()
         if not build:
             raise UnseenContextError(
                 f"no registered model covers {label} (shipped: {registry.SHIPPED_DIR}, built: {registry.user_dir()}); "

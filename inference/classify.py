@@ -102,7 +102,7 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     reason = lattice_refusal(sites, pixel_size_angstrom, cat)
     if reason:
         raise InputError(f"{name}: {reason}")
-    a_cat = ctx["catalog_lattice_constant_angstrom"]
+    a_cat = ctx.catalog_lattice_constant_angstrom
     notes = list(f.notes)
     if n_clipped:
         notes.append(f"{n_clipped} outlier pixel(s) (hot pixels, cosmic rays, damaged data?) clipped to "
@@ -117,12 +117,12 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     if patch_size_px and clf.patch_size_px and patch_size_px != clf.patch_size_px:
         notes.append(f"--patch-size-px {patch_size_px} overrides the model's {clf.patch_size_px}")
     calibration = choose_pixel_size(
-        sites.lattice_constant_px, a_cat, option_pixel_size_angstrom=pixel_size_angstrom, host=ctx["host"],
-        file_pixel_size_angstrom=None if pixel_size_angstrom is not None else ctx["pixel_size_angstrom"],
-        file_source=ctx["sources"].get("pixel_size_angstrom"))
+        sites.lattice_constant_px, a_cat, option_pixel_size_angstrom=pixel_size_angstrom, host=ctx.host,
+        file_pixel_size_angstrom=None if pixel_size_angstrom is not None else ctx.pixel_size_angstrom,
+        file_source=ctx.sources.get("pixel_size_angstrom"))
     pixel = calibration.pixel_size_angstrom
     if calibration.source == "lattice":
-        ctx["sources"]["pixel_size_angstrom"] = "inferred from the catalog lattice constant and the image lattice"
+        ctx = ctx.with_source("pixel_size_angstrom", "inferred from the catalog lattice constant and the image lattice")
         if calibration.file_pixel_size_angstrom is None:
             notes.append(f"pixel size inferred from the catalog lattice constant {a_cat} Å and the image lattice "
                          f"({sites.lattice_constant_px:.3f} px): {pixel:.5f} Å")
@@ -139,8 +139,9 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
                "metal_sublattice_source": result["metal_sublattice_source"],
                # counted sites whose model argmax was a class of the other sublattice (then restricted to its own)
                "n_counted_called_other_sublattice": int(result["off_sublattice"][~sites.on_border].sum()),
-               "context": {k: v for k, v in ctx.items() if k not in ("pixel_size_angstrom", "sources")},
-               "context_sources": ctx["sources"], "unseen_context": bool(unseen_note),
+               # written as before the typed context: its dict less the pixel size (below) and the sources
+               "context": {k: v for k, v in ctx.as_dict().items() if k not in ("pixel_size_angstrom", "sources")},
+               "context_sources": ctx.as_dict()["sources"], "unseen_context": bool(unseen_note),
                "material_context_distance_to_training": (near or (None,))[0],
                "pixel_size_angstrom": pixel, "pixel_size_source": calibration.source,
                "pixel_size_reason": calibration.reason, "calibration": calibration.as_dict(),

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from contract.context import Case, case_key
 from contract.errors import CorruptDataError, InputError
 from contract.jsonio import json_text
 
@@ -51,10 +52,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def case_key(case: dict) -> tuple[str, str, int, str]:
-    """(host, dopant, beam energy in keV, detector): what a training case and a frame's context share."""
-    return (str(case["host"]), str(case["dopant"]), int(round(float(case["beam_energy_kev"]))),
-            str(case["detector"]).upper())
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ class ModelCard:
     timings_s: dict = field(default_factory=dict)
     format: int = CARD_FORMAT
 
-    def covers(self, context: dict) -> bool:
+    def covers(self, context: Case | dict) -> bool:
         """Whether one of the training cases is the context's (host, dopant, beam energy, detector)."""
         key = case_key(context)
         return any(case_key(c) == key for c in self.cases)
@@ -145,7 +142,7 @@ def list_models(directories: list[Path] | None = None) -> list[RegisteredModel]:
     return out
 
 
-def choose_model(context: dict, models: list[RegisteredModel] | None = None) -> RegisteredModel | None:
+def choose_model(context: Case | dict, models: list[RegisteredModel] | None = None) -> RegisteredModel | None:
     """The registered model that covers ``context``: among those that do, the most specialised (fewest training
     cases: a model built for this context before a broad one), then the best held-out accuracy, then the newest.
     None when no model covers it."""
@@ -164,16 +161,18 @@ def _negated_time(stamp: str) -> float:
         return 0.0
 
 
-def model_name(context: dict) -> str:
+def model_name(context: Case | dict) -> str:
     """The registry name of a model built for one context, e.g. ``WSe2+V-80keV``."""
-    return f"{context['host']}+{context['dopant']}-{int(context['beam_energy_kev'])}keV"
+    host, dopant, energy, _ = case_key(context)
+    return f"{host}+{dopant}-{energy}keV"
 
 
-def build_command(image: str | Path, context: dict, out: str | Path) -> str:
+def build_command(image: str | Path, context: Case | dict, out: str | Path) -> str:
     """The exact command that builds a model for ``context`` and classifies ``image`` with it."""
-    return (f"python -m inference classify {shlex.quote(str(image))} --host {context['host']} "
-            f"--dopant {context['dopant']} --energy-kev {int(context['beam_energy_kev'])} "
-            f"--detector {context['detector']} --out {shlex.quote(str(out))} --build-model")
+    host, dopant, energy, detector = case_key(context)
+    return (f"python -m inference classify {shlex.quote(str(image))} --host {host} "
+            f"--dopant {dopant} --energy-kev {energy} "
+            f"--detector {detector} --out {shlex.quote(str(out))} --build-model")
 
 
 def slim_checkpoint(src: str | Path, dest: str | Path) -> None:

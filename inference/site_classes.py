@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from contract.classes import CHALCOGEN_SITE_CLASSES, CLASS_IDS, CLASS_NAMES, METAL, METAL_SITE_CLASSES
-from contract.context import absent_classes
+from contract.context import Case, absent_classes
 from kernels.patches import cut_patches, site_features
 from kernels.site_symmetry import central_intensity, typical_intensities
 
@@ -81,10 +81,10 @@ def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) ->
     return int(np.argmax([_consistency(probs, fitted_sublattice == m) for m in (0, 1)]))
 
 
-def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_size_px: int,
+def classify_sites(image: np.ndarray, sites: Sites, model, context: Case, patch_size_px: int,
                    metal_sublattice: str = "auto", feature_columns=None, known_ratio: float | None = None) -> dict:
     """Features and probabilities of every site. ``feature_columns``: the stored columns the model reads
-    (default all 31). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
+    (default all 31). ``context``: the frame's ``FrameContext`` (or any ``Case``). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
     dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5), label (N,), entropy (N,) nats, the 31
     features, plus timings and ``masked_classes`` (names). An undoped context (dopant ``"none"``) masks the
     dopant class: its probability is 0 and the other four are renormalised, so no site is called D.
@@ -98,11 +98,10 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: dict, patch_
     patches = cut_patches(image, sites.positions, sites.lattice_constant_px, patch_size_px, sites.transforms)
     t1 = time.perf_counter()
     # the flags depend only on which sites are brighter, so sublattice 0/1 of the geometry can stand in here
-    feats = site_features(patches, sites.fitted_sublattice, metal=context["metal"], chalcogen=context["chalcogen"],
-                          dopant=context["dopant"], detector=context["detector"],
-                          beam_energy_kev=context["beam_energy_kev"])
+    feats = site_features(patches, sites.fitted_sublattice, metal=context.metal, chalcogen=context.chalcogen,
+                          dopant=context.dopant, detector=context.detector, beam_energy_kev=context.beam_energy_kev)
     t2 = time.perf_counter()
-    masked = [CLASS_IDS[n] for n in absent_classes(context["dopant"])]  # D when undoped
+    masked = [CLASS_IDS[n] for n in absent_classes(context.dopant)]  # D when undoped
     centre = central_intensity(patches)
 
     bright = int(np.argmax(typical_intensities(centre, sites.fitted_sublattice)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from contract.classes import CLASS_NAMES, DEFECT_CLASS_IDS
+from contract.context import Case
 from kernels.patches import patch_half_width_px
 
 from .checks import class_order_check, site_symmetry_check
@@ -46,12 +47,12 @@ def summarise(sites: Sites, result: dict, image_shape, pixel_size_angstrom: floa
                             "unreliable": bool(frac > UNRELIABLE_FRACTION)}}
 
 
-def frame_checks(sites: Sites, result: dict, ctx: dict, trained_case: dict | None) -> dict:
+def frame_checks(sites: Sites, result: dict, ctx: Case, trained_case: dict | None) -> dict:
     """``class_order`` and ``site_symmetry_check`` (``inference.checks``) of the counted sites; ``trained_case``:
     the model's training case of this context (None when unseen)."""
     inner = ~sites.on_border
-    return {"class_order": class_order_check(result["centre"][inner], result["label"][inner], metal=ctx["metal"],
-                                             dopant=ctx.get("dopant"), detector=ctx["detector"]),
+    return {"class_order": class_order_check(result["centre"][inner], result["label"][inner], metal=ctx.metal,
+                                             dopant=ctx.dopant, detector=ctx.detector),
             "site_symmetry_check": site_symmetry_check(result["centre"][inner], result["sublattice"][inner],
                                                        trained_case)}
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract.context import Case, case_key, case_value
 from contract.errors import UnseenContextError
 from kernels.context import material_vector
-
-
-def case_key(c: dict) -> tuple:
-    """(host, dopant, beam energy, detector) of a context or training case: what makes two of them the same."""
-    return (str(c["host"]), str(c["dopant"]), int(c["beam_energy_kev"]), str(c["detector"]).upper())
 
 
 CONTEXT_NEAR = 0.08
@@ -22,16 +18,16 @@ whose nearest training host lay within 0.08 kept 97.8-100 % test accuracy with M
 0.28-0.36 (WTe2, MoTe2, VSe2) fell to 14-97 % (attn-4k 18-79 %), below MLP-NoContext on two of them."""
 
 
-def material_distance(ctx: dict, cases: list) -> tuple[float, dict] | None:
+def material_distance(ctx: Case | dict, cases: list) -> tuple[float, dict] | None:
     """(distance, case) of the training case whose material context (metal, chalcogen, dopant shell fractions)
-    is nearest to ``ctx``'s; None without cases or when an element is not known. Cheap: the shell fractions are
+    is nearest to ``ctx``'s (a ``FrameContext`` or a training case's dict); None without cases or when an element is not known. Cheap: the shell fractions are
     cached per element."""
 
     def vector(metal, chalcogen, dopant):
         return material_vector(str(metal), str(chalcogen), str(dopant))
 
     try:
-        target = vector(ctx["metal"], ctx["chalcogen"], ctx["dopant"])
+        target = vector(*(case_value(ctx, k) for k in ("metal", "chalcogen", "dopant")))
     except (KeyError, ValueError):
         return None
     ranked = []
@@ -43,7 +39,7 @@ def material_distance(ctx: dict, cases: list) -> tuple[float, dict] | None:
     return min(ranked, key=lambda dc: dc[0]) if ranked else None
 
 
-def _distance_note(ctx: dict, cases: list) -> str:
+def _distance_note(ctx: Case | dict, cases: list) -> str:
     near = material_distance(ctx, cases)
     if near is None:
         return ""
@@ -58,11 +54,12 @@ def _distance_note(ctx: dict, cases: list) -> str:
     return f"; material-context distance to the nearest trained material ({c['host']}+{c['dopant']}) {d:.3f}, {verdict}"
 
 
-def context_check(ctx: dict, cases: list | None, allow_unseen: bool) -> str | None:
+def context_check(ctx: Case | dict, cases: list | None, allow_unseen: bool) -> str | None:
     """None when the context (host, dopant, beam energy, detector) is one of the training ``cases``; otherwise
     ``UnseenContextError`` naming the nearest cases the model knows and the material-context distance to the
     nearest trained material, graded by ``CONTEXT_NEAR``, or (``allow_unseen``) that as a warning."""
-    label = f"{ctx['host']}+{ctx['dopant']} {ctx['beam_energy_kev']} keV {ctx['detector']}"
+    host, dopant, energy, detector = (case_value(ctx, k) for k in ("host", "dopant", "beam_energy_kev", "detector"))
+    label = f"{host}+{dopant} {energy} keV {detector}"
     if cases is None:
         msg = (f"the checkpoint does not list its training cases (written before they were recorded), so "
                f"{label} cannot be checked against them")

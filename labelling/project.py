@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 
 from contract.catalog import load_catalog
 from contract.classes import CLASS_NAMES, SUBLATTICES
-from contract.context import canonical_dopant, check_beam_energy, check_detector, is_undoped
+from contract.context import CONTEXT_FIELDS, FrameContext
 from contract.errors import InputError
 from contract.images import load_image
 from inference.score import match_sites
@@ -121,28 +121,12 @@ def lattice_constant_from_sites(xy: np.ndarray) -> float:
 
 
 def _check_context(meta: dict) -> dict:
-    """Host, dopant, beam energy and detector as given (file or command line), each checked when present;
-    missing ones stay None (the report groups them under 'unknown')."""
-    out = {"host": meta.get("host"), "dopant": meta.get("dopant"), "beam_energy_kev": None, "detector": None}
-    catalog = load_catalog()
-    if out["host"] is not None and (not isinstance(out["host"], str) or out["host"] not in catalog.hosts):
-        raise InputError(f"--host {str(out['host'])[:40]!r} is not in the catalog; known hosts: "
-                         f"{', '.join(sorted(catalog.hosts))}")
-    if out["dopant"] is not None:  # "none" (any spelling) is an undoped sample, stored as "none"
-        if not isinstance(out["dopant"], str):
-            raise InputError(f"--dopant {str(out['dopant'])[:40]!r} is not a dopant name")
-        out["dopant"] = canonical_dopant(out["dopant"])
-        if not is_undoped(out["dopant"]) and out["dopant"] not in catalog.dopants:
-            raise InputError(f"--dopant {str(meta['dopant'])[:40]!r} is not in the catalog; known dopants: "
-                             f"{', '.join(catalog.dopants)}, or none for an undoped sample")
-    try:
-        if meta.get("beam_energy_kev") is not None:
-            out["beam_energy_kev"] = check_beam_energy(meta["beam_energy_kev"])
-        if meta.get("detector") is not None:
-            out["detector"] = check_detector(meta["detector"])
-    except ValueError as err:
-        raise InputError(str(err)) from None
-    return out
+    """Host, dopant, beam energy and detector as given (file or command line), each checked when present by the
+    one set of rules (``FrameContext.from_mapping``; the dopant one of the catalog's, or none); missing ones stay
+    None (the report groups them under 'unknown'). The dict is what the project's database records."""
+    ctx = FrameContext.from_mapping({k: meta.get(k) for k in CONTEXT_FIELDS}, load_catalog(), partial=True,
+                                    known_dopants=True)
+    return {k: getattr(ctx, k) for k in CONTEXT_FIELDS}
 
 
 def read_sites_csv(path) -> dict:

@@ -309,7 +309,7 @@ def test_resolve_context_lists_every_missing_value_and_checks_values():
     assert "--dopant" in msg and "--energy-kev" in msg and "--detector" in msg and "--host" not in msg
     ctx = resolve_context({"detector": "maadf", "beam_energy_kev": 80}, {"host": "WSe2", "dopant": "Cr",
                                                                         "beam_energy_kev": 60}, hosts)
-    assert ctx["beam_energy_kev"] == 60 and ctx["detector"] == "MAADF" and ctx["pixel_size_angstrom"] is None
+    assert ctx.beam_energy_kev == 60 and ctx.detector == "MAADF" and ctx.pixel_size_angstrom is None
     with pytest.raises(InputError, match="catalog"):
         resolve_context({}, {"host": "XY2", "dopant": "Cr", "beam_energy_kev": 60, "detector": "HAADF"}, hosts)
     with pytest.raises(InputError, match="70 keV"):
@@ -386,5 +386,5 @@ def test_resolve_context_records_sources():
     ctx = resolve_context({"beam_energy_kev": 60.0, "detector": "HAADF"}, {"host": "MoS2", "dopant": "Re",
                                                                            "detector": "MAADF"},
                           hosts, {"beam_energy_kev": "dm3 tag .../Voltage = 60000.0", "detector": "dm3 title"})
-    assert ctx["detector"] == "MAADF" and ctx["sources"]["detector"] == "option --detector"
-    assert ctx["sources"]["beam_energy_kev"].startswith("dm3 tag")
+    assert ctx.detector == "MAADF" and ctx.sources["detector"] == "option --detector"
+    assert ctx.sources["beam_energy_kev"].startswith("dm3 tag")

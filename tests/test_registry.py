@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from inference.__main__ import main
+from contract.catalog import load_catalog
+from contract.context import FrameContext
 from inference.build import context_config, model_for_frame
 from inference.registry import (
     SHIPPED_DIR,
@@ -116,7 +118,7 @@ def test_uncovered_context_exits_4_with_the_exact_build_command(synthetic_checkp
 
 def test_build_config_is_one_context_with_overrides_recorded(tmp_path):
     ctx = {"host": "WSe2", "dopant": "V", "beam_energy_kev": 80, "detector": "HAADF"}
-    raw = context_config(ctx, {"noise": {"dose_e_per_angstrom2": [1000, 5000]}, "patches": {"patch_size_px": 25}})
+    raw = context_config(FrameContext.from_mapping(ctx, load_catalog()), {"noise": {"dose_e_per_angstrom2": [1000, 5000]}, "patches": {"patch_size_px": 25}})
     path = tmp_path / "c.yaml"
     import yaml
 

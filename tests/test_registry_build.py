@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from contract.catalog import load_catalog
+from contract.context import FrameContext
 from inference.__main__ import main
 from inference.build import build_model
 from inference.registry import choose_model, list_models
@@ -16,7 +18,8 @@ from tests.inference_fixtures import render_specimen
 @pytest.mark.slow
 def test_build_registers_a_model_that_classify_then_uses(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STEM_CONTEXT_MODELS", str(tmp_path / "models"))
-    ctx = {"host": "WSe2", "dopant": "Cr", "beam_energy_kev": 60, "detector": "HAADF"}
+    ctx = FrameContext.from_mapping({"host": "WSe2", "dopant": "Cr", "beam_energy_kev": 60, "detector": "HAADF"},
+                                    load_catalog())
     # 2 environments (Se2 among W, and Cr among Se2: the site-symmetry flag needs both sublattices) and a small
     # patch: the pipeline, not the physics
     small = {"environments": [0, 23], "patches": {"patch_size_px": 17, "patches_per_image": 64}}

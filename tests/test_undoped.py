@@ -188,8 +188,8 @@ def test_fullfield_cli_refuses_dopant_columns_in_an_undoped_field(tmp_path, caps
 
 def test_inference_and_labelling_contexts_accept_none(catalog):
     base = {"host": "WSe2", "beam_energy_kev": 80, "detector": "HAADF"}
-    assert resolve_context(base, {"dopant": "None"}, catalog)["dopant"] == "none"
-    assert resolve_context(base, {"dopant": "Cr"}, catalog)["dopant"] == "Cr"
+    assert resolve_context(base, {"dopant": "None"}, catalog).dopant == "none"
+    assert resolve_context(base, {"dopant": "Cr"}, catalog).dopant == "Cr"
     with pytest.raises(InputError, match="--dopant 'Xx' .* is not an element.*or none"):
         resolve_context(base, {"dopant": "Xx"}, catalog)
     with pytest.raises(InputError, match="or none for an undoped sample"):

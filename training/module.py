@@ -121,6 +121,7 @@ def inference_metadata(datamodule) -> dict | None:
     import numpy as np
 
     from contract import store as schema
+    from contract.context import Case
     from contract.features import FEATURE_NAMES, feature_columns
 
     if datamodule is None or not hasattr(datamodule, "split_rows"):
@@ -135,9 +136,8 @@ def inference_metadata(datamodule) -> dict | None:
         site = dict(attrs.get(schema.ATTR_SITE_SYMMETRY) or {})
     except Exception:  # a store without the attributes: inference uses the one rule there is
         pass
-    cases = [{"host": str(c.get("host")), "metal": str(c.get("metal")), "chalcogen": str(c.get("chalcogen")),
-              "dopant": str(c.get("dopant")), "beam_energy_kev": int(round(float(c.get("beam_energy_kev")))),
-              "detector": str(c.get("detector")).upper(), "n_rows": int(n), **_case_brightness(site, k)}
+    # each case through the one rule (contract.context.Case.from_dict): same keys and values as written before
+    cases = [{**Case.from_dict(c).as_dict(), "n_rows": int(n), **_case_brightness(site, k)}
              for k, (c, n) in enumerate(zip(meta.cases, counts)) if n > 0]
     return {"format": CHECKPOINT_META_FORMAT, "feature_names": list(meta.feature_names or FEATURE_NAMES),
             "feature_set": datamodule.feature_set, "feature_columns": feature_columns(datamodule.feature_set),

@@ -194,6 +194,18 @@ def resolve(raw: Mapping | DatasetConfig) -> DatasetConfig:
         "multislice": cfg.multislice.model_copy(update={"gpts": gpts}), "materials": materials})
 
 
+def stored_config(mapping: Mapping) -> DatasetConfig:
+    """The typed config of a store's ``attrs["config"]`` (resolved already; it resolves to itself). A store made
+    before ``multislice.slicing`` existed recorded only a uniform ``slice_thickness_angstrom`` with the infinite
+    projection: those are filled in. The store's hash stays the hash of its stored mapping."""
+    raw = copy.deepcopy(dict(mapping))
+    multislice = raw.get("multislice")
+    if isinstance(multislice, dict) and "slicing" not in multislice:
+        multislice["slicing"] = "uniform"
+        multislice.setdefault("projection", "infinite")
+    return resolve(raw)
+
+
 def load(path: str | Path) -> DatasetConfig:
     """Load, resolve and validate a dataset config file."""
     return resolve(load_yaml(path))

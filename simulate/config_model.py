@@ -142,8 +142,18 @@ class _Section(BaseModel):
         return data
 
     def as_mapping(self) -> dict:
-        """The plain mapping (the keys given, or set by resolution): what the hash and the store see."""
-        return self.model_dump(exclude_unset=True)
+        """Plain data (dicts, lists, numbers, text) of the keys given or set by resolution: what the config hash,
+        the store's ``attrs["config"]`` and the files written from a config see. (Grid sizes keep their integer
+        energy keys.) Also the temporary bridge for readers not yet on attributes (docs/simulate.md)."""
+        return _plain(self.model_dump(exclude_unset=True))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # ----------------------------------------------------------------------------------------------- sections

@@ -187,7 +187,7 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
                 findings.append(Finding(schema.TASK_DONE, problem, task, (task, task + 1), owner, unit="marker"))
         if len(findings) > before:
             context["tasks"].add(task)
-    checked = (f"{cfg['name']}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
+    checked = (f"{cfg.name}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
                f"{plan.n_shards} shards x {len(main)} arrays, {n_clean // plan.clean_chunk_rows} chunks x "
                f"{len(clean)} clean arrays, {len(plan.tasks)} markers, "
                + ("patch shard digests" if digests is not None else "no shard digests (an older store)"))

@@ -12,7 +12,8 @@ import difflib
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainValidator, ValidationError,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from contract.context import BEAM_ENERGIES_KEV, DETECTORS, NO_DOPANT, is_undoped
@@ -107,20 +108,6 @@ def _one_of(*choices: str, say: str | None = None):
             raise _refuse(say or f"must be {', '.join(choices[:-1])} or {choices[-1]}, got {brief(value)}")
         return value
     return Annotated[str, BeforeValidator(check)]
-
-
-def _names(what: str, *, known: tuple | None = None, say_known: str = ""):
-    """A list of distinct names (``known``: each one of them)."""
-    def check(value: Any) -> list:
-        if not isinstance(value, list):
-            raise _refuse(f"must be a list of {what}, got {brief(value)}")
-        return value
-
-    def distinct(value: list) -> list:
-        if len(set(map(str, value))) != len(value):
-            raise _refuse(f"lists {'a' if what[0] not in 'aeiou' else 'an'} {what.rstrip('s')} twice")
-        return value
-    return Annotated[list[str], BeforeValidator(check), AfterValidator(distinct)]
 
 
 class _Section(BaseModel):
@@ -309,10 +296,12 @@ def _pair(value: Any) -> Any:
     return [value[0], NO_DOPANT if is_undoped(value[1]) else value[1]]
 
 
-def _list(value: Any) -> Any:
-    if not isinstance(value, list):
-        raise _refuse(f"must be a list, got {brief(value)}")
-    return value
+def _list_of(what: str):
+    def check(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise _refuse(f"must be a list of {what}, got {brief(value)}")
+        return value
+    return BeforeValidator(check)
 
 
 def _undoped(value: list) -> list:
@@ -322,9 +311,9 @@ def _undoped(value: list) -> list:
 class Selection(_Section):
     """``{combos: [[host, dopant], ...]}`` or ``{hosts: [...], dopants: [...]}`` (a missing list: all of the
     catalog's). Whether the names are in the catalog is checked against ``materials`` by ``simulate.config``."""
-    combos: Annotated[list[Annotated[list[str], BeforeValidator(_pair)]], BeforeValidator(_list)] | None = None
-    hosts: Annotated[list[Any], BeforeValidator(_list)] | None = None
-    dopants: Annotated[list[Any], BeforeValidator(_list), BeforeValidator(_undoped)] | None = None
+    combos: Annotated[list[Annotated[list[str], BeforeValidator(_pair)]], _list_of("[host, dopant]")] | None = None
+    hosts: Annotated[list[Any], _list_of("names")] | None = None
+    dopants: Annotated[list[Any], _list_of("names"), AfterValidator(_undoped)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -337,6 +326,9 @@ class Selection(_Section):
 
 
 def _all_or(value: Any) -> Any:
+    """``all`` is ``None`` (every catalog combo); an explicit null is no selection."""
+    if value is None:
+        raise _refuse("must be `all`, {hosts: [...], dopants: [...]} or {combos: [[host, dopant], ...]}")
     return None if value == "all" else value
 
 

@@ -100,7 +100,7 @@ def main() -> None:
     for name, seconds in timings.items():
         rows.append({"what": name, "seconds": f"{seconds:.3f}", "MB/s (patches)": f"{mb / seconds:.0f}",
                      "x plain read (crc32c)": f"{seconds / base:.2f}"})
-    print(f"{cfg['name']}: {args.patches_per_image} patches per image, {mb:.0f} MB of float32 patches "
+    print(f"{cfg.name}: {args.patches_per_image} patches per image, {mb:.0f} MB of float32 patches "
           f"({on_disk['crc32c'] / 1e6:.0f} MB on disk with crc32c, {on_disk['zstd only'] / 1e6:.0f} MB without)")
     print_table(rows, ["what", "seconds", "MB/s (patches)", "x plain read (crc32c)"])
     path = write_result("verify", {"patches_per_image": args.patches_per_image, "patch_megabytes": mb,

@@ -36,14 +36,14 @@ def bare_abtem_seconds(structures, cfg, energy, window, repeats: int) -> list[fl
 
     from simulate import multislice
 
-    ms, imaging = cfg["multislice"], cfg["imaging"]
+    ms, imaging = cfg.multislice, cfg.imaging
     times = []
     for atoms in [structures[0]] + structures:  # the first is a warm-up (numba JIT, FFTW planning)
         t0 = time.perf_counter()
-        thicknesses = multislice.slice_thicknesses(atoms, ms["slicing"], ms.get("slice_thickness_angstrom"))
-        potential = abtem.Potential(atoms, gpts=ms["gpts"][energy], slice_thickness=thicknesses,
-                                    projection=ms["projection"], parametrization=ms["parametrization"])
-        probe = abtem.Probe(energy=energy * 1e3, semiangle_cutoff=imaging["convergence_semiangle_mrad"])
+        thicknesses = multislice.slice_thicknesses(atoms, ms.slicing, ms.slice_thickness_angstrom)
+        potential = abtem.Potential(atoms, gpts=ms.gpts[energy], slice_thickness=thicknesses,
+                                    projection=ms.projection, parametrization=ms.parametrization)
+        probe = abtem.Probe(energy=energy * 1e3, semiangle_cutoff=imaging.convergence_semiangle_mrad)
         probe.grid.match(potential)
         half = window.centre_px * window.sampling_angstrom
         cx, cy = atoms.info["centre_xy_angstrom"]
@@ -52,8 +52,8 @@ def bare_abtem_seconds(structures, cfg, energy, window, repeats: int) -> list[fl
         with dask.config.set(scheduler="synchronous"):
             potential = potential.build(lazy=False)
             m = probe.scan(potential, scan=scan, detectors=abtem.FlexibleAnnularDetector()).compute()
-            for det in imaging["detectors"].values():
-                np.asarray(m.integrate_radial(det["inner_mrad"], det["outer_mrad"]).array)
+            for det in imaging.detectors.values():
+                np.asarray(m.integrate_radial(det.inner_mrad, det.outer_mrad).array)
         times.append(time.perf_counter() - t0)
     return times[1:]
 
@@ -89,18 +89,18 @@ def main() -> None:
 
     raw = config.load_yaml(args.config)
     raw = copy.deepcopy(raw)
-    host_name, dopant = config.resolve(raw)["combos"][0]
+    host_name, dopant = config.resolve(raw).combos[0]
     raw.update(selection={"combos": [[host_name, dopant]]}, environments=[0, 4, 12, 23, 8, 13][: args.images])
     raw["imaging"]["beam_energies_kev"] = [args.energy]
     cfg = config.resolve(raw)
-    ms, host = cfg["multislice"], cfg["materials"]["hosts"][host_name]
+    ms, host = cfg.multislice, cfg.materials["hosts"][host_name]
     window = multislice.scan_window(host["lattice_constant_angstrom"], args.energy,
-                                    cfg["imaging"]["convergence_semiangle_mrad"], ms["scan_margin_px"])
-    structures = [build_environment(host, dopant, ENVIRONMENTS[e], tuple(ms["supercell_repeats"]),
-                                    ms["vacuum_angstrom"]) for e in cfg["environments"]]
-    n_slices = len(multislice.slice_thicknesses(structures[0], ms["slicing"], ms.get("slice_thickness_angstrom")))
+                                    cfg.imaging.convergence_semiangle_mrad, ms.scan_margin_px)
+    structures = [build_environment(host, dopant, ENVIRONMENTS[e], tuple(ms.supercell_repeats),
+                                    ms.vacuum_angstrom) for e in cfg.environments]
+    n_slices = len(multislice.slice_thicknesses(structures[0], ms.slicing, ms.slice_thickness_angstrom))
 
-    multislice.configure_abtem("cpu", ms["fftw_planning_effort"])
+    multislice.configure_abtem("cpu", ms.fftw_planning_effort)
     bare = bare_abtem_seconds(structures, cfg, args.energy, window, repeats=1)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +120,7 @@ def main() -> None:
     pipeline_per_image = warm["task_seconds"][0] / len(structures)
     cold_per_image = cold["task_seconds"][0] / len(structures)
     bare_per_image = float(np.median(bare))
-    floor = fft_floor_seconds(ms["gpts"][args.energy], window.n_px**2, n_slices)
+    floor = fft_floor_seconds(ms.gpts[args.energy], window.n_px**2, n_slices)
 
     rows = [
         {"measure": "FFT floor (pyFFTW, 2 per slice per position)", "s/image": f"{floor:.3f}", "ratio": "1.00 (of floor)"},
@@ -132,14 +132,14 @@ def main() -> None:
         {"measure": "pipeline, wall incl. cluster start (cold)", "s/image": f"{wall / len(structures):.3f}",
          "ratio": f"{wall / len(structures) / bare_per_image:.2f} (of bare)"},
     ]
-    print(f"{host_name}+{dopant}, {args.energy} keV, gpts {ms['gpts'][args.energy]}, scan {window.n_px}x{window.n_px}, "
-          f"{n_slices} slices, {len(structures)} images, patches/image {cfg['patches']['patches_per_image']} x 2 detectors")
+    print(f"{host_name}+{dopant}, {args.energy} keV, gpts {ms.gpts[args.energy]}, scan {window.n_px}x{window.n_px}, "
+          f"{n_slices} slices, {len(structures)} images, patches/image {cfg.patches.patches_per_image} x 2 detectors")
     print_table(rows, ["measure", "s/image", "ratio"])
     overhead = pipeline_per_image / bare_per_image
     print(f"overhead ratio pipeline/bare = {overhead:.2f} (target <= 1.10)")
     path = write_result("simulate", {
         "config": args.config, "host": host_name, "dopant": dopant, "beam_energy_kev": args.energy,
-        "gpts": ms["gpts"][args.energy], "scan_px": window.n_px, "slices": n_slices, "images": len(structures),
+        "gpts": ms.gpts[args.energy], "scan_px": window.n_px, "slices": n_slices, "images": len(structures),
         "bare_abtem_s_per_image": bare, "pipeline_s_per_image": pipeline_per_image,
         "pipeline_cold_s_per_image": cold_per_image, "pipeline_wall_s_per_image": wall / len(structures), "fft_floor_s_per_image": floor,
         "overhead_ratio": overhead, "bare_over_fft_floor": bare_per_image / floor, "target_overhead": 1.1,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _report import print_table, versions, write_result  # noqa: E402
 
 
-def write_store(path: Path, cfg: dict, checksums: bool) -> int:
+def write_store(path: Path, cfg, checksums: bool) -> int:
     """A finished store of ``cfg`` with synthetic counts; returns its patch bytes (uncompressed)."""
     from contract import store as schema
     from simulate import store
@@ -39,7 +39,7 @@ def write_store(path: Path, cfg: dict, checksums: bool) -> int:
         original = schema.chunk_compressors
         store.chunk_compressors = lambda: "auto"  # zarr's default: zstd, no checksum
     try:
-        store.create_store(path, plan, store_attrs(cfg, config_hash(cfg), plan))
+        store.create_store(path, plan, store_attrs(cfg.as_mapping(), config_hash(cfg), plan))
     finally:
         if not checksums:
             store.chunk_compressors = original
@@ -100,7 +100,7 @@ def main() -> None:
     for name, seconds in timings.items():
         rows.append({"what": name, "seconds": f"{seconds:.3f}", "MB/s (patches)": f"{mb / seconds:.0f}",
                      "x plain read (crc32c)": f"{seconds / base:.2f}"})
-    print(f"{cfg['name']}: {args.patches_per_image} patches per image, {mb:.0f} MB of float32 patches "
+    print(f"{cfg.name}: {args.patches_per_image} patches per image, {mb:.0f} MB of float32 patches "
           f"({on_disk['crc32c'] / 1e6:.0f} MB on disk with crc32c, {on_disk['zstd only'] / 1e6:.0f} MB without)")
     print_table(rows, ["what", "seconds", "MB/s (patches)", "x plain read (crc32c)"])
     path = write_result("verify", {"patches_per_image": args.patches_per_image, "patch_megabytes": mb,

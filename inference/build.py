@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Mapping, Sequence, TextIO
+from typing import TYPE_CHECKING, Mapping, Sequence, TextIO
 
 import torch
 import yaml
@@ -27,6 +27,9 @@ from contract.errors import InputError, UnseenContextError
 from contract.jsonio import json_text
 
 from . import registry
+
+if TYPE_CHECKING:
+    from simulate.config import DatasetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET_BASE = REPO / "configs" / "dataset" / "paper.yaml"
@@ -93,11 +96,11 @@ def build_from_config(config_path: str | Path, name: str, *, model: str = DEFAUL
     cfg = dataset_config.load(config_path)  # a bad config fails here, before any cluster starts
     work = Path(work_dir) if work_dir is not None else registry.user_dir() / "work" / name
     work.mkdir(parents=True, exist_ok=True)
-    store = work / f"{cfg['name']}.zarr"
+    store = work / f"{cfg.name}.zarr"
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    _say(stream, f"[1/4] simulate {len(cfg['combos'])} combo(s) x {len(cfg['imaging']['beam_energies_kev'])} "
-                 f"energy(ies) x {len(cfg['environments'])} environments -> {store}")
+    _say(stream, f"[1/4] simulate {len(cfg.combos)} combo(s) x {len(cfg.imaging.beam_energies_kev)} "
+                 f"energy(ies) x {len(cfg.environments)} environments -> {store}")
     with open_client(cluster, n_workers=n_workers, config_path=cluster_config) as client:
         sim = simulate(config_path, store, resume=True, stream=stream, client=client)
         timings["simulate"] = time.perf_counter() - t0
@@ -123,7 +126,7 @@ def build_from_config(config_path: str | Path, name: str, *, model: str = DEFAUL
     timings["total"] = time.perf_counter() - t0
     card = card_fields(cfg, model, meta or {}, metrics, run_dir, sim, timings, matched_to_frame)
     registered = registry.register(ckpt, card, name, models_dir)
-    (work / "dataset.resolved.json").write_text(json_text(cfg, indent=1, default=str))
+    (work / "dataset.resolved.json").write_text(json_text(cfg.as_mapping(), indent=1, default=str))
     if not keep_data:
         shutil.rmtree(store, ignore_errors=True)
     test = registered.card.metrics
@@ -149,7 +152,7 @@ def _quietly(log_path: Path, fn, *args):
             os.close(saved[0]), os.close(saved[1])
 
 
-def card_fields(cfg: dict, model: str, meta: dict, metrics: dict, run_dir: Path, sim: dict, timings: dict,
+def card_fields(cfg: DatasetConfig, model: str, meta: dict, metrics: dict, run_dir: Path, sim: dict, timings: dict,
                 matched_to_frame: Mapping | None) -> dict:
     """The card of a freshly trained model (checksum, size and date are added by ``registry.register``)."""
     from simulate.config import config_hash
@@ -164,14 +167,14 @@ def card_fields(cfg: dict, model: str, meta: dict, metrics: dict, run_dir: Path,
     return {
         "model": model,
         "cases": tuple(meta.get("training_cases") or ()),
-        "patch_size_px": int(cfg["patches"]["patch_size_px"]),
-        "patch_geometry": {"patch_size_px": int(cfg["patches"]["patch_size_px"]),
+        "patch_size_px": int(cfg.patches.patch_size_px),
+        "patch_geometry": {"patch_size_px": int(cfg.patches.patch_size_px),
                            "patch_side_lattice_constants": 3 ** 0.5,
-                           "supercell_repeats": list(cfg["multislice"]["supercell_repeats"]),
-                           "patches_per_image": int(cfg["patches"]["patches_per_image"]),
+                           "supercell_repeats": list(cfg.multislice.supercell_repeats),
+                           "patches_per_image": int(cfg.patches.patches_per_image),
                            "normalisation": meta.get("normalisation")},
-        "noise": copy.deepcopy(cfg["noise"]),
-        "multislice": {k: cfg["multislice"].get(k) for k in ("frozen_phonons", "slicing", "projection", "gpts",
+        "noise": cfg.noise.as_mapping(),
+        "multislice": {k: getattr(cfg.multislice, k) for k in ("frozen_phonons", "slicing", "projection", "gpts",
                                                              "supercell_repeats", "parametrization")},
         "schedule": schedule,
         "metrics": {"test_accuracy": test["accuracy"], "cohen_kappa": test["cohen_kappa"],
@@ -179,10 +182,10 @@ def card_fields(cfg: dict, model: str, meta: dict, metrics: dict, run_dir: Path,
                     "mean_entropy_nats": test["mean_entropy_nats"], "n_test": test["n"],
                     "by_detector": {d: {"accuracy": m["accuracy"], "cohen_kappa": m["cohen_kappa"]}
                                     for d, m in test.get("by_detector", {}).items()}},
-        "dataset": {"name": cfg["name"], "config_hash": config_hash(cfg), "n_rows": sum(c.get("n_rows", 0) for c in
-                    meta.get("training_cases") or ()), "combos": cfg["combos"],
-                    "beam_energies_kev": cfg["imaging"]["beam_energies_kev"],
-                    "detectors": list(cfg["imaging"]["detectors"]), "environments": len(cfg["environments"]),
+        "dataset": {"name": cfg.name, "config_hash": config_hash(cfg), "n_rows": sum(c.get("n_rows", 0) for c in
+                    meta.get("training_cases") or ()), "combos": cfg.combos,
+                    "beam_energies_kev": cfg.imaging.beam_energies_kev,
+                    "detectors": list(cfg.imaging.detectors), "environments": len(cfg.environments),
                     "multislice_runs": sim.get("multislice_runs")},
         "versions": {**versions(), "torch": torch.__version__},
         "matched_to_frame": dict(matched_to_frame) if matched_to_frame else None,
@@ -222,7 +225,7 @@ def _drop_stale_store(config_path: Path, work: Path) -> None:
     from simulate import config as dataset_config
 
     cfg = dataset_config.load(config_path)
-    store = work / f"{cfg['name']}.zarr"
+    store = work / f"{cfg.name}.zarr"
     if store.exists():
         try:
             stale = schema.read_meta(store, require=()).config_hash != dataset_config.config_hash(cfg)
@@ -260,10 +263,10 @@ def frame_dataset_overrides(image, ctx: FrameContext) -> tuple[dict, tuple[str, 
         imaging = measure_frame_imaging(
             frame, locate_sites(frame), beam_energy_kev=ctx.beam_energy_kev, detector=ctx.detector,
             lattice_constant_angstrom=ctx.catalog_lattice_constant_angstrom,
-            convergence_semiangle_mrad=base["imaging"]["convergence_semiangle_mrad"], intensity=f.intensity)
+            convergence_semiangle_mrad=base.imaging.convergence_semiangle_mrad, intensity=f.intensity)
     except ValueError as err:
         raise InputError(f"{Path(str(image)).name}: cannot measure the frame's imaging for --match-frame: {err}") from None
-    return frame_overrides(imaging, base["noise"])
+    return frame_overrides(imaging, base.noise.as_mapping())
 
 
 def model_for_frame(image, overrides: dict, out, *, build: bool = False, cluster: str = "local",

@@ -181,9 +181,9 @@ def _dispatch(argv: list[str]) -> int:
         plan = make_plan(cfg)
         # per energy: the config's environments for a doped combo, those without a dopant site for an undoped one
         envs = "/".join(str(n) for n in sorted({len(plan.environments_of(t)) for t in plan.tasks}, reverse=True))
-        print(f"{cfg['name']}: OK, {len(cfg['combos'])} combos, {envs} environments, "
+        print(f"{cfg.name}: OK, {len(cfg.combos)} combos, {envs} environments, "
               f"{len(plan.tasks)} tasks, {len(plan.cases)} cases, {plan.n_rows} patches, gpts "
-              f"{cfg['multislice']['gpts']}, hash {config_hash(cfg)[:12]}")
+              f"{cfg.multislice.gpts}, hash {config_hash(cfg)[:12]}")
     elif args.command == "verify":
         return _verify(args)
     else:

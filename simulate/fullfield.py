@@ -415,27 +415,27 @@ def simulate_clean_field(*, host: str, dopant: str, beam_energy_kev: float, dete
     hosts = load_yaml(config_path)["materials"]["hosts"]  # every catalog host, not only the selected ones
     if host not in hosts:
         raise ValueError(f"--host {host!r} is not in the catalog; known hosts: {', '.join(sorted(hosts))}")
-    dets = cfg["imaging"]["detectors"]
+    dets = cfg.imaging.detectors
     if detector not in dets:
         raise ValueError(f"--detector {detector!r}: supported {', '.join(dets)}")
-    alpha = float(cfg["imaging"]["convergence_semiangle_mrad"])
+    alpha = float(cfg.imaging.convergence_semiangle_mrad)
     if not (math.isfinite(alpha) and alpha > 0):  # inf gives a zero Nyquist step
         raise ValueError(f"imaging.convergence_semiangle_mrad must be a finite number > 0, got {alpha}")
     step = scan_sampling_angstrom or nyquist_scan_sampling_angstrom(beam_energy_kev, alpha)
     structure_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0])
     atoms, truth = build_field(hosts[host], dopant, size_angstrom, rotation_deg, fractions, structure_rng,
-                               float(cfg["multislice"]["vacuum_angstrom"]))
-    configure_abtem("cpu", cfg["multislice"].get("fftw_planning_effort", "FFTW_ESTIMATE"))
-    clean = simulate_field(atoms, beam_energy_kev=beam_energy_kev, detector=dets[detector],
+                               float(cfg.multislice.vacuum_angstrom))
+    configure_abtem("cpu", cfg.multislice.fftw_planning_effort)
+    clean = simulate_field(atoms, beam_energy_kev=beam_energy_kev, detector=dets[detector].as_mapping(),
                            convergence_semiangle_mrad=alpha, scan_sampling_angstrom=step,
-                           slicing=cfg["multislice"]["slicing"],
-                           slice_thickness_angstrom=cfg["multislice"].get("slice_thickness_angstrom"),
-                           projection=cfg["multislice"]["projection"])
+                           slicing=cfg.multislice.slicing,
+                           slice_thickness_angstrom=cfg.multislice.slice_thickness_angstrom,
+                           projection=cfg.multislice.projection)
     meta = {"host": host, "metal": hosts[host]["metal"], "chalcogen": hosts[host]["chalcogen"], "dopant": dopant,
             "beam_energy_kev": beam_energy_kev, "detector": detector, "size_angstrom": size_angstrom,
             "rotation_deg": rotation_deg, "fractions": fractions, "seed": seed,
             "lattice_constant_angstrom": float(hosts[host]["lattice_constant_angstrom"])}
-    return CleanField(clean, size_angstrom / clean.shape[0], truth, meta, dict(cfg["noise"]))
+    return CleanField(clean, size_angstrom / clean.shape[0], truth, meta, cfg.noise.as_mapping())
 
 
 def scan_field(field: CleanField, out_dir, *, seed: int, distortion: ScanDistortion | None = None,

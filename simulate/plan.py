@@ -25,7 +25,7 @@ import numpy as np
 from contract.environments import ENVIRONMENTS, environments_for_dopant
 from contract.errors import ConfigError
 
-from .config import supercell_extent_angstrom
+from .config import DatasetConfig, supercell_extent_angstrom
 from .multislice import scan_window
 
 
@@ -190,28 +190,27 @@ def work_units(plan: Plan, tasks, frozen_phonons: int, images_per_unit: int = IM
     return units
 
 
-def make_plan(cfg: dict) -> Plan:
+def make_plan(cfg: DatasetConfig) -> Plan:
     """Tasks, case table and row layout of a resolved config."""
-    hosts = cfg["materials"]["hosts"]
-    detectors = tuple(cfg["imaging"]["detectors"])
-    energies = cfg["imaging"]["beam_energies_kev"]
+    hosts = cfg.materials["hosts"]
+    detectors = tuple(cfg.imaging.detectors)
+    energies = cfg.imaging.beam_energies_kev
     tasks, cases, task_envs = [], [], []
-    for combo_index, (host, dopant) in enumerate(cfg["combos"]):
+    for combo_index, (host, dopant) in enumerate(cfg.combos):
         h = hosts[host]
         a = h["lattice_constant_angstrom"]
-        envs = environments_for_dopant(dopant, cfg["environments"])
+        envs = environments_for_dopant(dopant, cfg.environments)
         if not envs:
-            raise ConfigError(f"environments: none of {cfg['environments']} is free of dopant sites, so the undoped "
+            raise ConfigError(f"environments: none of {cfg.environments} is free of dopant sites, so the undoped "
                               f"combo {host}+{dopant} has nothing to simulate; add one of the 14 without a dopant "
                               "site (contract.environments.UNDOPED_ENVIRONMENT_IDS)")
         for energy_index, energy in enumerate(energies):
             task = Task(len(tasks), combo_index, host, dopant, energy, energy_index)
             tasks.append(task)
             task_envs.append(envs)
-            window = scan_window(a, energy, cfg["imaging"]["convergence_semiangle_mrad"],
-                                 cfg["multislice"]["scan_margin_px"])
+            window = scan_window(a, energy, cfg.imaging.convergence_semiangle_mrad, cfg.multislice.scan_margin_px)
             for det in detectors:
-                d = cfg["imaging"]["detectors"][det]
+                d = cfg.imaging.detectors[det]
                 cases.append({
                     "host": host,
                     "metal": h["metal"],
@@ -219,25 +218,25 @@ def make_plan(cfg: dict) -> Plan:
                     "dopant": dopant,
                     "beam_energy_kev": energy,
                     "detector": det,
-                    "detector_inner_mrad": d["inner_mrad"],
-                    "detector_outer_mrad": d["outer_mrad"],
-                    "convergence_semiangle_mrad": cfg["imaging"]["convergence_semiangle_mrad"],
+                    "detector_inner_mrad": d.inner_mrad,
+                    "detector_outer_mrad": d.outer_mrad,
+                    "convergence_semiangle_mrad": cfg.imaging.convergence_semiangle_mrad,
                     "lattice_constant_angstrom": a,
-                    "pixel_size_angstrom": 3**0.5 * a / (cfg["patches"]["patch_size_px"] - 1),
+                    "pixel_size_angstrom": 3**0.5 * a / (cfg.patches.patch_size_px - 1),
                     "scan_sampling_angstrom": window.sampling_angstrom,
-                    "supercell_extent_angstrom": list(supercell_extent_angstrom(a, cfg["multislice"]["supercell_repeats"])),
-                    "gpts": cfg["multislice"]["gpts"][energy],
+                    "supercell_extent_angstrom": list(supercell_extent_angstrom(a, cfg.multislice.supercell_repeats)),
+                    "gpts": cfg.multislice.gpts[energy],
                     "task": task.index,
                 })
-    uniform = all(len(e) == len(cfg["environments"]) for e in task_envs)
-    return Plan(tuple(tasks), tuple(cases), tuple(cfg["environments"]), detectors,
-                cfg["patches"]["patches_per_image"], cfg["patches"]["patch_size_px"],
+    uniform = all(len(e) == len(cfg.environments) for e in task_envs)
+    return Plan(tuple(tasks), tuple(cases), tuple(cfg.environments), detectors,
+                cfg.patches.patches_per_image, cfg.patches.patch_size_px,
                 () if uniform else tuple(task_envs))
 
 
-def seed_entropy(cfg: dict, cfg_hash: str) -> list[int]:
+def seed_entropy(cfg: DatasetConfig, cfg_hash: str) -> list[int]:
     """Root entropy of every draw: the config's seed and its hash (a changed config gives new draws)."""
-    return [int(cfg["seed"]), int(cfg_hash[:16], 16)]
+    return [int(cfg.seed), int(cfg_hash[:16], 16)]
 
 
 def image_rng(entropy: list[int], task: Task, environment_id: int, detector_index: int) -> np.random.Generator:

@@ -6,12 +6,14 @@ import contextlib
 import sys
 import time
 from importlib import metadata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
 from contract import store as schema
 
 from . import config as config_mod
+from .config import DatasetConfig
 from .plan import environments_table, make_plan, task_dict, work_units
 from .store import StoreError, create_store, done_tasks
 from .task import finish_task, run_unit
@@ -28,9 +30,10 @@ def versions() -> dict[str, str]:
     return out
 
 
-def store_attrs(cfg: dict, cfg_hash: str, plan) -> dict:
+def store_attrs(config: Mapping, cfg_hash: str, plan) -> dict:
+    """The group attributes; ``config``: the resolved config's mapping (``DatasetConfig.as_mapping``), as stored."""
     return {
-        "dataset": cfg["name"],
+        "dataset": config["name"],
         schema.ATTR_CASES: list(plan.cases),
         schema.ATTR_ENVIRONMENTS: environments_table(),
         schema.ATTR_DETECTORS: list(plan.detectors),
@@ -43,14 +46,14 @@ def store_attrs(cfg: dict, cfg_hash: str, plan) -> dict:
         schema.ATTR_CLEAN_ROWS_PER_TASK: (plan.clean_rows_per_task if plan.is_uniform
                                           else [plan.task_clean_rows(t) for t in plan.tasks]),
         schema.ATTR_TASKS: [task_dict(t) for t in plan.tasks],
-        schema.ATTR_CONFIG: cfg,
+        schema.ATTR_CONFIG: config,
         schema.ATTR_CONFIG_HASH: cfg_hash,
         schema.ATTR_VERSIONS: versions(),
         "units": {schema.PATCHES: "detector counts (electrons)", f"{schema.CLEAN}/{schema.PATCHES}": "fraction of the incident beam"},
     }
 
 
-def prepare_store(cfg: dict, out: Path, resume: bool):
+def prepare_store(cfg: DatasetConfig, out: Path, resume: bool):
     """Create the store, or reopen it for ``resume``; returns (plan, config hash, indices of tasks to run)."""
     cfg_hash = config_mod.config_hash(cfg)
     plan = make_plan(cfg)
@@ -65,7 +68,7 @@ def prepare_store(cfg: dict, out: Path, resume: bool):
     else:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            create_store(out, plan, store_attrs(cfg, cfg_hash, plan))
+            create_store(out, plan, store_attrs(cfg.as_mapping(), cfg_hash, plan))
         except OSError as err:  # a read-only or missing file system, no permission, a full disk
             raise StoreError(f"--out {str(out)!r}: cannot create the store: {err.strerror or err}") from err
         done = [False] * len(plan.tasks)
@@ -85,7 +88,7 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     out = Path(out)
     plan, cfg_hash, todo = prepare_store(cfg, out, resume)
     n_images = sum(len(plan.environments_of(t)) for t in plan.tasks)
-    print(f"simulate: {cfg['name']}: {len(cfg['combos'])} combos x {len(cfg['imaging']['beam_energies_kev'])} energies "
+    print(f"simulate: {cfg.name}: {len(cfg.combos)} combos x {len(cfg.imaging.beam_energies_kev)} energies "
           f"= {len(plan.tasks)} tasks, {n_images} images, {plan.n_rows} patches -> {out}", file=stream)
     if not todo:
         print(f"simulate: all {len(plan.tasks)} tasks already done; nothing to do", file=stream)
@@ -96,13 +99,13 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     task_seconds = run_tasks(todo, cfg, cfg_hash, out, cluster=cluster, cluster_config=cluster_config,
                              n_workers=n_workers, stream=stream, client=client)
     elapsed = time.perf_counter() - started
-    n_runs = sum(len(u.environment_ids) for u in work_units(plan, todo, cfg["multislice"]["frozen_phonons"]))
+    n_runs = sum(len(u.environment_ids) for u in work_units(plan, todo, cfg.multislice.frozen_phonons))
     print(f"simulate: done: {len(todo)} tasks in {elapsed:.1f} s ({sum(task_seconds):.1f} task-seconds)", file=stream)
     return {"tasks_run": len(todo), "tasks_total": len(plan.tasks), "seconds": elapsed,
             "task_seconds": task_seconds, "multislice_runs": n_runs}
 
 
-def run_tasks(todo, cfg: dict, cfg_hash: str, out: Path, *, cluster: str = "local", cluster_config: str | None = None,
+def run_tasks(todo, cfg: DatasetConfig, cfg_hash: str, out: Path, *, cluster: str = "local", cluster_config: str | None = None,
               n_workers: int | None = None, stream: TextIO | None = None, client=None) -> list[float]:
     """Run the tasks ``todo`` of a store on a Dask cluster (or ``client``) as work units of a few environments
     each (``simulate.plan.work_units``), then each task's finishing step; returns each task's compute seconds
@@ -111,7 +114,7 @@ def run_tasks(todo, cfg: dict, cfg_hash: str, out: Path, *, cluster: str = "loca
 
     stream = sys.stderr if stream is None else stream
     plan = make_plan(cfg)
-    units = work_units(plan, todo, cfg["multislice"]["frozen_phonons"])
+    units = work_units(plan, todo, cfg.multislice.frozen_phonons)
     n_runs = sum(len(u.environment_ids) for u in units)
     workers = n_workers if n_workers is not None else (min(len(units), _default_local_workers()) if cluster == "local" else None)
     with contextlib.nullcontext(client) if client is not None else \

@@ -8,6 +8,7 @@ counter-clockwise (increasing atan2(dy, dx)) starting from the one with the smal
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
@@ -15,6 +16,9 @@ from ase.build import mx2
 
 from contract.context import is_undoped
 from contract.environments import ENVIRONMENTS, Environment, environments_for_dopant
+
+if TYPE_CHECKING:
+    from .config import DatasetConfig
 
 _XY_DECIMALS = 3  # columns are grouped by x, y rounded to 1 mÅ
 
@@ -131,15 +135,15 @@ def read_cif_header(path: str | Path) -> dict[str, str]:
     return out
 
 
-def write_environment_cifs(resolved_config: dict, out_dir: str | Path) -> list[Path]:
+def write_environment_cifs(resolved_config: DatasetConfig, out_dir: str | Path) -> list[Path]:
     """One CIF per (combo, environment) of a resolved config, under ``out_dir/<host>+<dopant>/env<id>.cif``."""
-    ms = resolved_config["multislice"]
-    hosts = resolved_config["materials"]["hosts"]
+    ms = resolved_config.multislice
+    hosts = resolved_config.materials["hosts"]
     paths = []
-    for host_name, dopant in resolved_config["combos"]:
-        for env_id in environments_for_dopant(dopant, resolved_config["environments"]):  # undoped: no D sites
+    for host_name, dopant in resolved_config.combos:
+        for env_id in environments_for_dopant(dopant, resolved_config.environments):  # undoped: no D sites
             atoms = build_environment(hosts[host_name], dopant, ENVIRONMENTS[env_id],
-                                      tuple(ms["supercell_repeats"]), ms["vacuum_angstrom"])
+                                      tuple(ms.supercell_repeats), ms.vacuum_angstrom)
             path = Path(out_dir) / f"{host_name}+{dopant}" / f"env{env_id:02d}_{ENVIRONMENTS[env_id].class_name}.cif"
             paths.append(write_cif(atoms, path, host_name=host_name))
     return paths

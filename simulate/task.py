@@ -14,48 +14,50 @@ from contract.environments import ENVIRONMENTS
 from kernels import noise
 
 from . import multislice, store
+from .config import DatasetConfig
 from .plan import Plan, Task, WorkUnit, image_rng, make_plan, seed_entropy
 from .structures import build_environment
 
 PHONON_STREAM = 1000  # spawn-key slot of the frozen-phonon seed; detector streams use 0..n_detectors-1
 
 
-def environment_images(task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int) -> dict:
+def environment_images(task: Task, cfg: DatasetConfig, cfg_hash: str, plan: Plan, environment_position: int) -> dict:
     """The clean images (one per detector) of one environment of ``task``: one multislice run. Deterministic."""
-    ms, imaging = cfg["multislice"], cfg["imaging"]
-    host = cfg["materials"]["hosts"][task.host]
+    ms, imaging = cfg.multislice, cfg.imaging
+    host = cfg.materials["hosts"][task.host]
     env = ENVIRONMENTS[plan.environments_of(task)[environment_position]]
     entropy = seed_entropy(cfg, cfg_hash)
-    atoms = build_environment(host, task.dopant, env, tuple(ms["supercell_repeats"]), ms["vacuum_angstrom"])
+    atoms = build_environment(host, task.dopant, env, tuple(ms.supercell_repeats), ms.vacuum_angstrom)
     window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
-                                    imaging["convergence_semiangle_mrad"], ms["scan_margin_px"])
+                                    imaging.convergence_semiangle_mrad, ms.scan_margin_px)
     # frozen-phonon displacements: their own stream, apart from the per-detector noise streams (0, 1, ...)
     phonon_seed = int(np.random.SeedSequence(entropy, spawn_key=(task.index, env.id, PHONON_STREAM)).generate_state(1)[0])
     # A store made before `slicing` existed recorded only uniform `slice_thickness_angstrom` (and the infinite
-    # projection): `simulate verify --repair` of such a store must reproduce its bytes.
+    # projection): `simulate verify --repair` reads it with those (simulate.config.stored_config).
     return multislice.simulate_images(
         atoms, atoms.info["centre_xy_angstrom"], beam_energy_kev=task.beam_energy_kev,
-        gpts=ms["gpts"][task.beam_energy_kev], convergence_semiangle_mrad=imaging["convergence_semiangle_mrad"],
-        detectors=imaging["detectors"], window=window, slicing=ms.get("slicing", "uniform"),
-        slice_thickness_angstrom=ms.get("slice_thickness_angstrom"), projection=ms.get("projection", "infinite"),
-        parametrization=ms["parametrization"], frozen_phonons=ms["frozen_phonons"],
-        frozen_phonon_sigma_angstrom=ms["frozen_phonon_sigma_angstrom"], seed=phonon_seed, device=ms["device"])
+        gpts=ms.gpts[task.beam_energy_kev], convergence_semiangle_mrad=imaging.convergence_semiangle_mrad,
+        detectors={name: d.as_mapping() for name, d in imaging.detectors.items()}, window=window,
+        slicing=ms.slicing, slice_thickness_angstrom=ms.slice_thickness_angstrom, projection=ms.projection,
+        parametrization=ms.parametrization, frozen_phonons=ms.frozen_phonons,
+        frozen_phonon_sigma_angstrom=ms.frozen_phonon_sigma_angstrom, seed=phonon_seed, device=ms.device)
 
 
-def rows_from_images(images: dict, task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int):
+def rows_from_images(images: dict, task: Task, cfg: DatasetConfig, cfg_hash: str, plan: Plan, environment_position: int):
     """The noisy shard and the clean rows of one environment of ``task`` from its clean images; the noise
     stream is the task's own, so images shared between tasks still give each task its own draws."""
-    host = cfg["materials"]["hosts"][task.host]
+    host = cfg.materials["hosts"][task.host]
     env = ENVIRONMENTS[plan.environments_of(task)[environment_position]]
     entropy = seed_entropy(cfg, cfg_hash)
     window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
-                                    cfg["imaging"]["convergence_semiangle_mrad"], cfg["multislice"]["scan_margin_px"])
+                                    cfg.imaging.convergence_semiangle_mrad, cfg.multislice.scan_margin_px)
     n, p = plan.patches_per_image, plan.patch_size_px
+    noise_ranges = cfg.noise.model_dump()  # the kernel reads plain ranges
     patches, cases, clean = [], [], []
     for det_index, det in enumerate(plan.detectors):
         rng = image_rng(entropy, task, env.id, det_index)
         for _ in range(n):
-            draw = noise.draw_noise(rng, cfg["noise"])
+            draw = noise.draw_noise(rng, noise_ranges)
             patches.append(noise.noisy_patch(images[det], draw, pixel_size_angstrom=window.sampling_angstrom,
                                              centre_px=window.centre_px, half_width_px=window.patch_half_px,
                                              patch_size_px=p, rng=rng))
@@ -79,17 +81,17 @@ def rows_from_images(images: dict, task: Task, cfg: dict, cfg_hash: str, plan: P
     return shard, clean_rows
 
 
-def simulate_task_arrays(task: Task, cfg: dict, cfg_hash: str, plan: Plan, environment_position: int):
+def simulate_task_arrays(task: Task, cfg: DatasetConfig, cfg_hash: str, plan: Plan, environment_position: int):
     """The rows of one environment of ``task``: returns (shard arrays, clean arrays). Deterministic."""
     images = environment_images(task, cfg, cfg_hash, plan, environment_position)
     return rows_from_images(images, task, cfg, cfg_hash, plan, environment_position)
 
 
-def run_unit(unit: WorkUnit, cfg: dict, cfg_hash: str, store_path: str) -> dict:
+def run_unit(unit: WorkUnit, cfg: DatasetConfig, cfg_hash: str, store_path: str) -> dict:
     """Simulate one work unit and write its shards (every task it serves); the clean rows go back to the caller,
     keyed by task and environment position, for :func:`finish_task` (a task's clean rows are one chunk)."""
     started = time.perf_counter()
-    multislice.configure_abtem(cfg["multislice"]["device"], cfg["multislice"]["fftw_planning_effort"])
+    multislice.configure_abtem(cfg.multislice.device, cfg.multislice.fftw_planning_effort)
     plan = make_plan(cfg)
     clean: dict[int, dict[int, dict]] = {t: {} for t in unit.tasks}
     for env_id in unit.environment_ids:
@@ -106,7 +108,7 @@ def run_unit(unit: WorkUnit, cfg: dict, cfg_hash: str, store_path: str) -> dict:
             "images": len(unit.environment_ids), "clean": clean}
 
 
-def finish_task(task: Task, cfg: dict, store_path: str, *unit_results: dict) -> dict:
+def finish_task(task: Task, cfg: DatasetConfig, store_path: str, *unit_results: dict) -> dict:
     """Write ``task``'s clean rows from its units' results, then its done marker (after all its shards)."""
     plan = make_plan(cfg)
     parts: dict[int, dict] = {}
@@ -122,10 +124,10 @@ def finish_task(task: Task, cfg: dict, store_path: str, *unit_results: dict) -> 
     return {"task": task.index, "key": task.key}
 
 
-def run_task(task: Task, cfg: dict, cfg_hash: str, store_path: str) -> dict:
+def run_task(task: Task, cfg: DatasetConfig, cfg_hash: str, store_path: str) -> dict:
     """Simulate ``task`` and write its shards, then its done marker. Safe to rerun: it rewrites the same bytes."""
     started = time.perf_counter()
-    multislice.configure_abtem(cfg["multislice"]["device"], cfg["multislice"]["fftw_planning_effort"])
+    multislice.configure_abtem(cfg.multislice.device, cfg.multislice.fftw_planning_effort)
     plan = make_plan(cfg)
     clean_parts = []
     for position in range(len(plan.environments_of(task))):

@@ -74,7 +74,7 @@ def task_label(plan: Plan, task: int) -> str:
     return f"task {task} ({t.host}+{t.dopant} {t.beam_energy_kev} keV)"
 
 
-def store_plan(group, name: str) -> tuple[dict | None, str | None, Plan | None, list[Finding]]:
+def store_plan(group, name: str) -> tuple[config_mod.DatasetConfig | None, str | None, Plan | None, list[Finding]]:
     """(config, config hash, plan, findings) from the group attributes; plan None when they cannot be used."""
     attrs = dict(group.attrs)
     if not isinstance(attrs.get(schema.ATTR_CONFIG), dict):
@@ -89,7 +89,8 @@ def store_plan(group, name: str) -> tuple[dict | None, str | None, Plan | None, 
                                           f"attrs[{schema.ATTR_CONFIG!r}] ({cfg_hash[:12]}): the attributes were "
                                           "edited; the seeds depend on the hash", repairable=False)]
     try:
-        plan = make_plan(cfg)
+        typed = config_mod.stored_config(cfg)
+        plan = make_plan(typed)
     except Exception as err:
         return None, None, None, [Finding("attrs", f"attrs[{schema.ATTR_CONFIG!r}] gives no plan "
                                           f"({type(err).__name__}: {err})", repairable=False)]
@@ -101,7 +102,7 @@ def store_plan(group, name: str) -> tuple[dict | None, str | None, Plan | None, 
     if differ:
         findings.append(Finding("attrs", f"{', '.join(differ)} differ from what attrs['config'] gives "
                                 "(--repair rewrites them from it)"))
-    return cfg, cfg_hash, plan, findings
+    return typed, cfg_hash, plan, findings
 
 
 def expected_rows(plan: Plan, task: int, position: int) -> dict[str, np.ndarray]:
@@ -186,7 +187,7 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
                 findings.append(Finding(schema.TASK_DONE, problem, task, (task, task + 1), owner, unit="marker"))
         if len(findings) > before:
             context["tasks"].add(task)
-    checked = (f"{cfg['name']}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
+    checked = (f"{cfg.name}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
                f"{plan.n_shards} shards x {len(main)} arrays, {n_clean // plan.clean_chunk_rows} chunks x "
                f"{len(clean)} clean arrays, {len(plan.tasks)} markers, "
                + ("patch shard digests" if digests is not None else "no shard digests (an older store)"))
@@ -220,7 +221,7 @@ def repair_store(path: str | Path, report: Report, context: dict, *, cluster: st
     cfg, cfg_hash, plan = context["config"], context["config_hash"], context["plan"]
     group = schema.open_group(path, mode="r+")
     if any(f.array == "attrs" for f in report.findings):
-        attrs = store_attrs(cfg, cfg_hash, plan)
+        attrs = store_attrs(config_from_attrs(group.attrs[schema.ATTR_CONFIG]), cfg_hash, plan)
         attrs[schema.ATTR_VERSIONS] = group.attrs.get(schema.ATTR_VERSIONS, attrs[schema.ATTR_VERSIONS])
         group.attrs.put(attrs)  # the whole dict, in the order `create_store` wrote it
         print("verify: rewrote the group attributes derived from attrs['config']", file=stream)

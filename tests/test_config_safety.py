@@ -173,14 +173,14 @@ def test_catalog_file_with_a_misspelt_host_key_is_refused(tmp_path):
 def test_child_selection_replaces_the_base_selection_as_a_whole(tmp_path):
     # tiny.yaml selects combos [[WSe2, Cr], [TaSe2, V]]; a child asking for hosts x dopants gets exactly those
     cfg = dataset.load(_child(tmp_path, "selection: {hosts: [WSe2, MoS2], dopants: [Cr, Re]}\n"))
-    assert cfg["combos"] == [["WSe2", "Cr"], ["MoS2", "Cr"], ["MoS2", "Re"]]  # WSe2 + Re: Re is in W's row
+    assert cfg.combos == [["WSe2", "Cr"], ["MoS2", "Cr"], ["MoS2", "Re"]]  # WSe2 + Re: Re is in W's row
     cfg = dataset.load(_child(tmp_path, "selection: {hosts: [WSe2]}\n"))  # every dopant allowed in WSe2
-    assert {d for _, d in cfg["combos"]} == set(load_catalog().dopants) - {"Re"}  # Re is in W's row
-    assert dataset.load(_child(tmp_path, "selection: all\n"))["combos"].__len__() == 96
+    assert {d for _, d in cfg.combos} == set(load_catalog().dopants) - {"Re"}  # Re is in W's row
+    assert len(dataset.load(_child(tmp_path, "selection: all\n")).combos) == 96
     # and a child listing combos on a base listing hosts: the child's combos
     base = tmp_path / "hostsel.yaml"
     base.write_text("base: tiny.yaml\nselection: {hosts: [WSe2], dopants: [Cr, V]}\n")
-    assert dataset.load(_child(tmp_path, "selection: {combos: [[MoS2, Re]]}\n", base="hostsel.yaml"))["combos"] == [
+    assert dataset.load(_child(tmp_path, "selection: {combos: [[MoS2, Re]]}\n", base="hostsel.yaml")).combos == [
         ["MoS2", "Re"]]
 
 

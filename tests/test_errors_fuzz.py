@@ -187,7 +187,7 @@ DATASET_CASES = [  # (what, edit of the full tiny config, the error line starts 
     ("missing: name", _drop("name"), "error: name: missing"),
     ("missing: noise", _drop("noise"), "error: noise: missing"),
     ("missing: scan margin", _drop("multislice.scan_margin_px"),
-     "error: multislice.scan_margin_px: must be an integer >= 1, got None"),
+     "error: multislice.scan_margin_px: missing"),
     ("missing: patches per image", _drop("patches.patches_per_image"), "error: patches.patches_per_image: missing"),
     ("missing: detectors", _drop("imaging.detectors"), "error: imaging.detectors: missing"),
     ("unknown key: top level", _set("nosie", {"read_noise_counts": [0, 1]}),

@@ -146,12 +146,12 @@ def test_overrides_resolve_in_a_dataset_config(clean_lattice):
     raw = load_yaml("configs/dataset/tiny.yaml")
     overrides, _ = frame_overrides(m, raw["noise"])
     cfg = resolve({**raw, "noise": overrides["noise"], "patches": {**raw["patches"], **overrides["patches"]}})
-    blur = cfg["noise"]["probe_blur_sigma_angstrom"]
+    blur = cfg.noise.probe_blur_sigma_angstrom
     assert blur[0] < 0.3 < blur[1] and abs(sum(blur) / 2 - m.probe_blur_sigma_angstrom) < 1e-9
-    assert cfg["noise"]["read_noise_counts"] == raw["noise"]["read_noise_counts"]  # not measured: kept
-    size = cfg["patches"]["patch_size_px"]
+    assert list(cfg.noise.read_noise_counts) == raw["noise"]["read_noise_counts"]  # not measured: kept
+    size = cfg.patches.patch_size_px
     assert size % 2 == 1 and abs((size - 1) / 3**0.5 - WSE2_A / PIXEL) <= 1.2  # pixels per lattice constant
-    assert "display_export" not in cfg["noise"]
+    assert cfg.noise.display_export is None and "display_export" not in cfg.noise.as_mapping()
 
 
 @pytest.mark.parametrize("energy", [60, 80, 100])

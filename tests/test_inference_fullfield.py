@@ -205,7 +205,7 @@ def clean_field_32(request, tmp_path_factory):
     from simulate.config import load
 
     # the multislice settings are part of the key: a field cached under other slicing is not this field
-    multislice = load(request.config.rootpath / "configs/dataset/paper.yaml")["multislice"]
+    multislice = load(request.config.rootpath / "configs/dataset/paper.yaml").multislice
     key = hashlib.sha256(json.dumps([params, abtem.__version__, multislice], sort_keys=True, default=str)
                          .encode()).hexdigest()[:12]
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: simulate into a temp dir

@@ -38,4 +38,4 @@ def test_frozen_phonons_needs_build_model_and_resolves(real_dm3, tmp_path, capsy
     ctx = frame_context(real_dm3, {"host": "MoS2", "dopant": "V", "detector": "HAADF"})
     cfg = context_config(ctx, {"multislice": {"frozen_phonons": 4}})
     cfg.pop("base")
-    assert resolve(deep_merge(load_yaml(DATASET_BASE), cfg))["multislice"]["frozen_phonons"] == 4
+    assert resolve(deep_merge(load_yaml(DATASET_BASE), cfg)).multislice.frozen_phonons == 4

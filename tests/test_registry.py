@@ -124,10 +124,10 @@ def test_build_config_is_one_context_with_overrides_recorded(tmp_path):
 
     path.write_text(yaml.safe_dump(raw))
     cfg = dataset_config.load(path)
-    assert cfg["combos"] == [["WSe2", "V"]] and cfg["imaging"]["beam_energies_kev"] == [80]
-    assert len(cfg["environments"]) == 34 and sorted(cfg["imaging"]["detectors"]) == ["HAADF", "MAADF"]
-    assert cfg["noise"]["dose_e_per_angstrom2"] == [1000, 5000] and cfg["patches"]["patch_size_px"] == 25
-    assert cfg["noise"]["read_noise_counts"] == [0.0, 3.0]  # untouched values stay the paper's
+    assert cfg.combos == [["WSe2", "V"]] and cfg.imaging.beam_energies_kev == [80]
+    assert len(cfg.environments) == 34 and sorted(cfg.imaging.detectors) == ["HAADF", "MAADF"]
+    assert cfg.noise.dose_e_per_angstrom2 == (1000, 5000) and cfg.patches.patch_size_px == 25
+    assert cfg.noise.read_noise_counts == (0.0, 3.0)  # untouched values stay the paper's
 
 
 def test_shipped_models_match_their_cards():

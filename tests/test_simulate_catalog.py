@@ -20,16 +20,16 @@ def paper(repo_root):
 
 
 def test_paper_catalog_gives_96_combos(paper):
-    assert len(paper["combos"]) == 96
-    assert len(paper["materials"]["hosts"]) == 13 and len(paper["materials"]["dopants"]) == 10
+    assert len(paper.combos) == 96
+    assert len(paper.materials["hosts"]) == 13 and len(paper.materials["dopants"]) == 10
     for name in ("WSe2", "MoS2", "WTe2", "NbSe2", "TaSe2"):
-        assert name in paper["materials"]["hosts"]
+        assert name in paper.materials["hosts"]
     for dopant in ("Ti", "V", "Cr", "Mn", "Co"):
-        assert dopant in paper["materials"]["dopants"]
+        assert dopant in paper.materials["dopants"]
     # no combo keeps a dopant in the host metal's row; the excluded example of the paper is absent
-    assert ["MoS2", "Nb"] not in paper["combos"]
-    for host, dopant in paper["combos"]:
-        assert not config.is_excluded(paper["materials"]["hosts"][host]["metal"], dopant)
+    assert ["MoS2", "Nb"] not in paper.combos
+    for host, dopant in paper.combos:
+        assert not config.is_excluded(paper.materials["hosts"][host]["metal"], dopant)
 
 
 def test_paper_has_576_cases(paper):
@@ -45,8 +45,8 @@ def test_host_added_in_yaml_only(repo_root, tmp_path):
     raw["materials"]["hosts"]["HfS2"] = {"metal": "Hf", "chalcogen": "S", "lattice_constant_angstrom": 3.6,
                                          "thickness_angstrom": 2.9, "source": "test"}
     cfg = config.resolve(raw)
-    assert len(cfg["combos"]) == 96 + 9  # Hf is row 6: Re is excluded
-    assert ["HfS2", "Re"] not in cfg["combos"]
+    assert len(cfg.combos) == 96 + 9  # Hf is row 6: Re is excluded
+    assert ["HfS2", "Re"] not in cfg.combos
 
 
 def test_34_environments_with_labels():
@@ -80,7 +80,7 @@ def test_no_two_environments_equal_up_to_rotation():
 @pytest.mark.parametrize("env_id", [0, 7, 11, 12, 20, 33])
 def test_structure_matches_environment(paper, env_id):
     env = ENVIRONMENTS[env_id]
-    host = paper["materials"]["hosts"]["WSe2"]
+    host = paper.materials["hosts"]["WSe2"]
     atoms = build_environment(host, "Cr", env, (3, 2), 2.0)
     centre = np.array(atoms.info["centre_xy_angstrom"])
     np.testing.assert_allclose(centre, np.diag(atoms.cell)[:2] / 2)
@@ -104,7 +104,7 @@ def test_structure_matches_environment(paper, env_id):
 
 def test_cif_round_trip(paper, tmp_path):
     env = ENVIRONMENTS[20]
-    atoms = build_environment(paper["materials"]["hosts"]["TaSe2"], "V", env, (3, 2), 2.0)
+    atoms = build_environment(paper.materials["hosts"]["TaSe2"], "V", env, (3, 2), 2.0)
     path = write_cif(atoms, tmp_path / "env20.cif", host_name="TaSe2")
     back = read(path)
     assert back.get_chemical_formula() == atoms.get_chemical_formula()

@@ -152,7 +152,7 @@ def test_display_export_config_is_validated_and_default_configs_keep_their_hash(
         "725b92eff755b0aceb01853eb0d2bfe9d5ad7a60705dbd4cd2244fc556d2beed"  # hash before the display step existed
     raw = load_yaml("configs/dataset/tiny.yaml")
     ok = resolve({**raw, "noise": {**raw["noise"], "display_export": noise.DISPLAY_EXPORT_RANGES}})
-    assert ok["noise"]["display_export"] == noise.DISPLAY_EXPORT_RANGES
+    assert ok.noise.display_export.as_mapping() == {k: list(v) for k, v in noise.DISPLAY_EXPORT_RANGES.items()}
     for bad, message in [({"black_clip": [0, 0.1]}, "unknown key"),
                          ({**noise.DISPLAY_EXPORT_RANGES, "gamma": [0, 1]}, r"gamma\[0\]: must be > 0"),
                          ({**noise.DISPLAY_EXPORT_RANGES, "black_clip_fraction": [0.1, 0.6]}, "below 0.5"),

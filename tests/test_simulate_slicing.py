@@ -76,7 +76,7 @@ def test_plane_slicing_of_other_structures_and_bad_input():
 
 def test_slicing_config_is_validated():
     raw = config.load_yaml("configs/dataset/tiny.yaml")
-    assert config.resolve(raw)["multislice"]["slicing"] == "planes"
+    assert config.resolve(raw).multislice.slicing == "planes"
     cases = [({"slicing": "uniform"}, "multislice.slice_thickness_angstrom: must be a (finite )?number"),
              ({"slice_thickness_angstrom": 1.0}, "only used with `slicing: uniform`"),
              ({"slicing": "thin"}, "multislice.slicing: must be planes or uniform"),
@@ -89,7 +89,7 @@ def test_slicing_config_is_validated():
             config.resolve(bad)
     good = copy.deepcopy(raw)
     good["multislice"].update(slicing="uniform", slice_thickness_angstrom=0.2)
-    assert config.resolve(good)["multislice"]["slice_thickness_angstrom"] == 0.2
+    assert config.resolve(good).multislice.slice_thickness_angstrom == 0.2
 
 
 def _column_intensities(atoms, energy_kev, source=None, **slicing):
@@ -109,10 +109,10 @@ def test_production_slicing_converges_to_fine_slicing_at_80kev():
     """W and Se2 columns, HAADF and MAADF: the production slicing (paper.yaml) within 2 % of 0.1 A slices;
     the old uniform 1 A slices are > 5 % off in HAADF (measured 9.8 %: the Se2 column too bright)."""
     _, atoms = _wse2()
-    ms = config.load("configs/dataset/paper.yaml")["multislice"]
+    ms = config.load("configs/dataset/paper.yaml").multislice
     multislice.configure_abtem("cpu", "FFTW_ESTIMATE")
-    production = _column_intensities(atoms, 80, slicing=ms["slicing"],
-                                     slice_thickness_angstrom=ms.get("slice_thickness_angstrom"))
+    production = _column_intensities(atoms, 80, slicing=ms.slicing,
+                                     slice_thickness_angstrom=ms.slice_thickness_angstrom)
     fine = _column_intensities(atoms, 80, slicing="uniform", slice_thickness_angstrom=0.1)
     old = _column_intensities(atoms, 80, slicing="uniform", slice_thickness_angstrom=1.0)
     for det in DETECTORS:

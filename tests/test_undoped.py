@@ -102,10 +102,10 @@ def _raw(repo_root, selection, **extra):
 
 def test_config_accepts_none_in_combos_and_dopant_lists(repo_root, catalog):
     cfg = config.resolve(_raw(repo_root, {"combos": [["WSe2", "None"], ["WSe2", "Cr"]]}))
-    assert cfg["combos"] == [["WSe2", "none"], ["WSe2", "Cr"]]
-    assert cfg["materials"]["dopants"] == ["Cr"]  # "none" is no catalog entry
+    assert cfg.combos == [["WSe2", "none"], ["WSe2", "Cr"]]
+    assert cfg.materials["dopants"] == ["Cr"]  # "none" is no catalog entry
     cfg = config.resolve(_raw(repo_root, {"hosts": ["WSe2", "MoS2"], "dopants": ["none", "Nb"]}))
-    assert cfg["combos"] == [["WSe2", "none"], ["WSe2", "Nb"], ["MoS2", "none"]]  # Nb is excluded in MoS2 only
+    assert cfg.combos == [["WSe2", "none"], ["WSe2", "Nb"], ["MoS2", "none"]]  # Nb is excluded in MoS2 only
     assert not is_excluded("W", "none")
     with pytest.raises(ConfigError, match=r"selection.combos\[0\]: unknown dopant 'nada'.*'none'"):
         config.resolve(_raw(repo_root, {"combos": [["WSe2", "nada"]]}))
@@ -162,7 +162,7 @@ def test_simulate_structures_writes_only_the_environments_without_dopant_sites(r
     assert simulate_main(["structures", "--config", str(path), "--out", str(tmp_path / "cif")]) == 0
     assert "wrote 5 CIF files" in capsys.readouterr().out  # tiny.yaml's environments 0, 12, 23: 2 + 3
     assert sorted(p.name for p in (tmp_path / "cif" / "WSe2+none").iterdir()) == ["env00_X2.cif", "env12_M.cif"]
-    host = config.load(path)["materials"]["hosts"]["WSe2"]
+    host = config.load(path).materials["hosts"]["WSe2"]
     with pytest.raises(ValueError, match="environment 23 has a dopant site"):
         build_environment(host, "none", ENVIRONMENTS[23], (3, 2), 2.0)
 

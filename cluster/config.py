@@ -37,7 +37,7 @@ def _canonical(key: str) -> str:
 
 def slurm_schema_keys() -> set[str]:
     """The keys dask-jobqueue accepts under ``jobqueue.slurm`` (from its bundled jobqueue.yaml)."""
-    import dask_jobqueue  # noqa: F401 (registers its defaults); deferred: pulls distributed (~2 s); Slurm only
+    import dask_jobqueue  # noqa: F401 (registers its defaults)  # deferred: pulls distributed (~2 s)
 
     return {_canonical(k) for k in dask.config.get("jobqueue.slurm")}
 

@@ -5,7 +5,12 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
+import dask.config
+
+from .config import DEFAULT_SLURM_CONFIG, dask_config_entries, load_slurm_config
 from .errors import ClusterError
+from .local import load_local_config, local_cluster_kwargs
+from .slurm import start_slurm_cluster
 
 KINDS = ("local", "slurm")
 
@@ -36,9 +41,8 @@ def open_client(
     if kind not in KINDS:
         raise ClusterError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind == "local":
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster  # deferred: distributed costs ~2 s; `import cluster` stays light
 
-        from .local import load_local_config, local_cluster_kwargs
 
         options = load_local_config(config_path)
         if memory_per_worker is not None:
@@ -47,10 +51,6 @@ def open_client(
             yield client
         return
 
-    import dask.config
-
-    from .config import DEFAULT_SLURM_CONFIG, dask_config_entries, load_slurm_config
-    from .slurm import start_slurm_cluster
 
     if memory_per_worker is not None:
         raise ClusterError("memory_per_worker applies to kind='local'; set jobqueue.slurm.memory in the Slurm config")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+import dask.config
 
 from contract.errors import ConfigError
 from contract.yamlsafe import read_yaml
@@ -36,8 +37,7 @@ def _canonical(key: str) -> str:
 
 def slurm_schema_keys() -> set[str]:
     """The keys dask-jobqueue accepts under ``jobqueue.slurm`` (from its bundled jobqueue.yaml)."""
-    import dask.config
-    import dask_jobqueue  # noqa: F401  (importing it registers its defaults in dask.config)
+    import dask_jobqueue  # noqa: F401 (registers its defaults)  # deferred: pulls distributed (~2 s)
 
     return {_canonical(k) for k in dask.config.get("jobqueue.slurm")}
 
@@ -119,7 +119,7 @@ def dask_config_entries(slurm: Mapping[str, Any]) -> dict:
 
 def workers_per_job(slurm: Mapping[str, Any]) -> int:
     """Dask worker processes started by one job (dask-jobqueue's rule when ``processes`` is unset)."""
-    from dask_jobqueue.core import nprocesses_nthreads
+    from dask_jobqueue.core import nprocesses_nthreads  # deferred: pulls distributed (~2 s); Slurm only
 
     processes = slurm.get("processes")
     if processes is None:
@@ -135,8 +135,7 @@ def render_job_script(config: Mapping[str, Any], scheduler_address: str = PLACEH
     ``open_client("slurm")`` submits, except for the scheduler address and the worker name.
     Nothing is created on disk: ``log-directory`` only appears in the ``#SBATCH -o/-e`` lines.
     """
-    import dask.config
-    from dask_jobqueue.slurm import SLURMJob
+    from dask_jobqueue.slurm import SLURMJob  # deferred: pulls distributed (~2 s); Slurm only
 
     slurm = validate_slurm_config(config)["slurm"]
     log_directory = slurm.get("log-directory")

@@ -79,7 +79,7 @@ def track(
     raised is re-raised as :class:`TaskError` naming the task key (original error as ``__cause__``);
     the remaining futures keep running until the caller cancels them or closes the client.
     """
-    from distributed import as_completed
+    from distributed import as_completed  # deferred: distributed costs ~2 s; `import cluster` stays light
 
     stream = sys.stderr if stream is None else stream
     futures = list(futures)
@@ -88,7 +88,7 @@ def track(
     start = time.monotonic()
     bar = None
     if _is_tty(stream):
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # deferred: ~0.4 s; only a terminal gets a bar
 
         bar = tqdm(total=total, desc=label, unit=unit, file=stream, dynamic_ncols=True)
     last_line = start

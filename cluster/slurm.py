@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .config import render_job_script, workers_per_job
 from .errors import ClusterError
 
 SBATCH_TIMEOUT_S = 60
@@ -93,10 +94,9 @@ def start_slurm_cluster(settings: Mapping, n_workers: int | None, wait_timeout_s
 
     Call inside ``dask.config.set(dask_config_entries(settings["slurm"]))``. Returns ``(cluster, client)``.
     """
-    from dask_jobqueue import SLURMCluster
-    from distributed import Client
+    from dask_jobqueue import SLURMCluster  # deferred: pulls distributed (~2 s); Slurm only
+    from distributed import Client  # deferred: distributed costs ~2 s; `import cluster` stays light
 
-    from .config import render_job_script, workers_per_job
 
     slurm = settings["slurm"]
     per_job = workers_per_job(slurm)

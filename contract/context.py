@@ -173,7 +173,7 @@ def _check_dopant(value, catalog, source=None, known_dopants: bool = False) -> s
             raise InputError(f"--dopant {_brief(value)}{_from(source)} is not in the catalog; known dopants: "
                              f"{', '.join(catalog.dopants)}, or none for an undoped sample")
         return dopant
-    from .elements import atomic_number
+    from .elements import atomic_number  # deferred: pulls ase (heavy); features --help imports this module
 
     try:
         atomic_number(dopant)

@@ -35,6 +35,7 @@ must not allocate it).
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
@@ -216,7 +217,7 @@ def _read_npy(path: Path):
 
 
 def _read_tiff(path: Path):
-    import tifffile
+    import tifffile  # deferred: only TIFF files need it (~0.3 s; labelling --help imports this module)
 
     with tifffile.TiffFile(path) as tif:
         if not tif.pages:
@@ -270,7 +271,7 @@ def _tiff_grey_levels(path: Path, page, data: np.ndarray) -> tuple[np.ndarray, s
     """``(grey levels, DISPLAY or None, notes)`` of a TIFF's pixels: palette indices through the palette, equal
     colour channels as one, min-is-white inverted; ``DISPLAY`` for palette and colour exports (None leaves the
     decision to ``_intensity_kind``)."""
-    import tifffile
+    import tifffile  # deferred: only TIFF files need it (~0.3 s; labelling --help imports this module)
 
     notes, kind = [], None
     photometric = page.photometric
@@ -363,9 +364,7 @@ def _scalar(value):
 def _dm_tag_tree(raw) -> dict:
     """The DM tag tree held by TIFF tag 65027: with a .dm3/.dm4 header (version, size, byte order) or as the bare
     root tag group; read by rosettasciio's DigitalMicrograph tag parser."""
-    import io
-
-    from rsciio.digitalmicrograph._api import DigitalMicrographReader
+    from rsciio.digitalmicrograph._api import DigitalMicrographReader  # deferred: heavy (~1.5 s), DM tags only
 
     raw = bytes(raw) if not isinstance(raw, bytes) else raw
     reader = DigitalMicrographReader(io.BytesIO(raw))
@@ -469,7 +468,7 @@ def _axes_pixel_size(sig, fmt: str):
 
 
 def _read_dm(path: Path):
-    from rsciio.digitalmicrograph import file_reader
+    from rsciio.digitalmicrograph import file_reader  # deferred: heavy (~1.5 s), .dm3/.dm4 only
 
     fmt = path.suffix.lower()[1:]
     sig = _signal(path, file_reader(str(path), lazy=True))
@@ -528,7 +527,7 @@ def _dm_tree_pixel_size(leaves: dict, shape, where_prefix: str):
 
 
 def _read_emd(path: Path):
-    from rsciio.emd import file_reader
+    from rsciio.emd import file_reader  # deferred: ~0.4 s, .emd only
 
     sig = _signal(path, file_reader(str(path), lazy=True))
     data = np.asarray(sig["data"])

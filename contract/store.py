@@ -27,8 +27,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
 from .context import Case
-from .errors import InputError
+from .errors import CorruptDataError, InputError
 
 PATCHES = "patches"
 LABEL = "label"
@@ -68,8 +72,6 @@ class StoreError(InputError):
 
 def open_group(path: str | Path, mode: str = "r"):
     """Open an existing store (``zarr.Group``); ``StoreError`` naming the path when there is none."""
-    import zarr
-
     path = Path(path)
     if not path.exists():
         raise StoreError(f"store {str(path)!r} does not exist")
@@ -129,8 +131,6 @@ def read_meta(path: str | Path, require: tuple[str, ...] = (LABEL, CASE)) -> Sto
     try:  # every member's zarr.json, once
         members = {k: group[k] for k in group.array_keys()}
     except Exception as err:
-        from .errors import CorruptDataError
-
         raise CorruptDataError(f"store {name!r}: an array's metadata (zarr.json) does not parse "
                                f"({decode_reason(err)}); run `python -m simulate verify {name}`") from err
     arrays = tuple(sorted(members))
@@ -200,8 +200,6 @@ def chunk_compressors() -> tuple:
     """Codecs after ``bytes`` for every array of a new store: zstd, then a crc32c checksum of each stored chunk,
     so a flipped byte anywhere in a chunk fails to decode instead of reading as wrong numbers (zarr's shard
     index already carries its own crc32c)."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
     return (ZstdCodec(), Crc32cCodec())
 
 
@@ -217,8 +215,6 @@ def digest_name(name: str) -> str:
 
 def shard_digest(start: int, data) -> int:
     """64-bit BLAKE2b of a shard's first row index, shape, dtype and bytes (never 0: 0 is "not written")."""
-    import numpy as np
-
     data = np.ascontiguousarray(data)
     h = hashlib.blake2b(digest_size=8)
     h.update(f"{int(start)}:{data.shape}:{data.dtype.str}".encode())
@@ -247,8 +243,6 @@ def create_digest_array(group, name: str, n_shards: int, overwrite: bool = False
 def write_shard_digest(group, name: str, start: int, data) -> None:
     """Record ``shard_digest`` of the whole shard ``data`` written at row ``start`` of ``group[name]`` (after its
     rows, before its done-marker); nothing in a store created before digests."""
-    import numpy as np
-
     key = digest_name(name)
     if has_array(group, key):
         data = np.asarray(data, dtype=group[name].dtype)  # the bytes as they will be read back
@@ -292,10 +286,6 @@ def read_checked(array, start: int, stop: int, *, store: str | Path, name: str):
     A decoding failure (checksum mismatch, truncated or garbled shard or chunk) is corruption; an ``OSError``
     (permissions, a vanished file system) is not, and is raised as ``StoreError``.
     """
-    import numpy as np
-
-    from .errors import CorruptDataError
-
     try:
         return np.asarray(array[start:stop])
     except OSError as err:

@@ -7,6 +7,7 @@ rows, the task that owns it, and what is wrong. ``--repair`` reruns exactly what
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -142,8 +143,6 @@ def remove_blocks(store, name: str, array, blocks) -> int:
     """Delete the stored shards (or chunks) ``blocks`` along N of ``group[name]`` in a local store, so that the
     rerun that owns them writes them afresh: zarr reads a shard's index before writing into it, and a damaged
     index would fail the write. Returns how many files were removed."""
-    from pathlib import Path
-
     removed = 0
     for k in blocks:
         key = array.metadata.encode_chunk_key((int(k),) + (0,) * (array.ndim - 1))

@@ -15,6 +15,7 @@ import sys
 import time
 
 from contract.cli import check_output_args, run_command, stage_parser, with_default_subcommand
+from contract.errors import InputError
 from contract.jsonio import json_text
 
 PROG = "python -m features"
@@ -63,12 +64,12 @@ def _dispatch(argv: list[str]) -> int:
     if args.command == "symmetry":
         return _symmetry(args)
     if args.command == "verify":
-        from .verify import verify_main
+        from .verify import verify_main  # deferred: keeps --help light (zarr, dask)
 
         return verify_main(args)
-    from cluster import open_client
+    from cluster import open_client  # deferred: keeps --help light (zarr, dask)
 
-    from .encode import encode_store, store_plan
+    from .encode import encode_store, store_plan  # deferred: keeps --help light (zarr, dask)
 
     store_plan(args.store)  # bad store -> clear error before any cluster starts
     start = time.monotonic()
@@ -81,9 +82,7 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def _symmetry(args) -> int:
-    from contract.errors import InputError
-
-    from .symmetry_store import image_maps, map_store, store_plan
+    from .symmetry_store import image_maps, map_store, store_plan  # deferred: keeps --help light (zarr, dask)
 
     if (args.image is None) == (args.store is None):
         raise InputError("symmetry: give either an IMAGE (with --out MAPS.npz) or --store STORE")
@@ -92,7 +91,7 @@ def _symmetry(args) -> int:
             raise InputError(f"symmetry IMAGE: --out MAPS.npz is required (got {args.out})")
         print(json_text(image_maps(args.image, args.out, args.kernel_px, args.n_max, args.convention, args.plot)))
         return 0
-    from cluster import open_client
+    from cluster import open_client  # deferred: keeps --help light (zarr, dask)
 
     store_plan(args.store)  # bad store -> clear error before any cluster starts
     start = time.monotonic()

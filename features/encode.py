@@ -30,7 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import zarr
 
+from cluster import track
 from contract import store as schema
 from contract.classes import SUBLATTICE_IDS
 from contract.features import (
@@ -119,8 +121,6 @@ def prepare_outputs(store_path, plan: EncodePlan) -> np.ndarray:
 
 
 def _versions() -> dict:
-    import zarr
-
     return {"numpy": np.__version__, "zarr": zarr.__version__}
 
 
@@ -162,7 +162,7 @@ def encode_rows(patches, case, environment, context, site_table, sublattice_of_e
     case = np.asarray(case, dtype=np.int64)
     environment = np.asarray(environment, dtype=np.int64)
     if device == "gpu":
-        import cupy
+        import cupy  # deferred: optional GPU dependency (--device gpu)
 
         zern = cupy.asnumpy(standardised_contrast_features(cupy.asarray(patches)))
     else:
@@ -223,8 +223,6 @@ def _sublattice(sublattice_of_environment: np.ndarray, environment, first_row: i
 def site_symmetry_table(store_path, plan: EncodePlan, client) -> tuple[np.ndarray, bool]:
     """(n_cases, 2, 2) float32 flag table, computed once (module docstring) and kept in ``features.attrs``, and
     whether it was (re)computed now (a table of another rule version is replaced: its shards need encoding)."""
-    from cluster import track
-
     g = schema.open_group(store_path, mode="r+")
     stored = g[schema.FEATURES].attrs.get(schema.ATTR_SITE_SYMMETRY)
     if stored is not None and site_symmetry_rule_problem(stored) is None:
@@ -286,8 +284,6 @@ def flag_table(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def encode_store(store_path, client, device: str = "cpu") -> dict:
     """Write ``features``/``features_done`` for every shard not yet done; returns a small summary dict."""
-    from cluster import track
-
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     plan = store_plan(store_path)
@@ -315,7 +311,7 @@ def encode_store(store_path, client, device: str = "cpu") -> dict:
 
 def _check_gpu() -> int:
     try:
-        import cupy
+        import cupy  # deferred: optional GPU dependency (--device gpu)
 
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster import track
 from contract import planegroups as pg
+from contract.errors import InputError
+from contract.images import read_image
 from contract.store import StoreError, open_group
 
 from kernels.cell import measure_cell
@@ -60,7 +63,7 @@ def shard_maps(images: np.ndarray, kernel_px: int | None, n_max: int, convention
     maps = np.empty((n, pg.N_SYMMETRY_MAPS, *images.shape[1:]), dtype=STORED_MAP_DTYPE)
     for i, img in enumerate(images):
         if device == "gpu":
-            import cupy
+            import cupy  # deferred: optional GPU dependency (--device gpu)
 
             maps[i] = cupy.asnumpy(symmetry_maps(cupy.asarray(img), int(kernels[i]), n_max, convention))
         else:
@@ -124,8 +127,6 @@ def map_shard(store_path: str, shard: int, start: int, stop: int, kernel_px, n_m
 def map_store(store_path, client, kernel_px: int | None = None, n_max: int = DEFAULT_N_MAX,
               convention: str = DEFAULT_CONVENTION, device: str = "cpu") -> dict:
     """Write the maps of every shard not yet done; returns a summary."""
-    from cluster import track
-
     if kernel_px is not None:
         check_kernel(kernel_px, n_max, convention)
     plan = store_plan(store_path)
@@ -148,9 +149,6 @@ def image_maps(image_path, out, kernel_px: int | None = None, n_max: int = DEFAU
     """Maps of one image file (any format ``inference`` reads) into ``out`` (.npz): the seven (H, W) float32
     arrays by name, ``valid`` (H, W) bool, ``kernel_px``, ``n_max``, ``convention``; a figure beside it with
     ``plot``. Returns a summary."""
-    from contract.errors import InputError
-    from contract.images import read_image
-
     image = read_image(image_path).image
     started = time.perf_counter()
     cell = float("nan")
@@ -186,10 +184,10 @@ def image_maps(image_path, out, kernel_px: int | None = None, n_max: int = DEFAU
 
 def plot_maps(image, maps, valid, path, title: str = "", kernel_px: int | None = None) -> Path:
     """Image + seven maps on one figure (PNG); the border where the kernel leaves the image is shaded."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy; only --plot draws
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: as matplotlib above
 
     fig, axes = plt.subplots(2, 4, figsize=(13, 6.5))
     panels = [("image", image, "gray", None)] + [

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster import open_client, track_items
 from contract import store as schema
+from contract.errors import CorruptDataError
 from contract.features import (
     CONTEXT_COLUMNS,
     FEATURE_NAMES,
@@ -30,7 +32,7 @@ from contract.features import (
     SITE_SYMMETRY_COLUMNS,
     site_symmetry_rule_problem,
 )
-from contract.store import StoreError, read_checked
+from contract.store import StoreError, read_checked, repair_command
 from contract.verify import (
     Finding,
     Report,
@@ -41,7 +43,7 @@ from contract.verify import (
     remove_blocks,
 )
 
-from .encode import _sublattice, store_plan
+from .encode import _sublattice, encode_store, store_plan
 
 
 def _table_problem(table, n_cases: int) -> str | None:
@@ -97,8 +99,6 @@ def verify_features(path: str | Path) -> tuple[Report, dict]:
         if digests is None:  # a damaged digest array: re-encode everything (which recreates it)
             context["whole"] = True
             return Report(name, f"{meta.n_rows} rows, {n_shards} shards: feature digests unusable", findings), context
-    from cluster import track_items
-
     for k in track_items(range(n_shards), label="verify features", unit="shard"):
         start, stop = meta.shard_rows(k)
         before = len(findings)
@@ -131,8 +131,6 @@ def verify_features(path: str | Path) -> tuple[Report, dict]:
 
 def repair_features(path: str | Path, context: dict, client, device: str = "cpu") -> Report:
     """Re-encode exactly the bad shards (all of them when the arrays are damaged); returns the new report."""
-    from .encode import encode_store
-
     group = schema.open_group(path, mode="r+")
     if context["whole"]:
         for array in (schema.FEATURES, schema.FEATURES_DONE, schema.digest_name(schema.FEATURES)):  # recreated
@@ -148,10 +146,6 @@ def repair_features(path: str | Path, context: dict, client, device: str = "cpu"
 
 def verify_main(args) -> int:
     """``python -m features verify``: print the report; exit 3 naming the bad shards unless ``--repair``."""
-    from cluster import open_client
-    from contract.errors import CorruptDataError
-    from contract.store import repair_command
-
     report, context = verify_features(args.store)
     for line in report.lines():
         print(line)

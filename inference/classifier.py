@@ -31,7 +31,7 @@ def load_classifier(ckpt) -> Classifier:
     """``training.evaluate.read_checkpoint`` (refuses unsafe or wrong files) plus what inference needs from
     the checkpoint's metadata (``training.module.inference_metadata``); an older checkpoint without it gives
     the feature set of its datamodule hyperparameters and no patch size or cases."""
-    from training.evaluate import read_checkpoint  # imports torch
+    from training.evaluate import read_checkpoint  # deferred: torch; keeps inference.classify torch-free (locate_sites)
 
     model, data_hparams, meta = read_checkpoint(ckpt)
     if meta is None:
@@ -50,9 +50,9 @@ def predict_probabilities(model, features: np.ndarray, batch_size: int = 65536, 
     """(N, k) -> (N, 5) softmax probabilities (eval mode; the models are batch independent there).
     ``masked_classes``: class ids that cannot occur (D in an undoped sample): probability exactly 0, the rest
     renormalised (their logits set to -inf before the softmax, so no row can underflow to all zeros)."""
-    import torch
+    import torch  # deferred: torch, as in load_classifier
 
-    from training.evaluate import predict_logits
+    from training.evaluate import predict_logits  # deferred: torch, as in load_classifier
 
     logits = predict_logits(model, features, batch_size, "cpu")
     if len(masked_classes):

@@ -40,6 +40,8 @@ from scipy.stats import median_abs_deviation
 from kernels.noise import DISPLAY_EXPORT_RANGES, probe_blur
 from kernels.optics import wavelength_angstrom
 
+from .sites import Sites
+
 SQRT3 = 3 ** 0.5
 
 INTRINSIC_COLUMN_SIGMA_PER_LAMBDA_OVER_ALPHA = {"HAADF": 0.206, "MAADF": 0.220}
@@ -432,8 +434,6 @@ def reference_imaging(field, blur_angstrom: float = 0.0,
     """This module's measurement of a clean simulated field (``simulate.fullfield.CleanField``: values are
     fractions of the beam) blurred by ``blur_angstrom``, at the field's own column positions: the ``reference``
     of ``frame_overrides`` (column and background fractions, the lattice mean fraction)."""
-    from .classify import Sites  # here, not at the top: classify may come to use this module
-
     clean = np.asarray(field.clean, dtype=np.float64)
     n = int(round(clean.shape[0] * field.pixel_angstrom / pixel_angstrom))
     fine = resample(resample(clean, n, axis=0), n, axis=1)

@@ -153,11 +153,11 @@ def _positions(lo: int, hi: int, stride: int) -> list[int]:
 
 
 def plot_result(image: np.ndarray, result: dict, path: Path, title: str) -> Path:
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy; only the figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    import matplotlib.pyplot as plt  # deferred: as matplotlib above
+    from matplotlib.colors import ListedColormap  # deferred: as matplotlib above
 
     cmap = ListedColormap(plt.get_cmap("tab20").colors[:N_PLANE_GROUPS])
     group_map = result["_map"].astype(float)

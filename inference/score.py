@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from contract.jsonio import json_text
 
@@ -22,8 +23,6 @@ from contract.jsonio import json_text
 def match_sites(pred_xy: np.ndarray, true_xy: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of (P, 2) predictions to (T, 2) truths, nearest first, within ``tolerance``.
     Returns (T,) index of the matched prediction (-1: none) and (T,) distance (inf: none)."""
-    from scipy.spatial import cKDTree
-
     pred_xy, true_xy = np.asarray(pred_xy, float).reshape(-1, 2), np.asarray(true_xy, float).reshape(-1, 2)
     match = np.full(len(true_xy), -1)
     dist = np.full(len(true_xy), np.inf)
@@ -46,10 +45,10 @@ def score_sites(pred_xy, pred_label, true_xy, true_label, tolerance_px: float, p
     """Recall, precision (over ``n_pred_counted`` predictions, default all), position error (pm), Cohen's
     kappa over the 5 classes, defect F1 and (when both are given) sublattice agreement on the matched
     columns."""
-    import torch
-    from torchmetrics.functional.classification import multiclass_cohen_kappa
+    import torch  # deferred: torch (seconds); labelling imports this module at top
+    from torchmetrics.functional.classification import multiclass_cohen_kappa  # deferred: as torch
 
-    from kernels.metrics import defect_f1
+    from kernels.metrics import defect_f1  # deferred: imports torch
 
     match, dist = match_sites(pred_xy, true_xy, tolerance_px)
     ok = match >= 0

@@ -44,7 +44,7 @@ def shell_fractions(symbol: str) -> tuple[float, ...]:
     """
     if not isinstance(symbol, str) or not symbol.strip():
         raise ValueError(f"element symbol must be a non-empty string, got {symbol!r}")
-    from mendeleev import element  # slow import; only needed here
+    from mendeleev import element  # deferred: slow import (about a second or more); only this lookup needs it
     try:
         el = element(symbol.strip())
     except Exception as exc:

@@ -35,7 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import breadth_first_order, connected_components
+from scipy.spatial import cKDTree
 from scipy.stats import median_abs_deviation
+from skimage.feature import peak_local_max
 
 from contract.images import MAX_IMAGE_PIXELS, check_image  # noqa: F401 (defined with the reader; used here)
 
@@ -201,8 +205,6 @@ def find_peaks(image: np.ndarray, min_distance_px: float, smooth_sigma_px: float
     ``min_distance_px`` of the Gaussian-smoothed image above ``threshold`` (default: the smoothed image's
     median), refined by ``refine_centroids`` in a disk of ``min_distance_px / 2``. Returns (K, 2) float64
     (row, col) and (K,) smoothed heights at the integer maxima."""
-    from skimage.feature import peak_local_max
-
     img = check_image(image)
     if min_distance_px < 1:
         raise ValueError(f"min_distance_px must be >= 1, got {min_distance_px}")
@@ -307,8 +309,6 @@ class _Grid:
 
 def _pairs(points: np.ndarray, rmin: float, rmax: float):
     """Ordered pairs (i, j), i != j, of points between ``rmin`` and ``rmax`` apart: (E,), (E,), (E, 2) x_j - x_i."""
-    from scipy.spatial import cKDTree
-
     if len(points) < 2:
         return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 2))
     tree = cKDTree(points)
@@ -374,8 +374,6 @@ def _local_basis(pos: np.ndarray, a_px: float, grid: _Grid) -> _Basis | None:
 def _same_neighbours(pos, targets, basis: _Basis, tol_px):
     """For each point, its six same-sublattice neighbours x ± A0, x ± A1, x ± (A1 - A0) predicted by the local
     lattice: (K, 6, 2) predictions, (K, 6) index of the target found within ``tol_px`` (-1: none), distances."""
-    from scipy.spatial import cKDTree
-
     b = basis.at(pos)
     vecs = np.stack([b[:, :, 0], b[:, :, 1], b[:, :, 1] - b[:, :, 0]], axis=1)  # (K, 3, 2)
     pred = pos[:, None, :] + np.concatenate([vecs, -vecs], axis=1)
@@ -401,9 +399,6 @@ def _propagate_classes(n, i, j, label, nodes_mask):
     are class_j - class_i (mod 3), per connected component: breadth-first from one node, then three sweeps of
     majority voting over all edges (one bad edge does not flip a subtree). Returns (n,) class and (n,)
     component id (-1 for nodes outside ``nodes_mask``)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import breadth_first_order, connected_components
-
     sel = nodes_mask[i] & nodes_mask[j]
     gi, gj, gl = i[sel], j[sel], label[sel]
     graph = coo_matrix((np.ones(len(gi)), (gi, gj)), shape=(n, n)).tocsr()
@@ -462,9 +457,6 @@ def _candidates(s: np.ndarray, a_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Column candidates of a band-passed image ``s``: every local maximum above the local mean within 0.35 a,
     refined by centroid; of two that converge on one column the higher stays. Returns positions (K, 2) and
     heights (K,)."""
-    from scipy.spatial import cKDTree
-    from skimage.feature import peak_local_max
-
     d = a_px / SQRT3
     # a square of half-side 0.25 a (inside the 0.35 a disk, and separable: fast; as a footprint, since
     # ``min_distance`` > 1 adds a slow spacing pass); extra maxima in the corners merge below or fail the tests
@@ -514,8 +506,6 @@ def periodicity_map(s: np.ndarray, vectors: np.ndarray, a_px: float) -> np.ndarr
 def lattice_mask(columns: np.ndarray, shape: tuple[int, int], a_px: float) -> np.ndarray:
     """(H, W) bool: pixels within MASK_DISTANCE x a/√3 of a column, without islands smaller than three unit
     cells (a few stray peaks are no lattice)."""
-    from scipy.spatial import cKDTree
-
     d = a_px / SQRT3
     h, w = shape
     cell = max(d / 3, 1.0)
@@ -541,10 +531,6 @@ def _empty_sites(cols, sub, basis: _Basis, mask, shape, a_px, cand, used):
     columns of the other sublattice, or as a same-sublattice neighbour by at least five of six (near the image
     edge: two and four; four of six happens 1 Å inside the rim of a hole), inside the lattice area, each at the mean of its predictions. Returns positions
     (E, 2), sublattice (E,), has_peak (E,) (True when an unused candidate peak lies there: a dim column)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     d = a_px / SQRT3
     h, w = shape
     tol = MATCH_TOLERANCE * d
@@ -607,8 +593,6 @@ def locate_columns(image: np.ndarray, a_px: float | None = None, smooth_sigma_fr
     ``a_px``: a first estimate of the lattice constant in pixels (default: ``lattice_constant_px``); it sets
     the search scales only, the lattice itself is measured locally. Raises ``ValueError`` when no honeycomb
     is found at all (the caller decides what is too little lattice)."""
-    from scipy.spatial import cKDTree
-
     img = check_image(image)
     a = float(a_px) if a_px is not None else lattice_constant_px(img)
     a_first = a

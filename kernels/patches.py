@@ -8,8 +8,10 @@ the caller).
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from contract.features import assemble_features
+from contract.patches import check_patch_size
 from contract.patches import cut_patches as _cut
 from contract.patches import patch_half_width
 from .context import context_vector
@@ -32,10 +34,6 @@ def cut_patches(image: np.ndarray, positions: np.ndarray, lattice_constant_px: f
     perfect one of constant ``lattice_constant_px`` (the identity gives ``contract.patches.cut_patches``)."""
     if transforms is None:
         return _cut(image, positions, patch_half_width(lattice_constant_px), patch_size_px)
-    from scipy import ndimage
-
-    from contract.patches import check_patch_size
-
     half = patch_half_width(lattice_constant_px)
     offsets = np.linspace(-half, half, check_patch_size(patch_size_px))
     gr, gc = offsets[None, :, None], offsets[None, None, :]  # patch rows, cols: (1, P, 1), (1, 1, P)

@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.fft import next_fast_len
 
 from contract.planegroups import N_SYMMETRY_MAPS, ROTATION_FOLDS, SYMMETRY_MAP_NAMES
 
@@ -126,8 +127,6 @@ def symmetry_kernels_host(kernel_px: int, n_max: int = DEFAULT_N_MAX,
 
 
 def _fft_shape(shape: tuple[int, int], kernel_px: int) -> tuple[int, int]:
-    from scipy.fft import next_fast_len
-
     return tuple(next_fast_len(s + kernel_px - 1, real=True) for s in shape)
 
 
@@ -319,7 +318,7 @@ def symmetry_maps(image, kernel_px: int, n_max: int = DEFAULT_N_MAX, convention:
     """
     torch_in = _is_torch(image)
     if torch_in:
-        import torch
+        import torch  # deferred: only torch inputs need it; kernels import without torch
 
         device = image.device
         image = _from_torch(image.detach())
@@ -342,7 +341,7 @@ def _is_torch(x) -> bool:
 
 def _from_torch(tensor):
     if tensor.device.type == "cuda":
-        import cupy
+        import cupy  # deferred: optional GPU dependency, CUDA tensors only
 
         return cupy.from_dlpack(tensor.contiguous())
     return tensor.cpu().numpy()
@@ -373,7 +372,7 @@ def dihedral_transform(image, maps, quarter_turns: int = 0, flip: bool = False):
     """
     k = int(quarter_turns) % 4
     if _is_torch(maps):
-        import torch
+        import torch  # deferred: only torch inputs need it; kernels import without torch
 
         rot = lambda a: torch.rot90(a, k, dims=(-2, -1))  # noqa: E731
         lr = lambda a: torch.flip(a, dims=(-1,))  # noqa: E731
@@ -388,7 +387,7 @@ def dihedral_transform(image, maps, quarter_turns: int = 0, flip: bool = False):
         sign_sin = -sign_sin  # x -> -x: alpha -> pi - alpha: sin 2 alpha changes sign, cos 2 alpha stays
     scale = [1] * (N_SYMMETRY_MAPS - 2) + [sign_sin, sign_cos]
     if _is_torch(maps):
-        import torch
+        import torch  # deferred: only torch inputs need it; kernels import without torch
 
         factor = torch.tensor(scale, dtype=maps.dtype, device=maps.device)
     else:

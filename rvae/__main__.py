@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
-        from .cli import run_cli
+        from .cli import run_cli  # deferred: keeps --help light (lightning)
 
         run_cli(argv)
         return 0
     if argv and argv[0] == "submit":
-        from .submit import main as submit_main
+        from .submit import main as submit_main  # deferred: keeps --help light (submitit, torch)
 
         submit_main(argv[1:])
         return 0
@@ -105,26 +105,26 @@ def _dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_output_args(args)  # before any data is read or model fitted
     if args.command == "fit-image":
-        from .fit import DEFAULT_ADF_CONFIG, fit_image
+        from .fit import DEFAULT_ADF_CONFIG, fit_image  # deferred: keeps --help light (torch, lightning)
 
         fit_image(args.image, args.out, window_angstrom=args.window_angstrom,
                   pixel_size_angstrom=args.pixel_size_angstrom, config=args.config or DEFAULT_ADF_CONFIG,
                   size_px=args.size_px, min_distance_angstrom=args.min_distance_angstrom,
                   smooth_sigma_angstrom=args.smooth_sigma_angstrom, overrides=_overrides(args) + lightning)
     elif args.command == "fit-4dstem":
-        from .fit import DEFAULT_4D_CONFIG, fit_4dstem
+        from .fit import DEFAULT_4D_CONFIG, fit_4dstem  # deferred: keeps --help light (torch, lightning)
 
         fit_4dstem(args.data, args.out, array=args.array, config=args.config or DEFAULT_4D_CONFIG,
                    fold_period_px=args.fold_period_px, angular_sampling_mrad=args.angular_sampling_mrad,
                    scan_sampling_angstrom=args.scan_sampling_angstrom, overrides=_overrides(args) + lightning)
     elif args.command == "encode":
-        from .encode import encode_store, load_module
+        from .encode import encode_store, load_module  # deferred: keeps --help light (torch)
 
         module, transform, _ = load_module(args.ckpt)
         encode_store(module, args.store, args.array, transform, args.out)
         print(f"wrote {args.out}")
     elif args.command == "render-field":
-        from .synthetic import write_field
+        from .synthetic import write_field  # deferred: keeps --help light (scipy)
 
         out = write_field(args.out, seed=args.seed)
         print(f"wrote {out}/image.npy, image.json, truth.csv")

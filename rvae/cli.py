@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import warnings
 
+from contract.errors import ConfigError, StemError
 from training.cli import TrainCLI, newest_checkpoint
 
-from .data import ZarrItemsDataModule
+from .data import ZarrItemsDataModule, open_items
 from .module import RVAEModule
 
 __all__ = ["newest_checkpoint", "run_cli"]
@@ -21,10 +22,6 @@ class RVAECLI(TrainCLI):
     """The classifiers' runner with the rVAE's own data check before anything is created under run_dir."""
 
     def _check_data(self) -> None:
-        from contract.errors import ConfigError, StemError
-
-        from .data import open_items
-
         try:
             open_items(self.datamodule.store, self.datamodule.array)
         except StemError as err:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract.patches import check_patch_size, cut_patches
+from kernels.lattice import find_peaks
+
 
 def find_columns(image: np.ndarray, pixel_size_angstrom: float, min_distance_angstrom: float = 1.2,
                  smooth_sigma_angstrom: float = 0.2) -> np.ndarray:
     """(K, 2) sub-pixel (row, col) column positions of an ADF image (any lattice)."""
-    from kernels.lattice import find_peaks
-
     if not pixel_size_angstrom > 0:
         raise ValueError(f"pixel size must be > 0, got {pixel_size_angstrom}")
     min_px = max(1.0, min_distance_angstrom / pixel_size_angstrom)
@@ -27,8 +28,6 @@ def cut_subimages(image: np.ndarray, positions: np.ndarray, window_angstrom: flo
                   size_px: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, P, P) float32 sub-images of side ``window_angstrom`` centred on ``positions`` (P = ``size_px``, odd),
     and (N,) bool ``border``: True where the window reaches beyond the image (cut from a mirror-padded copy)."""
-    from contract.patches import check_patch_size, cut_patches
-
     check_patch_size(size_px)
     if not window_angstrom > 0:
         raise ValueError(f"window must be > 0 Å, got {window_angstrom}")

@@ -25,14 +25,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from contract.errors import InputError
+from contract.store import open_group
+
 NORMALISATIONS = ("standard", "radial", "minmax")
 
 
 def open_items(store: str, array: str):
     """The (N, P, P) zarr array ``array`` of the store ``store``; ``InputError`` naming what is wrong."""
-    from contract.errors import InputError
-    from contract.store import open_group
-
     group = open_group(store)
     try:
         arr = group[array]
@@ -95,8 +95,6 @@ class ItemTransform:
 def dataset_statistics(arr, sqrt: bool, rows_per_read: int | None = None) -> dict:
     """One streaming pass over ``arr`` (shard by shard): mean, std, min, max of the pre-normalised values and
     the number of items. ``InputError`` when a value is not finite (an unfinished store)."""
-    from contract.errors import InputError
-
     t = ItemTransform(sqrt=sqrt)
     step = rows_per_read or shard_rows(arr)
     total, total_sq, count, lo, hi = 0.0, 0.0, 0, math.inf, -math.inf
@@ -246,8 +244,6 @@ class ZarrItemsDataModule(pl.LightningDataModule):
             self.offset, self.scale = {"standard": (s["mean"], s["std"]), "minmax": (s["min"], s["max"] - s["min"]),
                                        "radial": (s["ring_mean"], s["ring_std"])}[self.normalisation]
         if not np.min(self.scale) > 0:
-            from contract.errors import InputError
-
             raise InputError(f"{self.store}/{self.array}: the items are constant (scale {self.scale}); nothing to fit")
 
     @property

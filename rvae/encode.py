@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 
 from contract.errors import InputError
 from training.checkpoint import check_weights, torch_load
@@ -61,8 +62,6 @@ def encode_store(module, store: str, array: str, transform: ItemTransform, out: 
     """Encode every item of ``store``/``array`` and write the outputs to the zarr store ``out`` (in its group
     ``group_path`` when given; arrays along N chunked like the input's shards, written one whole shard at a
     time). Returns the outputs as arrays as well (small: a few floats per item)."""
-    import zarr
-
     model, log_sigma, likelihood = module.model, module.log_sigma, module.hparams.likelihood
     arr = open_items(store, array)
     n, per_shard, k = int(arr.shape[0]), shard_rows(arr), model.n_latent

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy; loaded once a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: as matplotlib above
 
     return plt
 
@@ -70,8 +71,6 @@ def scan_maps(maps: dict[str, np.ndarray], out: Path, cyclic: tuple[str, ...] = 
 def latent_traversal(module, z: np.ndarray, out: Path, steps: int = 7) -> Path:
     """The decoded canonical item (φ = 0, no shift) over a grid of the first two latents, each spanning the
     5th-95th percentile of the encoded values (the others at their median)."""
-    import torch
-
     plt = _plt()
     k = z.shape[1]
     if k == 0:

@@ -7,16 +7,31 @@ as ``python -m rvae fit`` (logs, ``last.ckpt``, resume), then encode every item 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import zarr
 
+from contract import fourdstem as schema
 from contract.errors import InputError
+from contract.fourdstem import read_scan_meta
+from contract.images import load_image
 from contract.jsonio import json_text
 from contract.yamlsafe import read_yaml
+from kernels import com
+from kernels.optics import wavelength_angstrom
+
+from .cli import newest_checkpoint, run_cli
+from .columns import cut_subimages, find_columns
+from .data import item_size, open_items, shard_rows
+from .encode import encode_store, load_module
+from .figures import atom_overlays, latent_traversal, scan_maps
+from .maps import anomaly_score, circular_channels
+from .store import write_items
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADF_CONFIG = REPO / "configs" / "rvae" / "adf.yaml"
@@ -62,8 +77,6 @@ def check_fingerprint(out: Path, **inputs) -> None:
 
 
 def _digest(*arrays) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
@@ -73,8 +86,6 @@ def _digest(*arrays) -> str:
 def fit_items(config: str | Path, store: str | Path, array: str, run_dir: str | Path, image_size: int,
               overrides: list[str] | tuple = ()) -> Path:
     """Fit (or resume fitting) an rVAE to ``store``/``array`` through the LightningCLI; returns ``last.ckpt``."""
-    from .cli import newest_checkpoint, run_cli
-
     run_cli(["fit", "--config", str(config), "--data.store", str(store), "--data.array", array,
              "--run_dir", str(run_dir), "--model.image_size", str(image_size), *overrides])
     ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
@@ -93,13 +104,6 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
               overrides: list[str] | tuple = (), rows_per_shard: int = 2048, stream=None) -> dict:
     """Columns -> sub-images -> rVAE -> ``atoms.csv``, ``encoded.zarr``, figures, ``summary.json`` in ``out``.
     Returns the summary (with the per-atom outputs under ``atoms``, not written to the JSON)."""
-    from contract.images import load_image
-
-    from .columns import cut_subimages, find_columns
-    from .encode import encode_store, load_module
-    from .figures import atom_overlays, latent_traversal
-    from .store import write_items
-
     started = time.perf_counter()
     cfg = read_config(config)
     image, meta = load_image(image_path)
@@ -185,17 +189,12 @@ def write_atoms_csv(path: Path, atoms: dict[str, np.ndarray]) -> None:
 def open_4d_source(data: str | Path, array: str | None):
     """What ``fit-4dstem DATA`` points at: ("store", scan meta, array path) for a 4D-STEM store written by
     ``simulate fourdstem``, or ("array", 4-D array-like in abTEM order (scan x, scan y, kx, ky), None)."""
-    from contract import fourdstem as schema
-    from contract.fourdstem import read_scan_meta
-
     data = Path(data)
     if not data.exists():
         raise InputError(f"{data} does not exist")
     if data.suffix == ".npy":
         arr = np.load(data, mmap_mode="r")
         return "array", _check_4d(arr, data.name), None
-    import zarr
-
     try:
         node = zarr.open(str(data), mode="r")
     except Exception as err:
@@ -227,8 +226,6 @@ def _check_4d(arr, name: str):
 def _items_from_4d(arr, store: Path, lines_per_shard: int = 8) -> tuple[int, int]:
     """Write (sx, sy, kx, ky) as items (sy·sx, ky, kx), rows (scan y, scan x) row-major, a few scan lines per
     shard, reading one block of lines at a time. Returns the scan shape (sy, sx)."""
-    import zarr
-
     sx, sy, k, _ = (int(s) for s in arr.shape)
     per = lines_per_shard * sx
     root = zarr.open_group(str(store), mode="w", zarr_format=3)
@@ -244,9 +241,6 @@ def com_maps_streaming(store: str, array: str, scan_shape: tuple[int, int], angu
                        scan_sampling_angstrom: tuple[float, float], wavelength_angstrom: float | None,
                        periodic: bool) -> dict[str, np.ndarray]:
     """The COM family (``kernels.com``) of a pattern array, reading one shard at a time."""
-    from kernels import com
-    from .data import open_items, shard_rows
-
     arr = open_items(store, array)
     per = shard_rows(arr)
     cx, cy = np.empty(arr.shape[0]), np.empty(arr.shape[0])
@@ -273,11 +267,6 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
     scan y), ``reconstruction_error.npy``, ``anomaly.npy`` (with a fold period), ``com.npz`` (the COM family,
     same axes), ``maps.png``, ``summary.json``. Returns the summary with the (scan y, scan x) maps under
     ``maps``."""
-    from .data import item_size, open_items
-    from .encode import encode_store, load_module
-    from .figures import latent_traversal, scan_maps
-    from .maps import anomaly_score, circular_channels
-
     started = time.perf_counter()
     read_config(config)
     out = make_out(out)
@@ -293,8 +282,6 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
         fold = tuple(fold_period_px) if fold_period_px else meta.fold_period_px
         dtheta = angular_sampling_mrad or meta.angular_sampling_mrad
         dxy = tuple(scan_sampling_angstrom) if scan_sampling_angstrom else meta.scan_sampling_angstrom
-        from kernels.optics import wavelength_angstrom
-
         wavelength = wavelength_angstrom(meta.beam_energy_kev)
         periodic = True
         defects_px = np.array([[d["y_angstrom"] / dxy[1], d["x_angstrom"] / dxy[0]] for d in meta.defects]) \

@@ -10,6 +10,7 @@ over channels. An angle enters as (cos nφ, sin nφ): residuals of a circular qu
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 
 def _fold(shape: tuple[int, int], period: tuple[int, int]) -> tuple[int, int]:
@@ -48,8 +49,6 @@ def circular_channels(angle: np.ndarray, period: int = 1, angle_std: np.ndarray 
 def smooth(values: np.ndarray, sigma_px: float, periodic: bool = True) -> np.ndarray:
     """(H, W, ...) map with each channel Gaussian-smoothed over the scan by ``sigma_px`` (wrapping at the edges of
     a periodic scan): trades resolution for noise, the same for every map compared."""
-    from scipy import ndimage
-
     v = np.asarray(values, dtype=np.float64)
     if sigma_px <= 0:
         return v

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import circmean
 
+from kernels.geometry import periodic_delta
+
 
 def wrap(angle):
     """Angles into (-π, π]."""
@@ -54,10 +56,10 @@ def aligned_angle_agreement(predicted, truth, period: int = 1) -> dict:
 def label_predictability(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:
     """Balanced accuracy of a cross-validated logistic regression predicting ``labels`` from ``features``
     (standardised); chance is 1 / number of classes."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # deferred: sklearn imports slowly (seconds)
+    from sklearn.model_selection import StratifiedKFold, cross_val_score  # deferred: sklearn imports slowly (seconds)
+    from sklearn.pipeline import make_pipeline  # deferred: sklearn imports slowly (seconds)
+    from sklearn.preprocessing import StandardScaler  # deferred: sklearn imports slowly (seconds)
 
     x = np.asarray(features, dtype=np.float64).reshape(len(labels), -1)
     y = np.asarray(labels)
@@ -70,8 +72,8 @@ def label_predictability(features: np.ndarray, labels: np.ndarray, seed: int = 0
 def best_correlation(features: np.ndarray, target: np.ndarray) -> dict:
     """The feature column with the largest |Pearson r| with ``target``, and the cross-validated R² of a
     linear fit of ``target`` on all columns."""
-    from sklearn.linear_model import LinearRegression
-    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.linear_model import LinearRegression  # deferred: sklearn imports slowly (seconds)
+    from sklearn.model_selection import KFold, cross_val_score  # deferred: sklearn imports slowly (seconds)
 
     x = np.asarray(features, dtype=np.float64).reshape(len(target), -1)
     t = np.asarray(target, dtype=np.float64)
@@ -94,7 +96,7 @@ def defect_localisation(score_map: np.ndarray, defect_distance: np.ndarray, posi
     ``extent``): for each defect, the distance from it to the strongest response among the positions nearer to
     it than to any other defect.
     """
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # deferred: sklearn imports slowly (seconds)
 
     s = np.asarray(score_map, dtype=np.float64).ravel()
     d = np.asarray(defect_distance, dtype=np.float64).ravel()
@@ -104,8 +106,6 @@ def defect_localisation(score_map: np.ndarray, defect_distance: np.ndarray, posi
     out["roc_auc"] = float(roc_auc_score(pos[sel], s[sel])) if pos.any() and neg.any() else float("nan")
     out["strongest_distance_angstrom"] = float(d[np.argmax(s)])
     if positions is not None and defects_xy is not None and len(defects_xy):
-        from kernels.geometry import periodic_delta
-
         p = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
         dist = np.stack([np.hypot(*periodic_delta(p, q[None], extent).T) for q in np.asarray(defects_xy)], axis=1)
         owner = np.argmin(dist, axis=1)

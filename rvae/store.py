@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from contract.store import PATCHES
 
@@ -13,8 +14,6 @@ def write_items(path: str | Path, items: np.ndarray, rows_per_shard: int, row_ar
                 attrs: dict | None = None, name: str = PATCHES):
     """Create the zarr group ``path`` (replacing it) with ``items`` (N, P, P) as ``name`` and ``row_arrays``
     (each (N, ...)), all sharded by ``rows_per_shard`` rows and written one whole shard at a time."""
-    import zarr
-
     items = np.asarray(items, dtype=np.float32)
     if items.ndim != 3 or items.shape[1] != items.shape[2]:
         raise ValueError(f"items must be (N, P, P), got {items.shape}")

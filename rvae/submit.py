@@ -14,13 +14,16 @@ import submitit
 
 from training.submit import SlurmResources
 
+from .cli import run_cli
+from .data import ZarrItemsDataModule, open_items
+from .fit import read_config
+from .module import RVAEModule
+
 
 class FitJob(submitit.helpers.Checkpointable):
     """Runs in every Slurm task: the Lightning fit (resuming); returns the checkpoint path on rank 0."""
 
     def __call__(self, fit_args: list[str], run_dir: str) -> str | None:
-        from .cli import run_cli
-
         run_cli(["fit", *fit_args])
         if submitit.JobEnvironment().global_rank != 0:
             return None
@@ -29,10 +32,6 @@ class FitJob(submitit.helpers.Checkpointable):
 
 def check_inputs(config: str | Path, store: str, array: str) -> dict:
     """Validate the config, the model and the items before anything is submitted."""
-    from .data import ZarrItemsDataModule, open_items
-    from .fit import read_config
-    from .module import RVAEModule
-
     cfg = read_config(config)
     RVAEModule(**cfg.get("model", {}))
     ZarrItemsDataModule(**{**cfg.get("data", {}), "store": str(store), "array": array})

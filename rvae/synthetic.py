@@ -10,11 +10,15 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from contract.jsonio import json_text
+from kernels.noise import noisy_image
 
 SQRT3 = 3 ** 0.5
 SITE_TYPES = ("M", "X2", "D", "VacX")
@@ -99,8 +103,6 @@ def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarr
     ``SITE_TYPES``), ``orientation_rad`` (direction to the nearest neighbours, modulo 2π/3, in the image frame:
     from +x towards +y), ``thickness`` (intensity factor), ``boundary_distance_angstrom``.
     """
-    from kernels.noise import noisy_image
-
     h = w = spec.size_px
     px = spec.pixel_size_angstrom
     extent = h * px
@@ -120,8 +122,6 @@ def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarr
     pos, grain, orient = np.concatenate(pos), np.asarray(grain), np.asarray(orient)
     site = np.asarray([SITE_TYPES.index(s) for s in site])
     # across the boundary, drop the later of two columns closer than half the M-X distance
-    from scipy.spatial import cKDTree
-
     tree = cKDTree(pos)
     drop = np.zeros(len(pos), dtype=bool)
     for i, j in tree.query_pairs(0.5 * spec.lattice_constant_angstrom / SQRT3):
@@ -159,10 +159,6 @@ def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarr
 def write_field(out_dir, seed: int = 0, spec: FieldSpec | None = None):
     """Render ``two_grain_field`` and write ``image.npy``, ``image.json`` (pixel size: what ``inference`` and
     ``fit-image`` read beside an .npy) and ``truth.csv`` (one row per column). Returns the directory."""
-    import csv
-    from dataclasses import asdict
-    from pathlib import Path
-
     spec = spec or FieldSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,8 +177,6 @@ def write_field(out_dir, seed: int = 0, spec: FieldSpec | None = None):
 
 def read_truth(path) -> dict[str, np.ndarray]:
     """``truth.csv`` back as arrays (``site_type`` dropped; ``site``/``grain`` as int)."""
-    import csv
-
     with open(path) as f:
         rows = list(csv.DictReader(f))
     out = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k != "site_type"}

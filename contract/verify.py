@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CorruptDataError
 from .store import decode_reason, rows_per_stored_block
 
 
@@ -67,6 +68,24 @@ class Report:
 
     def lines(self) -> list[str]:
         return [f"verify: {self.store}: {self.checked}", *(f.line() for f in self.findings)]
+
+    def print_with(self, ok_line: str) -> bool:
+        """Print the report (and ``ok_line`` when nothing was found); returns ``ok``. The command-line form that
+        every stage's ``verify`` shares."""
+        for line in self.lines():
+            print(line)
+        if self.ok:
+            print(ok_line)
+        return self.ok
+
+    def check_repaired(self) -> None:
+        """After a repair (``self`` the report made afterwards): print its findings, ``CorruptDataError`` if
+        any remain."""
+        for line in self.lines()[1:]:
+            print(line)
+        if not self.ok:
+            raise CorruptDataError(f"store {self.store!r}: {len(self.findings)} problem(s) remain after the repair "
+                                   f"(first: {self.findings[0].describe()})")
 
 
 def open_checked(group, name: str, shape: tuple, dtype: str, block_rows: int, findings: list[Finding],

@@ -147,10 +147,8 @@ def repair_features(path: str | Path, context: dict, client, device: str = "cpu"
 def verify_main(args) -> int:
     """``python -m features verify``: print the report; exit 3 naming the bad shards unless ``--repair``."""
     report, context = verify_features(args.store)
-    for line in report.lines():
-        print(line)
-    if report.ok:
-        print("verify: OK, every feature shard decodes, is marked done and matches its case and environment")
+    if report.print_with("verify: OK, every feature shard decodes, is marked done and matches its case and "
+                         "environment"):
         return 0
     bad = "all shards" if context["whole"] else f"{len(context['shards'])} shard(s) {sorted(context['shards'])}"
     if not args.repair:
@@ -159,10 +157,6 @@ def verify_main(args) -> int:
                                "(re-encodes exactly those shards)")
     with open_client(args.cluster, n_workers=args.n_workers, config_path=args.cluster_config) as client:
         after = repair_features(args.store, context, client, device=args.device)
-    for line in after.lines()[1:]:
-        print(line)
-    if not after.ok:
-        raise CorruptDataError(f"store {args.store!r}: {len(after.findings)} problem(s) remain after the repair "
-                               f"(first: {after.findings[0].describe()})")
+    after.check_repaired()
     print(f"verify: repaired: re-encoded {bad}; the feature arrays verify OK")
     return 0

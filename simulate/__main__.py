@@ -201,10 +201,7 @@ def _verify(args) -> int:
     from .verify import repair_store, verify_store
 
     report, context = verify_store(args.store)
-    for line in report.lines():
-        print(line)
-    if report.ok:
-        print("verify: OK, every shard decodes and matches the plan; every task is marked done")
+    if report.print_with("verify: OK, every shard decodes and matches the plan; every task is marked done"):
         return 0
     if not args.repair:
         tasks = sorted(context["tasks"])
@@ -217,11 +214,7 @@ def _verify(args) -> int:
                ": simulate its config into a new store"))
     after = repair_store(args.store, report, context, cluster=args.cluster, cluster_config=args.cluster_config,
                          n_workers=args.workers)
-    for line in after.lines()[1:]:
-        print(line)
-    if not after.ok:
-        raise CorruptDataError(f"store {args.store!r}: {len(after.findings)} problem(s) remain after the repair "
-                               f"(first: {after.findings[0].describe()})")
+    after.check_repaired()
     print(f"verify: repaired: reran {len(context['tasks'])} task(s); the store verifies OK")
     return 0
 

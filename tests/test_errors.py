@@ -157,8 +157,8 @@ def test_encode_on_a_deleted_patches_shard_names_it(tiny_store, tmp_path, capsys
     (store / "patches/c/3/0/0").unlink()
     assert main(["encode", "--store", str(store), "--n-workers", "1"]) == EXIT_CORRUPT_DATA
     err = capsys.readouterr().err
-    assert (f"error: store '{store}': array 'patches' shard 3 (rows 48-63): 16 patch(es) with NaN or infinite centre "
-            "pixels (first rows [48, 49, 50, 51, 52]) although every task is marked done: the shard is damaged; run "
+    assert (f"error: store '{store}': array 'patches' shard 3 (rows 48-63): 16 patch(es) with NaN or infinite values "
+            "(first rows [48, 49, 50, 51, 52]) although every task is marked done: the shard is damaged; run "
             f"`python -m simulate verify {store} --repair`") in err
 
 

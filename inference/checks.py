@@ -7,7 +7,11 @@
   frame whose class means break that order is flagged: the classes cannot all be right (e.g. a model that calls
   intact columns of a noisy frame single vacancies gives a 'VacX' class as bright as X2).
 * ``site_symmetry_check``: does the frame's brighter sublattice (its typical, i.e. median, column; see
-  ``kernels.site_symmetry``) agree with the one the model was trained with for this context?
+  ``kernels.site_symmetry``) agree with the one the model was trained with for this context? And, in HAADF, is
+  the frame's metal/chalcogen contrast above its background within the spread simulated frames show around the
+  model's (``CONTRAST_SPREAD_LOG``)? The chalcogen classes (X2, VacX) rest on that contrast: a real frame whose
+  contrast is off (ImageJ background subtraction, detector angles, a static-potential model of a thermal-diffuse
+  signal) can have its intact columns called single vacancies with low entropy and the class order intact.
 """
 from __future__ import annotations
 
@@ -71,11 +75,22 @@ def describe_violations(check: dict) -> str:
     return "CLASS ORDER: " + "; ".join(parts) + ": these classes cannot all be right"
 
 
-def site_symmetry_check(centre: np.ndarray, sublattice: np.ndarray, model_case: dict | None) -> dict:
+CONTRAST_SPREAD_LOG = 0.26
+"""Largest ``|ln(frame ratio / model ratio)|`` of the intact metal/chalcogen columns measured between simulated
+frames and their store (bench/every_host_detectors.py, 13 hosts x 2 detectors, 60 keV, rule-3 store ratios,
+2026-12-07: -0.07 to +0.26 on raw counts; in HAADF -0.07 to +0.16 with the frame's background subtracted). A real
+HAADF frame beyond it is flagged (``contrast_within_simulated_spread``)."""
+
+
+def site_symmetry_check(centre: np.ndarray, sublattice: np.ndarray, model_case: dict | None,
+                        background: float | None = None) -> dict:
     """Compare the frame's brighter sublattice (median central intensity of each sublattice, ``sublattice`` 0
     metal, 1 chalcogen as assigned) and its metal / chalcogen intensity ratio with those recorded for the model's
     training case (``training.module`` writes ``brighter_sublattice`` and ``metal_to_chalcogen_intensity``).
-    ``agree`` is None when the model does not record them."""
+    ``agree`` is None when the model does not record them. ``background``: the frame's level between columns
+    (image units; None where it cannot be compared, e.g. in MAADF, whose simulated frames carry a physical
+    background of 35-65 % of a metal column): the ratio above it is compared with the model's
+    (``CONTRAST_SPREAD_LOG``); ``contrast_within_simulated_spread`` is None when it is not compared."""
     centre = np.asarray(centre, dtype=np.float64)
     sublattice = np.asarray(sublattice)
     typical = [float(np.median(centre[sublattice == k])) if (sublattice == k).any() else None for k in (0, 1)]
@@ -83,9 +98,17 @@ def site_symmetry_check(centre: np.ndarray, sublattice: np.ndarray, model_case: 
     if None not in typical:
         frame = SUBLATTICES[0] if typical[0] >= typical[1] else SUBLATTICES[1]
     model = (model_case or {}).get("brighter_sublattice")
+    model_ratio = (model_case or {}).get("metal_to_chalcogen_intensity")
     ratio = typical[0] / typical[1] if None not in typical and typical[1] else None
+    above = gap = None
+    if background is not None and None not in typical and min(typical) > background:
+        above = (typical[0] - background) / (typical[1] - background)
+        gap = float(np.log(above / model_ratio)) if model_ratio else None
     return {"frame_brighter_sublattice": frame, "model_brighter_sublattice": model,
             "frame_metal_to_chalcogen_intensity": ratio,
-            "model_metal_to_chalcogen_intensity": (model_case or {}).get("metal_to_chalcogen_intensity"),
+            "model_metal_to_chalcogen_intensity": model_ratio,
+            "frame_background": background, "frame_metal_to_chalcogen_above_background": above,
+            "log_contrast_gap": gap,
+            "contrast_within_simulated_spread": None if gap is None else bool(abs(gap) <= CONTRAST_SPREAD_LOG),
             "agree": None if model is None or frame is None else frame == model}
 

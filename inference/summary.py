@@ -8,7 +8,7 @@ from contract.classes import CLASS_NAMES, DEFECT_CLASS_IDS
 from contract.context import Case
 from kernels.patches import patch_half_width_px
 
-from .checks import class_order_check, site_symmetry_check
+from .checks import CONTRAST_SPREAD_LOG, class_order_check, site_symmetry_check
 from .sites import Sites
 
 HIGH_ENTROPY_NATS = 0.5
@@ -51,10 +51,13 @@ def frame_checks(sites: Sites, result: dict, ctx: Case, trained_case: dict | Non
     """``class_order`` and ``site_symmetry_check`` (``inference.checks``) of the counted sites; ``trained_case``:
     the model's training case of this context (None when unseen)."""
     inner = ~sites.on_border
+    # the level between columns: the 1st percentile of the counted sites' patches (HAADF only, checks.py)
+    background = (float(np.percentile(result["patches"][inner], 1))
+                  if ctx.detector == "HAADF" and inner.any() else None)
     return {"class_order": class_order_check(result["centre"][inner], result["label"][inner], metal=ctx.metal,
                                              dopant=ctx.dopant, detector=ctx.detector),
             "site_symmetry_check": site_symmetry_check(result["centre"][inner], result["sublattice"][inner],
-                                                       trained_case)}
+                                                       trained_case, background=background)}
 
 
 def report_warnings(summary: dict) -> list[str]:
@@ -73,4 +76,11 @@ def report_warnings(summary: dict) -> list[str]:
         chk = summary["site_symmetry_check"]
         out.append(f"SITE SYMMETRY: the frame's brighter sublattice is the {chk['frame_brighter_sublattice']}, "
                    f"the model's the {chk['model_brighter_sublattice']}")
+    chk = summary.get("site_symmetry_check") or {}
+    if chk.get("contrast_within_simulated_spread") is False:
+        out.append(f"CONTRAST: the frame's metal/chalcogen column ratio above background is "
+                   f"{chk['frame_metal_to_chalcogen_above_background']:.2f}, the model's "
+                   f"{chk['model_metal_to_chalcogen_intensity']:.2f} (simulated frames stay within "
+                   f"x{np.exp(CONTRAST_SPREAD_LOG):.2f}): X2 and VacX, which rest on that contrast, may be shifted; "
+                   "read the chalcogen histogram")
     return out

@@ -65,3 +65,28 @@ def test_site_symmetry_check():
     assert chk["agree"] is True and chk["frame_metal_to_chalcogen_intensity"] == pytest.approx(1 / 1.3)
     assert site_symmetry_check(centre, sub, {"brighter_sublattice": "metal"})["agree"] is False
     assert site_symmetry_check(centre, sub, None)["agree"] is None
+
+
+def test_contrast_above_background_against_the_model():
+    from inference.checks import CONTRAST_SPREAD_LOG
+    from inference.summary import report_warnings
+
+    sub = np.array([0] * 50 + [1] * 50)
+    rng = np.random.default_rng(3)
+    # a raw-count frame on a DC offset of 3e6 (as the DigiScan MoS2 frame): metal 2.0x the chalcogen above it
+    centre = 3e6 + np.where(sub == 0, 2000.0, 1000.0) + rng.normal(0, 20, 100)
+    case = {"brighter_sublattice": "metal", "metal_to_chalcogen_intensity": 2.05}
+    chk = site_symmetry_check(centre, sub, case, background=3e6)
+    assert chk["frame_metal_to_chalcogen_intensity"] == pytest.approx(1.0, abs=0.01)  # the offset hides it
+    assert chk["frame_metal_to_chalcogen_above_background"] == pytest.approx(2.0, rel=0.03)
+    assert chk["contrast_within_simulated_spread"] is True
+    assert not any(w.startswith("CONTRAST") for w in report_warnings({"site_symmetry_check": chk}))
+    # a model whose case contrast is 1.38 (static 100 keV WSe2) on a frame at 2.0: beyond the simulated spread
+    chk = site_symmetry_check(centre, sub, {**case, "metal_to_chalcogen_intensity": 1.38}, background=3e6)
+    assert chk["log_contrast_gap"] == pytest.approx(np.log(2.0 / 1.38), abs=0.03)
+    assert chk["log_contrast_gap"] > CONTRAST_SPREAD_LOG
+    assert chk["contrast_within_simulated_spread"] is False
+    assert any(w.startswith("CONTRAST") for w in report_warnings({"site_symmetry_check": chk}))
+    # not compared without a background (MAADF), nor above the columns
+    assert site_symmetry_check(centre, sub, case)["contrast_within_simulated_spread"] is None
+    assert site_symmetry_check(centre, sub, case, background=4e6)["contrast_within_simulated_spread"] is None

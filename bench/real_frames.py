@@ -109,8 +109,17 @@ def classify(path: Path, frame: dict, out: Path, model: str | None, undoped_dopa
         "class_order": "n/a" if order is None else ("ok" if order["ok"] else "VIOLATED: " + "; ".join(
             f"{v['dimmer']}>={v['brighter']}" for v in order["violations"])),
         "site_symmetry": {True: "agree", False: "DISAGREE", None: "n/a"}[(s.get("site_symmetry_check") or {}).get("agree")],
+        "contrast": _contrast(s.get("site_symmetry_check") or {}),
     })
     return {"row": row, "summary": s, "command": cmd}
+
+
+def _contrast(chk: dict) -> str:
+    """The frame's metal/chalcogen ratio above background against the model's (inference.checks)."""
+    if chk.get("contrast_within_simulated_spread") is None:
+        return "n/a"
+    return (f"{chk['frame_metal_to_chalcogen_above_background']:.2f}/{chk['model_metal_to_chalcogen_intensity']:.2f}"
+            + ("" if chk["contrast_within_simulated_spread"] else " WARN"))
 
 
 def main(argv=None) -> int:
@@ -140,7 +149,7 @@ def main(argv=None) -> int:
             rows.append(run["row"])
             runs.append({"frame": frame["name"], "path": str(path), **run})
     columns = ["frame", "context", "rc", "intensity", "px_A", "px_source", "file_dev_%", "sites", *CLASSES, "mean_H",
-               "uncertain", "class_order", "time_s"]
+               "uncertain", "class_order", "contrast", "time_s"]
     print_table(rows, columns)
     for r in rows:
         if r.get("error"):

@@ -357,7 +357,7 @@ def run_task(task: Task, cfg: dict, cfg_hash: str, store_path: str) -> dict:
     positions = geometry.positions(task.row_start, task.row_stop)
     rows = {schema.POSITION: positions.astype(np.float32), **position_truth(positions, atoms, defects)}
     patterns = {schema.CLEAN: clean}
-    entropy = seed_entropy(cfg, cfg_hash)
+    entropy = seed_entropy(cfg["seed"], cfg_hash)
     area = geometry.sampling[0] * geometry.sampling[1]
     for i, dose in enumerate(im["doses_e_per_angstrom2"]):
         patterns[schema.dose_array_name(dose)] = poisson_counts(clean, dose, area, dose_rng(entropy, task, i))

@@ -234,9 +234,9 @@ def make_plan(cfg: DatasetConfig) -> Plan:
                 () if uniform else tuple(task_envs))
 
 
-def seed_entropy(cfg: DatasetConfig, cfg_hash: str) -> list[int]:
-    """Root entropy of every draw: the config's seed and its hash (a changed config gives new draws)."""
-    return [int(cfg.seed), int(cfg_hash[:16], 16)]
+def seed_entropy(seed: int, cfg_hash: str) -> list[int]:
+    """Root entropy of every draw: the config's ``seed`` and its hash (a changed config gives new draws)."""
+    return [int(seed), int(cfg_hash[:16], 16)]
 
 
 def image_rng(entropy: list[int], task: Task, environment_id: int, detector_index: int) -> np.random.Generator:

@@ -26,7 +26,7 @@ def environment_images(task: Task, cfg: DatasetConfig, cfg_hash: str, plan: Plan
     ms, imaging = cfg.multislice, cfg.imaging
     host = cfg.materials["hosts"][task.host]
     env = ENVIRONMENTS[plan.environments_of(task)[environment_position]]
-    entropy = seed_entropy(cfg, cfg_hash)
+    entropy = seed_entropy(cfg.seed, cfg_hash)
     atoms = build_environment(host, task.dopant, env, tuple(ms.supercell_repeats), ms.vacuum_angstrom)
     window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
                                     imaging.convergence_semiangle_mrad, ms.scan_margin_px)
@@ -48,7 +48,7 @@ def rows_from_images(images: dict, task: Task, cfg: DatasetConfig, cfg_hash: str
     stream is the task's own, so images shared between tasks still give each task its own draws."""
     host = cfg.materials["hosts"][task.host]
     env = ENVIRONMENTS[plan.environments_of(task)[environment_position]]
-    entropy = seed_entropy(cfg, cfg_hash)
+    entropy = seed_entropy(cfg.seed, cfg_hash)
     window = multislice.scan_window(host["lattice_constant_angstrom"], task.beam_energy_kev,
                                     cfg.imaging.convergence_semiangle_mrad, cfg.multislice.scan_margin_px)
     n, p = plan.patches_per_image, plan.patch_size_px

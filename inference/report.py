@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -62,14 +63,15 @@ def write_report(out_dir, image: np.ndarray, sites: Sites, result: dict, summary
     warnings = report_warnings(summary)
     if summary.get("unseen_context"):
         title = "UNSEEN CONTEXT (--allow-unseen-context): " + title
-    for line in warnings:
-        title += "\n" + line
+    for line in warnings:  # wrapped: a long warning ran off both sides of the figure
+        title += "\n" + "\n".join(textwrap.wrap(line, 110))
     ax.set_title(title, fontsize=9, color="red" if summary.get("unseen_context") or warnings else "k")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     ax.set_axis_off()
     ax.set_xlim(-0.5, w_ - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95)
+    # room above the image for every title line (about 0.02 of the figure height each)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.97 - 0.02 * title.count("\n"))
     fig.savefig(out / "overlay.png", dpi=100)
     plt.close(fig)
     inner = ~sites.on_border

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import BEAM_ENERGIES_KEV, CONTEXT_SIZE, DETECTOR_NAMES, ROLES, SHELLS
+from .physical_context import PHYSICAL_CONTEXT_NAMES, check_context_encoding
 
 ZERNIKE_ORDERS = (0, 2, 4, 6, 8, 10)
 """Radial orders n of the six m = 0 Zernike features, in stored order."""
@@ -58,6 +59,23 @@ def feature_columns(feature_set: str) -> list[int]:
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"feature_set must be one of {tuple(FEATURE_SETS)}, got {feature_set!r}")
     return list(FEATURE_SETS[feature_set])
+
+
+def model_feature_columns(feature_set: str, context_encoding: str = "shells") -> list[int]:
+    """The stored columns a model reads. With the ``physical`` context encoding (``contract.physical_context``) a
+    model of feature set ``all`` reads the Zernike and site-symmetry columns after the 10 physical values, which
+    are computed per case and not stored; the paper's 23 stored context columns are not read."""
+    columns = feature_columns(feature_set)
+    if check_context_encoding(context_encoding) == "physical" and feature_set == "all":
+        return [c for c in columns if c >= CONTEXT_COLUMNS.stop]
+    return columns
+
+
+def model_input_names(feature_set: str, context_encoding: str = "shells") -> list[str]:
+    """Names of what a model reads, in order (``model_feature_columns`` after the physical context, if any)."""
+    columns = model_feature_columns(feature_set, context_encoding)
+    physical = context_encoding == "physical" and feature_set == "all"
+    return (list(PHYSICAL_CONTEXT_NAMES) if physical else []) + [FEATURE_NAMES[c] for c in columns]
 
 
 def feature_set_names(feature_set: str) -> list[str]:

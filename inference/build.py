@@ -166,6 +166,7 @@ def card_fields(cfg: DatasetConfig, model: str, meta: dict, metrics: dict, run_d
     schedule = json.loads(schedule_file.read_text()) if schedule_file.is_file() else {}
     return {
         "model": model,
+        "context_encoding": str(meta.get("context_encoding", "shells")),
         "cases": tuple(meta.get("training_cases") or ()),
         "patch_size_px": int(cfg.patches.patch_size_px),
         "patch_geometry": {"patch_size_px": int(cfg.patches.patch_size_px),

@@ -25,6 +25,9 @@ class Classifier:
     path: str
     normalisation: str | None = None
     site_symmetry_rule_version: int | None = None
+    context_encoding: str = "shells"
+    """``shells`` (the paper's stored context) or ``physical`` (``contract.physical_context``, computed from the
+    frame's context); checkpoints written before the choice existed are ``shells``."""
 
 
 def load_classifier(ckpt) -> Classifier:
@@ -43,7 +46,7 @@ def load_classifier(ckpt) -> Classifier:
         return Classifier(model, cols, fs, None, None, str(ckpt))
     return Classifier(model, list(meta["feature_columns"]), str(meta["feature_set"]), meta.get("patch_size_px"),
                       list(meta.get("training_cases") or []), str(ckpt), meta.get("normalisation"),
-                      meta.get("site_symmetry_rule_version"))
+                      meta.get("site_symmetry_rule_version"), str(meta.get("context_encoding", "shells")))
 
 
 def predict_probabilities(model, features: np.ndarray, batch_size: int = 65536, masked_classes=()) -> np.ndarray:

@@ -131,9 +131,11 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     a_img = sites.lattice_constant_px * pixel
     trained_case = next((c for c in clf.training_cases or [] if case_key(c) == case_key(ctx)), None)
     result = classify_sites(image, sites, clf.model, ctx, p, metal_sublattice, clf.feature_columns,
-                            known_ratio=(trained_case or {}).get("metal_to_chalcogen_intensity"))
+                            known_ratio=(trained_case or {}).get("metal_to_chalcogen_intensity"),
+                            context_encoding=clf.context_encoding)
     lo, hi = sites.lattice_constant_px_range or (sites.lattice_constant_px,) * 2
     summary = {"image": str(image_path), "model": str(ckpt), "feature_set": clf.feature_set,
+               "context_encoding": clf.context_encoding,
                # the registry's card when the model was chosen from it (inference/registry.py), else None
                "model_card": dataclasses.asdict(model_card) if model_card is not None else None,
                "metal_sublattice_source": result["metal_sublattice_source"],

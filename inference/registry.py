@@ -75,6 +75,7 @@ class ModelCard:
     versions: dict
     matched_to_frame: dict | None = None   # dataset-config overrides measured on a frame, when built for one
     timings_s: dict = field(default_factory=dict)
+    context_encoding: str = "shells"        # contract.physical_context: shells (the paper's) or physical
     format: int = CARD_FORMAT
 
     def covers(self, context: Case | dict) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 
 from contract.classes import CHALCOGEN_SITE_CLASSES, CLASS_IDS, CLASS_NAMES, METAL, METAL_SITE_CLASSES
 from contract.context import Case, absent_classes
+from kernels.context import case_model_context, model_inputs
 from kernels.patches import cut_patches, site_features
 from kernels.site_symmetry import central_intensity, typical_intensities
 
@@ -82,9 +83,10 @@ def choose_metal_sublattice(probs: np.ndarray, fitted_sublattice: np.ndarray) ->
 
 
 def classify_sites(image: np.ndarray, sites: Sites, model, context: Case, patch_size_px: int,
-                   metal_sublattice: str = "auto", feature_columns=None, known_ratio: float | None = None) -> dict:
+                   metal_sublattice: str = "auto", feature_columns=None, known_ratio: float | None = None,
+                   context_encoding: str = "shells") -> dict:
     """Features and probabilities of every site. ``feature_columns``: the stored columns the model reads
-    (default all 31). ``context``: the frame's ``FrameContext`` (or any ``Case``). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
+    (default all 31), after the physical context block when ``context_encoding`` is ``physical``. ``context``: the frame's ``FrameContext`` (or any ``Case``). ``metal_sublattice``: ``auto`` (module docstring), ``brighter`` or ``dimmer``. Returns a
     dict of arrays: sublattice (0 metal, 1 chalcogen), probs (N, 5), label (N,), entropy (N,) nats, the 31
     features, plus timings and ``masked_classes`` (names). An undoped context (dopant ``"none"``) masks the
     dopant class: its probability is 0 and the other four are renormalised, so no site is called D.
@@ -112,7 +114,8 @@ def classify_sites(image: np.ndarray, sites: Sites, model, context: Case, patch_
         fixed = bright if known_ratio > 1 else 1 - bright
         chose = "brightness (the training case's clear contrast)"
     # the flags follow the frame's brightness: one run whatever the assignment
-    x = feats if feature_columns is None else np.ascontiguousarray(feats[:, list(feature_columns)])
+    columns = range(feats.shape[1]) if feature_columns is None else feature_columns
+    x = model_inputs(feats, columns, case_model_context(context, context_encoding))
     probs = predict_probabilities(model, x, masked_classes=masked)
     metal = choose_metal_sublattice(probs, sites.fitted_sublattice) if fixed is None else fixed
     t3 = time.perf_counter()

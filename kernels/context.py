@@ -34,6 +34,7 @@ from contract.context import (
     is_undoped,
 )
 from contract.features import FEATURE_NAMES
+from contract.physical_context import check_context_encoding, column_signal, read_column_signals
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,3 +103,49 @@ def case_context(case: dict | Case) -> np.ndarray:
 def feature_names() -> list[str]:
     """Names of the 31 stored feature columns (``contract.features.FEATURE_NAMES``)."""
     return list(FEATURE_NAMES)
+
+
+def physical_context_vector(host: str, metal: str, chalcogen: str, dopant: str, detector: str, beam_energy_kev,
+                            table: dict | None = None) -> np.ndarray:
+    """The 10-value physical context (float32) of one case; layout and meaning in ``contract.physical_context``.
+    ``host`` names the chalcogen pair's row of the column-signal table (its layer thickness); ``table`` defaults
+    to the shipped one. ``ValueError`` for an element or host the table lacks."""
+    det = detector_one_hot(detector)
+    energy = beam_energy_one_hot(beam_energy_kev)
+    detector, beam_energy_kev = check_detector(detector), check_beam_energy(beam_energy_kev)
+    table = table if table is not None else read_column_signals()
+
+    def signal(kind, key):
+        return column_signal(table, kind, key, beam_energy_kev, detector)
+
+    i_metal = signal("atoms", metal)
+    undoped = is_undoped(dopant)
+    values = [np.log(signal("pairs", host) / i_metal), np.log(signal("atoms", chalcogen) / i_metal),
+              0.0 if undoped else np.log(signal("atoms", dopant) / i_metal), 0.0 if undoped else 1.0,
+              signal("vacuum", "") / i_metal]
+    return np.concatenate([np.asarray(values), det, energy]).astype(np.float32)
+
+
+def case_physical_context(case: dict | Case) -> np.ndarray:
+    """``physical_context_vector`` of a ``Case`` or of one row of a store's ``attrs["cases"]``."""
+    c = case if isinstance(case, Case) else Case.from_dict(case)
+    return physical_context_vector(c.host, c.metal, c.chalcogen, c.dopant, c.detector, c.beam_energy_kev)
+
+
+def case_model_context(case: dict | Case, encoding: str) -> np.ndarray | None:
+    """The context block a model of ``encoding`` reads for ``case``: None for ``shells`` (the stored 23 columns
+    are read as they are), the physical vector for ``physical``."""
+    return None if check_context_encoding(encoding) == "shells" else case_physical_context(case)
+
+
+def model_inputs(stored: np.ndarray, columns, context: np.ndarray | None) -> np.ndarray:
+    """What a model reads, (N, k) float32: the ``columns`` of the stored (N, 31) features, after the physical
+    context block ``context`` ((10,) for every row or (N, 10); None for the paper's encoding, whose context is
+    among the stored columns)."""
+    stored = np.asarray(stored, dtype=np.float32)
+    x = stored[:, list(columns)]
+    if context is None:
+        return np.ascontiguousarray(x)
+    context = np.asarray(context, dtype=np.float32)
+    context = np.broadcast_to(context, (stored.shape[0], context.shape[-1]))
+    return np.ascontiguousarray(np.concatenate([context, x], axis=1))

@@ -9,6 +9,7 @@
     python -m simulate fourdstem --config configs/dataset/fourdstem.yaml --out data/fourdstem.zarr [--resume]
     python -m simulate planegroups --config configs/dataset/planegroups-demo.yaml --out data/planegroups-demo.zarr
     python -m simulate planegroups-materials --out data/planegroups-materials
+    python -m simulate column-signals [--out contract/column_signals.json]   # the physical context's table
 
 ``python -m simulate --config ...`` (no subcommand) is ``run``. Failures: one line on stderr and the exit codes
 of ``contract.errors`` (``--debug`` for the traceback).
@@ -36,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster-config", default=None, help="cluster YAML (default configs/cluster/slurm.yaml for slurm)")
     run.add_argument("--workers", type=int, default=None, help="number of Dask workers (default: sized to the machine / config)")
     run.add_argument("--resume", action="store_true", help="finish an existing store: skip tasks already done")
+
+    signals = sub.add_parser("column-signals", help="the isolated-column signal table of the physical context "
+                             "encoding (contract.physical_context), ~1 min")
+    signals.add_argument("--out", default=None, help="JSON file (default: contract/column_signals.json)")
 
     check = sub.add_parser("check", help="validate a config and print its size; submits nothing")
     check.add_argument("--config", required=True)
@@ -173,6 +178,10 @@ def _dispatch(argv: list[str]) -> int:
                                    seed=args.seed)
         for e in manifest["images"]:
             print(f"{args.out}/{e['image']}: {e['material']}, plane group {e['plane_group']} (computed)")
+    elif args.command == "column-signals":
+        from .column_signals import write_table
+
+        write_table(args.out)
     elif args.command == "check":
         from .config import config_hash, load
         from .plan import make_plan

@@ -14,13 +14,15 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from contract.features import model_feature_columns, model_input_names
 from contract.jsonio import json_text
+from contract.physical_context import CONTEXT_ENCODINGS
+from kernels.context import case_model_context, model_inputs
 
 from .splits import (
     FEATURE_SETS,
     SPLITS,
     derive_seed,
-    feature_columns,
     host_split,
     placement,
     random_split,
@@ -110,6 +112,8 @@ class FeatureDataModule(pl.LightningDataModule):
     store : path of the zarr store (with ``features``, ``label``, ``case``).
     batch_size : training batch size per rank.
     feature_set : "all" (31 columns) or "zernike" (the 6 Zernike columns, for MLP-NoContext).
+    context_encoding : "shells" (the paper's 23 stored context values) or "physical" (the 10 column-contrast values
+        of ``contract.physical_context``, computed per case, in place of the stored 23: 18 inputs with ``all``).
     split : "random" (``test_fraction`` of rows at random, fixed ``seed``) or "by_host" (rows of
         ``test_hosts`` are the test set: generalisation to unseen materials).
     test_fraction : fraction of rows in the test set for ``split: random``.
@@ -127,6 +131,7 @@ class FeatureDataModule(pl.LightningDataModule):
         store: str = "data/demo.zarr",
         batch_size: int = 4096,
         feature_set: str = "all",
+        context_encoding: str = "shells",
         split: str = "random",
         test_fraction: float = 0.2,
         test_hosts: list[str] | None = None,
@@ -139,6 +144,8 @@ class FeatureDataModule(pl.LightningDataModule):
         super().__init__()
         if feature_set not in FEATURE_SETS:
             raise ValueError(f"data.feature_set must be one of {tuple(FEATURE_SETS)}, got {feature_set!r}")
+        if context_encoding not in CONTEXT_ENCODINGS:
+            raise ValueError(f"data.context_encoding must be one of {CONTEXT_ENCODINGS}, got {context_encoding!r}")
         if split not in SPLITS:
             raise ValueError(f"data.split must be one of {SPLITS}, got {split!r}")
         if split == "by_host" and not test_hosts:
@@ -151,6 +158,7 @@ class FeatureDataModule(pl.LightningDataModule):
             raise ValueError(f"data.validation_fraction must be in [0, 0.5), got {validation_fraction}")
         self.save_hyperparameters()
         self.store, self.batch_size, self.feature_set, self.split = store, batch_size, feature_set, split
+        self.context_encoding = context_encoding
         self.test_fraction, self.test_hosts, self.seed = test_fraction, list(test_hosts or []), seed
         self.validation_fraction = validation_fraction
         self.eval_batch_size = eval_batch_size or batch_size
@@ -176,23 +184,36 @@ class FeatureDataModule(pl.LightningDataModule):
         return train[fit], train[val]
 
     def columns(self) -> list[int]:
-        """Stored feature columns this data module feeds the model (``contract.features.FEATURE_SETS``)."""
-        return feature_columns(self.feature_set)
+        """Stored feature columns this data module feeds the model (``contract.features.model_feature_columns``:
+        after the physical context block, if any)."""
+        return model_feature_columns(self.feature_set, self.context_encoding)
+
+    def case_contexts(self, cases) -> np.ndarray | None:
+        """(n_cases, 10) physical context per case of the store, or None when the model reads no computed
+        context (the paper's encoding, or the Zernike-only feature set)."""
+        if self.feature_set != "all" or self.context_encoding == "shells":
+            return None
+        return np.stack([case_model_context(c, self.context_encoding) for c in cases])
+
+    def read_inputs(self, index, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), n_features) float32: what the model reads for store ``rows`` (ascending) of ``index``."""
+        x = read_rows(self.store, rows, self.columns(), self.read_block_rows)
+        contexts = self.case_contexts(index.meta.cases)
+        return x if contexts is None else model_inputs(x, range(x.shape[1]), contexts[index.case[rows]])
 
     def setup(self, stage: str | None = None) -> None:
         if self._loaded:
             return
         rank, world, device = placement(self.trainer)
         index, train, test = self.split_rows()
-        cols = self.columns()
-        self.n_features = len(cols)
-        self.feature_names = [index.feature_names[c] for c in cols]
+        self.feature_names = model_input_names(self.feature_set, self.context_encoding)
+        self.n_features = len(self.feature_names)
         fit, val = self.fit_validation_rows(train)
         self.train_rows, self.test_rows = shard(fit, rank, world), shard(test, rank, world)
         self.val_rows = shard(val, rank, world) if len(val) else self.test_rows
 
         def load(rows):
-            x = torch.from_numpy(read_rows(self.store, rows, cols, self.read_block_rows)).to(device)
+            x = torch.from_numpy(self.read_inputs(index, rows)).to(device)
             y = torch.from_numpy(index.label[rows].astype(np.int64)).to(device)
             return x, y
 

@@ -20,15 +20,15 @@ from contract.classes import CLASS_DESCRIPTIONS as CLASS_NAMES
 from contract.cli import check_output_args
 from contract.context import DETECTOR_NAMES
 from contract.errors import InputError
-from contract.features import FEATURE_NAMES
+from contract.features import FEATURE_NAMES, model_input_names
 from contract.jsonio import json_text
+from contract.physical_context import CONTEXT_ENCODINGS, PHYSICAL_CONTEXT_VERSION
 from kernels.metrics import classification_metrics
 
 from .checkpoint import check_weights, torch_load
 from .data import FeatureDataModule
 from .models import AttentionClassifier
 from .module import CHECKPOINT_META_KEY, DefectClassifier
-from .store import read_rows
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DefectClassifier, dict]:
@@ -76,7 +76,15 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
                              f"column {k} is {names[k] if k < len(names) else None!r} where this version has "
                              f"{FEATURE_NAMES[k] if k < len(FEATURE_NAMES) else None!r}); retrain it on a store "
                              "encoded by this version")
-        n_in = len(meta.get("feature_columns") or ())
+        encoding = meta.get("context_encoding", "shells")
+        if encoding not in CONTEXT_ENCODINGS:
+            raise InputError(f"checkpoint {name}: unknown context encoding {encoding!r} (this version knows "
+                             f"{', '.join(CONTEXT_ENCODINGS)})")
+        if encoding == "physical" and meta.get("physical_context_version") != PHYSICAL_CONTEXT_VERSION:
+            raise InputError(f"checkpoint {name}: trained on physical context version "
+                             f"{meta.get('physical_context_version')}, this version computes "
+                             f"{PHYSICAL_CONTEXT_VERSION}; retrain it")
+        n_in = len(model_input_names(str(meta.get("feature_set", "all")), encoding))
         if n_in != hparams.get("in_features", n_in):
             raise InputError(f"checkpoint {name}: the model takes {hparams.get('in_features')} features but its "
                              f"feature set {meta.get('feature_set')!r} has {n_in}")
@@ -110,8 +118,7 @@ def evaluate(
         data_hparams["store"] = str(store)
     dm = FeatureDataModule(**data_hparams)
     index, train_rows, test_rows = dm.split_rows()
-    cols = dm.columns()
-    x_test = read_rows(dm.store, test_rows, cols)
+    x_test = dm.read_inputs(index, test_rows)
     y_test = torch.from_numpy(index.label[test_rows].astype(np.int64))
     logits = predict_logits(module.model, x_test, batch_size, device)
     probs = torch.softmax(logits, dim=1)
@@ -122,7 +129,7 @@ def evaluate(
         if mask.any():
             metrics["test"]["by_detector"][det] = classification_metrics(probs[mask], y_test[mask])
     if train_accuracy:
-        x_train = read_rows(dm.store, train_rows, cols)
+        x_train = dm.read_inputs(index, train_rows)
         pred = predict_logits(module.model, x_train, batch_size, device).argmax(1)
         accuracy = float((pred.numpy() == index.label[train_rows]).mean())
         metrics["train"] = {"n": int(len(train_rows)), "accuracy": accuracy}
@@ -130,7 +137,7 @@ def evaluate(
     metrics["model"] = dict(module.hparams)
     metrics["data"] = data_hparams
     metrics["class_names"] = list(CLASS_NAMES)
-    metrics["feature_names"] = [index.feature_names[c] for c in cols]
+    metrics["feature_names"] = model_input_names(dm.feature_set, dm.context_encoding)
     metrics["environment"] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.node(), "python": platform.python_version(), "torch": torch.__version__,

@@ -58,7 +58,8 @@ class DefectClassifier(ClassifierSteps):
     Parameters
     ----------
     architecture : one of "mlp_nocontext", "mlp_simple", "mlp_deep", "attention".
-    in_features : input dimension (6 for MLP-NoContext, 31 otherwise); must match the data's feature_set.
+    in_features : input dimension (6 for MLP-NoContext, 31 otherwise, 18 with ``data.context_encoding:
+        physical``); must match the data's feature_set and context encoding.
     lr : Adam learning rate (paper: 1e-3).
     dropout : dropout probability (paper: 0.1).
     hidden : MLP block widths (default per architecture, see :mod:`training.models`).
@@ -90,8 +91,9 @@ class DefectClassifier(ClassifierSteps):
         n = getattr(dm, "n_features", None)
         if n is not None and n != self.hparams.in_features:
             raise ValueError(
-                f"model.in_features={self.hparams.in_features} but data.feature_set={dm.feature_set!r} gives "
-                f"{n} features: set model.in_features: {n}"
+                f"model.in_features={self.hparams.in_features} but data.feature_set={dm.feature_set!r} with "
+                f"data.context_encoding={getattr(dm, 'context_encoding', 'shells')!r} gives {n} features: set "
+                f"model.in_features: {n} (configs/train/physical.yaml does, for the physical encoding)"
             )
 
     def configure_optimizers(self):
@@ -122,12 +124,14 @@ def inference_metadata(datamodule) -> dict | None:
 
     from contract import store as schema
     from contract.context import Case
-    from contract.features import FEATURE_NAMES, feature_columns
+    from contract.features import FEATURE_NAMES, model_feature_columns
+    from contract.physical_context import PHYSICAL_CONTEXT_VERSION
 
     if datamodule is None or not hasattr(datamodule, "split_rows"):
         return None
     index, train, _ = datamodule.split_rows()
     meta = index.meta
+    encoding = getattr(datamodule, "context_encoding", "shells")
     counts = np.bincount(index.case[train], minlength=len(meta.cases))
     normalisation, site = None, {}
     try:
@@ -140,7 +144,9 @@ def inference_metadata(datamodule) -> dict | None:
     cases = [{**Case.from_dict(c).as_dict(), "n_rows": int(n), **_case_brightness(site, k)}
              for k, (c, n) in enumerate(zip(meta.cases, counts)) if n > 0]
     return {"format": CHECKPOINT_META_FORMAT, "feature_names": list(meta.feature_names or FEATURE_NAMES),
-            "feature_set": datamodule.feature_set, "feature_columns": feature_columns(datamodule.feature_set),
+            "feature_set": datamodule.feature_set, "context_encoding": encoding,
+            "physical_context_version": PHYSICAL_CONTEXT_VERSION if encoding == "physical" else None,
+            "feature_columns": model_feature_columns(datamodule.feature_set, encoding),
             "patch_size_px": meta.patch_size_px, "normalisation": normalisation, "training_cases": cases,
             "n_training_rows": int(len(train)), "store": str(meta.path), "store_config_hash": meta.config_hash,
             "site_symmetry_rule_version": site.get("rule_version")}

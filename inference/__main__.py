@@ -111,7 +111,7 @@ def _dispatch(argv: list[str]) -> int:
         for m in list_models():
             c = m.card
             cases = sorted({f"{k['host']}+{k['dopant']} {k['beam_energy_kev']} keV" for k in c.cases})
-            print(f"{c.name} ({m.source}, {c.model}, held-out accuracy {100 * c.metrics['test_accuracy']:.1f} %, "
+            print(f"{c.name} ({m.source}, {c.model}, {c.context_encoding} context, held-out accuracy {100 * c.metrics['test_accuracy']:.1f} %, "
                   f"{c.checkpoint_size_bytes / 1e6:.2f} MB): {', '.join(cases)} x "
                   f"{'/'.join(sorted({k['detector'] for k in c.cases}))}")
         print(f"built models go to {user_dir()} (set STEM_CONTEXT_MODELS to change it)")
@@ -154,7 +154,8 @@ def _dispatch(argv: list[str]) -> int:
         print(f"{summary['n_sites']} sites ({summary['n_border']} on the border, not counted; "
               f"{summary['n_sites_without_peak']} placed from their neighbours), lattice "
               f"{summary['lattice_constant_angstrom_image']:.3f} Å over {100 * summary['lattice_area_fraction']:.0f} % "
-              f"of the image; counts {summary['counts']}; defects per nm² "
+              f"of the image; model context encoding {summary['context_encoding']}; counts {summary['counts']}; "
+              f"defects per nm² "
               f"{json_text(summary['defect_density_per_nm2'])}; {100 * unc['fraction_above_threshold']:.0f} % of "
               f"sites above {unc['entropy_threshold_nats']} nats entropy; wrote {args.out}")
         for line in report_warnings(summary):

@@ -90,8 +90,9 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
     if p is None:
         raise InputError(f"checkpoint {Path(ckpt).name} does not record its patch size: give --patch-size-px "
                          "(the training store's patch_size_px, e.g. 33)")
-    unseen_note = context_check(ctx, clf.training_cases, allow_unseen_context)
-    near = material_distance(ctx, clf.training_cases or [])  # (distance, case) for the summary
+    unseen_note = context_check(ctx, clf.training_cases, allow_unseen_context, clf.context_encoding)
+    # (distance, case) for the summary, in the model's context encoding
+    near = material_distance(ctx, clf.training_cases or [], clf.context_encoding)
     t_load = time.perf_counter()
     image, n_clipped = clip_outliers(image)
     try:

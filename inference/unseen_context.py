@@ -7,7 +7,8 @@ import numpy as np
 
 from contract.context import Case, case_key, case_value
 from contract.errors import UnseenContextError
-from kernels.context import material_vector
+from contract.physical_context import N_COLUMN_VALUES
+from kernels.context import material_vector, physical_context_vector
 
 
 CONTEXT_NEAR = 0.08
@@ -18,46 +19,73 @@ whose nearest training host lay within 0.08 kept 97.8-100 % test accuracy with M
 0.28-0.36 (WTe2, MoTe2, VSe2) fell to 14-97 % (attn-4k 18-79 %), below MLP-NoContext on two of them."""
 
 
-def material_distance(ctx: Case | dict, cases: list) -> tuple[float, dict] | None:
-    """(distance, case) of the training case whose material context (metal, chalcogen, dopant shell fractions)
-    is nearest to ``ctx``'s (a ``FrameContext`` or a training case's dict); None without cases or when an element is not known. Cheap: the shell fractions are
-    cached per element."""
+CONTEXT_NEAR_PHYSICAL = 0.0
+"""The same for a model of the physical context encoding (``contract.physical_context``): Euclidean distance over
+the five column-contrast values, to the nearest training case of the same beam energy and detector."""
 
-    def vector(metal, chalcogen, dopant):
-        return material_vector(str(metal), str(chalcogen), str(dopant))
+MATERIAL_KEYS = ("host", "metal", "chalcogen", "dopant", "detector", "beam_energy_kev")
 
+
+def material_context(ctx: Case | dict, encoding: str = "shells") -> np.ndarray:
+    """The material part of a case's context in ``encoding``: the 18 shell fractions, or the 5 column-contrast
+    values of the physical encoding (which depend on the beam energy and detector too)."""
+    if encoding == "physical":
+        host, metal, chalcogen, dopant, detector, energy = (case_value(ctx, k) for k in MATERIAL_KEYS)
+        return physical_context_vector(str(host), str(metal), str(chalcogen), str(dopant), str(detector),
+                                       energy)[:N_COLUMN_VALUES].astype(np.float64)
+    return material_vector(*(str(case_value(ctx, k)) for k in ("metal", "chalcogen", "dopant")))
+
+
+def material_distance(ctx: Case | dict, cases: list, encoding: str = "shells") -> tuple[float, dict] | None:
+    """(distance, case) of the training case whose material context (``material_context`` in ``encoding``) is
+    nearest to ``ctx``'s (a ``FrameContext`` or a training case's dict); None without cases or when an element is
+    not known. With the physical encoding only training cases of ``ctx``'s beam energy and detector are compared
+    (all cases when none has them). Cheap: the values are cached per element."""
     try:
-        target = vector(*(case_value(ctx, k) for k in ("metal", "chalcogen", "dopant")))
+        target = material_context(ctx, encoding)
     except (KeyError, ValueError):
         return None
+    if encoding == "physical":
+        same = [c for c in cases if (c.get("detector"), c.get("beam_energy_kev")) ==
+                (case_value(ctx, "detector"), case_value(ctx, "beam_energy_kev"))]
+        cases = same or cases
     ranked = []
     for c in cases:
         try:
-            ranked.append((float(np.linalg.norm(vector(c["metal"], c["chalcogen"], c["dopant"]) - target)), c))
+            ranked.append((float(np.linalg.norm(material_context(c, encoding) - target)), c))
         except (KeyError, ValueError):  # a case without element names (an older checkpoint) is left out
             continue
     return min(ranked, key=lambda dc: dc[0]) if ranked else None
 
 
-def _distance_note(ctx: Case | dict, cases: list) -> str:
-    near = material_distance(ctx, cases)
+DISTANCE_GRADES = {
+    "shells": (CONTEXT_NEAR, "in the held-out-host benchmark such hosts kept 97.8-100 % accuracy",
+               "in the held-out-host benchmark hosts at 0.28-0.36 fell to 18-79 % (attn-4k), on two of three below "
+               "a model without context"),
+    "physical": (CONTEXT_NEAR_PHYSICAL, "PENDING", "PENDING"),
+}
+"""Per context encoding: (threshold, what the benchmark measured within it, what it measured beyond it)."""
+
+
+def _distance_note(ctx: Case | dict, cases: list, encoding: str = "shells") -> str:
+    near = material_distance(ctx, cases, encoding)
     if near is None:
         return ""
     d, c = near
     if d == 0:
         return (f"; the material ({c['host']}+{c['dopant']}) is known, at another beam energy or detector: the "
                 "held-out-host benchmark does not measure how far the context carries there")
-    verdict = (f"within {CONTEXT_NEAR}: in the held-out-host benchmark such hosts kept 97.8-100 % accuracy"
-               if d <= CONTEXT_NEAR else
-               f"beyond {CONTEXT_NEAR}: in the held-out-host benchmark hosts at 0.28-0.36 fell to 18-79 % "
-               "(attn-4k), on two of three below a model without context")
-    return f"; material-context distance to the nearest trained material ({c['host']}+{c['dopant']}) {d:.3f}, {verdict}"
+    limit, within, beyond = DISTANCE_GRADES[encoding]
+    verdict = f"within {limit}: {within}" if d <= limit else f"beyond {limit}: {beyond}"
+    what = "column-contrast" if encoding == "physical" else "material-context"
+    return f"; {what} distance to the nearest trained material ({c['host']}+{c['dopant']}) {d:.3f}, {verdict}"
 
 
-def context_check(ctx: Case | dict, cases: list | None, allow_unseen: bool) -> str | None:
+def context_check(ctx: Case | dict, cases: list | None, allow_unseen: bool, encoding: str = "shells") -> str | None:
     """None when the context (host, dopant, beam energy, detector) is one of the training ``cases``; otherwise
-    ``UnseenContextError`` naming the nearest cases the model knows and the material-context distance to the
-    nearest trained material, graded by ``CONTEXT_NEAR``, or (``allow_unseen``) that as a warning."""
+    ``UnseenContextError`` naming the nearest cases the model knows and the distance to the nearest trained
+    material in the model's context ``encoding``, graded by ``DISTANCE_GRADES``, or (``allow_unseen``) that as a
+    warning."""
     host, dopant, energy, detector = (case_value(ctx, k) for k in ("host", "dopant", "beam_energy_kev", "detector"))
     label = f"{host}+{dopant} {energy} keV {detector}"
     if cases is None:
@@ -70,7 +98,7 @@ def context_check(ctx: Case | dict, cases: list | None, allow_unseen: bool) -> s
         ranked = sorted(cases, key=lambda c: (sum(a != b for a, b in zip(case_key(c), key)), -c.get("n_rows", 0)))
         near = "; ".join(f"{c['host']}+{c['dopant']} {c['beam_energy_kev']} keV {c['detector']} "
                          f"({c.get('n_rows', '?')} rows)" for c in ranked[:3])
-        msg = f"the model was never trained on {label}; nearest cases it knows: {near}{_distance_note(ctx, cases)}"
+        msg = f"the model was never trained on {label}; nearest cases it knows: {near}{_distance_note(ctx, cases, encoding)}"
     if allow_unseen:
         return f"UNSEEN CONTEXT: {msg}; classified anyway (--allow-unseen-context): treat the classes with caution"
     raise UnseenContextError(f"{msg}. Retrain with this case, or rerun with --allow-unseen-context to classify "

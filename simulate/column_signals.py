@@ -29,8 +29,6 @@ the column's signal."""
 GPTS = 384
 """Grid points per side: 0.031 Å, reaching 520 mrad at 60 keV (beyond HAADF's 280 mrad)."""
 CHALCOGENS = ("S", "Se", "Te")
-VACUUM_XY = (0.5, 0.5)
-"""Probe position for the vacuum signal: the corner region, 8 Å from the column."""
 
 
 def transition_metals() -> list[str]:
@@ -50,8 +48,24 @@ def column_atoms(symbol: str, n_atoms: int, spacing_angstrom: float = 0.0):
                  cell=(CELL_ANGSTROM, CELL_ANGSTROM, max(z) + 2.0), pbc=True)
 
 
-def probe_signals(atoms, beam_energy_kev: int) -> tuple[dict, dict]:
-    """({detector: signal with the probe on the column}, {detector: vacuum signal}), fractions of the beam."""
+def detector_signals(measurement) -> dict:
+    """{detector: signal} of a ``FlexibleAnnularDetector`` measurement of one probe position."""
+    return {name: float(np.asarray(measurement.integrate_radial(d.inner_mrad, d.outer_mrad).array,
+                                   dtype=np.float64).ravel()[0]) for name, d in DETECTORS.items()}
+
+
+def vacuum_signals(beam_energy_kev: int) -> dict:
+    """{detector: signal} of the probe with no specimen, on the columns' grid: the bright-field disc's rim that a
+    detector whose inner angle is below the convergence angle collects (MAADF), ~0 for HAADF."""
+    import abtem
+
+    probe = abtem.Probe(energy=beam_energy_kev * 1e3, semiangle_cutoff=CONVERGENCE_SEMIANGLE_MRAD,
+                        extent=CELL_ANGSTROM, gpts=GPTS)
+    return detector_signals(abtem.FlexibleAnnularDetector().detect(probe.build().compute()).compute())
+
+
+def probe_signals(atoms, beam_energy_kev: int) -> dict:
+    """{detector: signal with the probe on the column}, fractions of the beam."""
     import abtem
     import dask
 
@@ -63,15 +77,11 @@ def probe_signals(atoms, beam_energy_kev: int) -> tuple[dict, dict]:
     if max(d.outer_mrad for d in DETECTORS.values()) > reach:
         raise ValueError(f"grid reaches {reach:.0f} mrad at {beam_energy_kev} keV: raise GPTS")
     c = CELL_ANGSTROM / 2
-    scan = abtem.CustomScan(np.array([[c, c], VACUUM_XY]))
+    scan = abtem.CustomScan(np.array([[c, c]]))
     with dask.config.set(scheduler="synchronous"):
         measurement = probe.scan(potential.build(lazy=False), scan=scan,
                                  detectors=abtem.FlexibleAnnularDetector()).compute()
-    on, off = {}, {}
-    for name, det in DETECTORS.items():
-        values = np.asarray(measurement.integrate_radial(det.inner_mrad, det.outer_mrad).array, dtype=np.float64)
-        on[name], off[name] = float(values[0]), float(values[1])
-    return on, off
+    return detector_signals(measurement)
 
 
 def excess(on: dict, vacuum: dict) -> dict:
@@ -91,15 +101,12 @@ def compute_table(energies=BEAM_ENERGIES_KEV, elements=None, catalog=None, progr
     started = time.perf_counter()
     for energy in energies:
         key = str(int(energy))
-        vacuum = None
+        table["vacuum"][key] = vacuum = vacuum_signals(energy)
         for symbol in elements:
-            on, off = probe_signals(column_atoms(symbol, 1), energy)
-            vacuum = vacuum or off
-            table["atoms"].setdefault(symbol, {})[key] = excess(on, vacuum)
-        table["vacuum"][key] = vacuum
+            table["atoms"].setdefault(symbol, {})[key] = excess(probe_signals(column_atoms(symbol, 1), energy), vacuum)
         for name, host in sorted(catalog.hosts.items()):
-            on, _ = probe_signals(column_atoms(host.chalcogen, 2, host.thickness_angstrom), energy)
-            table["pairs"].setdefault(name, {})[key] = excess(on, vacuum)
+            pair = column_atoms(host.chalcogen, 2, host.thickness_angstrom)
+            table["pairs"].setdefault(name, {})[key] = excess(probe_signals(pair, energy), vacuum)
         progress(f"column-signals: {energy} keV done ({time.perf_counter() - started:.0f} s)")
     return table
 

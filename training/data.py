@@ -23,6 +23,7 @@ from .splits import (
     FEATURE_SETS,
     SPLITS,
     derive_seed,
+    dopant_split,
     host_split,
     placement,
     random_split,
@@ -114,10 +115,12 @@ class FeatureDataModule(pl.LightningDataModule):
     feature_set : "all" (31 columns) or "zernike" (the 6 Zernike columns, for MLP-NoContext).
     context_encoding : "shells" (the paper's 23 stored context values) or "physical" (the 10 column-contrast values
         of ``contract.physical_context``, computed per case, in place of the stored 23: 18 inputs with ``all``).
-    split : "random" (``test_fraction`` of rows at random, fixed ``seed``) or "by_host" (rows of
-        ``test_hosts`` are the test set: generalisation to unseen materials).
+    split : "random" (``test_fraction`` of rows at random, fixed ``seed``), "by_host" (rows of
+        ``test_hosts`` are the test set: generalisation to unseen materials) or "by_dopant" (rows of the combos
+        whose dopant is in ``test_dopants``: a dopant unseen with every host).
     test_fraction : fraction of rows in the test set for ``split: random``.
     test_hosts : host names (as in ``attrs["cases"][i]["host"]``) held out for ``split: by_host``.
+    test_dopants : dopant symbols held out for ``split: by_dopant``.
     validation_fraction : fraction of the training rows held out as the validation set (early stopping of the
         ``steps`` schedule, :mod:`training.schedule`); 0 (the paper's schedule): validate on the test rows.
     seed : seeds the split and the per-epoch shuffles.
@@ -135,6 +138,7 @@ class FeatureDataModule(pl.LightningDataModule):
         split: str = "random",
         test_fraction: float = 0.2,
         test_hosts: list[str] | None = None,
+        test_dopants: list[str] | None = None,
         validation_fraction: float = 0.0,
         seed: int = 0,
         eval_batch_size: int | None = None,
@@ -150,6 +154,8 @@ class FeatureDataModule(pl.LightningDataModule):
             raise ValueError(f"data.split must be one of {SPLITS}, got {split!r}")
         if split == "by_host" and not test_hosts:
             raise ValueError("data.split 'by_host' needs data.test_hosts (a list of host names)")
+        if split == "by_dopant" and not test_dopants:
+            raise ValueError("data.split 'by_dopant' needs data.test_dopants (a list of dopant symbols)")
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
         if batch_size < 1:
@@ -160,6 +166,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.store, self.batch_size, self.feature_set, self.split = store, batch_size, feature_set, split
         self.context_encoding = context_encoding
         self.test_fraction, self.test_hosts, self.seed = test_fraction, list(test_hosts or []), seed
+        self.test_dopants = list(test_dopants or [])
         self.validation_fraction = validation_fraction
         self.eval_batch_size = eval_batch_size or batch_size
         self.save_shard_indices, self.read_block_rows = save_shard_indices, read_block_rows
@@ -171,8 +178,10 @@ class FeatureDataModule(pl.LightningDataModule):
         index = read_index(self.store)
         if self.split == "random":
             train, test = random_split(index.n_rows, self.test_fraction, self.seed)
-        else:
+        elif self.split == "by_host":
             train, test = host_split(index.row_hosts, self.test_hosts)
+        else:
+            train, test = dopant_split(index.row_dopants, self.test_dopants)
         return index, train, test
 
     def fit_validation_rows(self, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

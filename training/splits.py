@@ -7,8 +7,9 @@ import numpy as np
 
 from contract.features import FEATURE_SETS, feature_columns
 
-SPLITS = ("random", "by_host")
-__all__ = ["FEATURE_SETS", "SPLITS", "derive_seed", "feature_columns", "host_split", "random_split", "shard"]
+SPLITS = ("random", "by_host", "by_dopant")
+__all__ = ["FEATURE_SETS", "SPLITS", "derive_seed", "dopant_split", "feature_columns", "host_split", "random_split",
+           "shard"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -35,16 +36,26 @@ def host_split(row_hosts: np.ndarray, test_hosts: Sequence[str]) -> tuple[np.nda
 
     ``row_hosts`` is (N,) of host names (e.g. "WSe2"); unknown test hosts are an error listing the known ones.
     """
-    row_hosts = np.asarray(row_hosts)
-    known = sorted(set(row_hosts.tolist()))
-    if len(test_hosts) == 0:
-        raise ValueError(f"split 'by_host' needs test_hosts (hosts in this store: {known})")
-    unknown = [h for h in test_hosts if h not in known]
+    return _group_split(row_hosts, test_hosts, "host")
+
+
+def dopant_split(row_dopants: np.ndarray, test_dopants: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out dopants from every host they occur in: rows of a combo whose dopant is in ``test_dopants`` are
+    test (its undoped environments too), the rest train. ``row_dopants`` is (N,) of dopant symbols."""
+    return _group_split(row_dopants, test_dopants, "dopant")
+
+
+def _group_split(row_values: np.ndarray, test_values: Sequence[str], what: str) -> tuple[np.ndarray, np.ndarray]:
+    row_values = np.asarray(row_values)
+    known = sorted(set(row_values.tolist()))
+    if len(test_values) == 0:
+        raise ValueError(f"split 'by_{what}' needs test_{what}s ({what}s in this store: {known})")
+    unknown = [h for h in test_values if h not in known]
     if unknown:
-        raise ValueError(f"test_hosts {unknown} are not in the store (hosts in this store: {known})")
-    is_test = np.isin(row_hosts, list(test_hosts))
+        raise ValueError(f"test_{what}s {unknown} are not in the store ({what}s in this store: {known})")
+    is_test = np.isin(row_values, list(test_values))
     if is_test.all():
-        raise ValueError(f"test_hosts {list(test_hosts)} are all hosts of the store: nothing left to train on")
+        raise ValueError(f"test_{what}s {list(test_values)} are all {what}s of the store: nothing left to train on")
     return np.flatnonzero(~is_test).astype(np.int64), np.flatnonzero(is_test).astype(np.int64)
 
 

@@ -21,6 +21,7 @@ class StoreIndex:
     label : (N,) uint8, class of the central column.
     row_hosts : (N,) str, host material of each row (from ``attrs["cases"][case]["host"]``).
     row_detectors : (N,) str, detector of each row.
+    row_dopants : (N,) str, dopant of each row's combo ("none" when undoped).
     case : (N,) int32, row of ``meta.cases``.
     """
 
@@ -29,6 +30,7 @@ class StoreIndex:
     case: np.ndarray
     row_hosts: np.ndarray
     row_detectors: np.ndarray
+    row_dopants: np.ndarray
 
     @property
     def path(self) -> str:
@@ -72,7 +74,8 @@ def read_index(path: str | Path) -> StoreIndex:
         _ROWS_CHECKED.add(str(meta.path))
     hosts = np.array([c["host"] for c in meta.cases])
     detectors = np.array([str(c.get("detector", "")).upper() for c in meta.cases])
-    return StoreIndex(meta, label, case, hosts[case], detectors[case])
+    dopants = np.array([str(c.get("dopant", "")) for c in meta.cases])
+    return StoreIndex(meta, label, case, hosts[case], detectors[case], dopants[case])
 
 
 def _require_markers(group, meta: StoreMeta, name: str, what: str, repair: str) -> None:

@@ -61,7 +61,7 @@ train: $(STAMP) features ## Train + evaluate the six models on the demo store (C
 evaluate: $(STAMP) ## Print the demo's Table 1 (paper layout + each model's schedule) from runs/demo
 	$(PY) -m training demo-table --runs runs/demo
 
-generalise: $(STAMP) ## Held-out hosts: simulate configs/dataset/hosts.yaml (~1 h on 2 cores), encode, leave-one-host-out
+generalise: $(STAMP) ## Held-out hosts and dopants: simulate configs/dataset/hosts.yaml (~35 min on 2 cores), encode, both context encodings
 	$(PY) -m simulate run --config configs/dataset/hosts.yaml --out $(HOSTS_STORE) --cluster $(CLUSTER) --resume
 	$(PY) -m features encode --store $(HOSTS_STORE) --cluster $(CLUSTER)
 	$(PY) bench/generalise.py --store $(HOSTS_STORE)

@@ -64,6 +64,7 @@ evaluate: $(STAMP) ## Print the demo's Table 1 (paper layout + each model's sche
 generalise: $(STAMP) ## Held-out hosts and dopants: simulate configs/dataset/hosts.yaml (~35 min on 2 cores), encode, both context encodings
 	$(PY) -m simulate run --config configs/dataset/hosts.yaml --out $(HOSTS_STORE) --cluster $(CLUSTER) --resume
 	$(PY) -m features encode --store $(HOSTS_STORE) --cluster $(CLUSTER)
+	$(PY) bench/column_contrast.py --store $(HOSTS_STORE)
 	$(PY) bench/generalise.py --store $(HOSTS_STORE)
 
 starter-model: $(STAMP) ## Simulate configs/dataset/starter.yaml (~1 h on 2 cores, resumable), train, ship it in inference/models/

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(with_default_subcommand(argv, "run"))
-    check_output_args(args)  # before any config is read or work is started
+    # before any config is read or work is started (column-signals writes one file)
+    check_output_args(args, {"out": "file"} if args.command == "column-signals" else None)
     if args.command == "structures":
         from .config import load
         from .structures import write_environment_cifs

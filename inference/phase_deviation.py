@@ -37,7 +37,8 @@ def summarise(result: DeviationResult) -> dict:
         "plane_group": result.plane_group,
         "criterion": round(result.criterion[result.plane_group], 6),
         "runner_up": result.runner_up,
-        "runner_up_criterion": round(result.criterion[result.runner_up], 6),
+        "runner_up_criterion": (round(result.criterion[result.runner_up], 6) if result.runner_up in result.criterion
+                                else None),  # None: the runner-up needs another cell (pseudo-translation)
         "ranking": ranked,
         "criterion_by_group": {g: round(result.criterion[g], 6) for g in ranked},
         "deviation_by_group": {g: round(result.deviation[g], 6) for g in ranked},

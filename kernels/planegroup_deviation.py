@@ -119,35 +119,39 @@ def _sublattices(index: int) -> list[np.ndarray]:
     return [np.array([[index, 0], [0, 1]])] + [np.array([[1, j], [0, index]]) for j in range(index)]
 
 
-def _pseudo_translations(img: np.ndarray, basis: np.ndarray, g_max: float, floor: float,
-                         rounds: int = 2) -> tuple[np.ndarray, int]:
-    """The true cell when the measured one is a sub-cell of a pseudo-translation: a sublattice of index 2 or 3 is
-    taken when the energy at its extra reflections beats the geometric-AIC cost of the extra coefficients
-    (2 var each, plus the systematic floor) by ``SUPERLATTICE_FLOOR`` of the cell's energy. Returns (basis (2, 2), total index)."""
-    total = 1
-    for _ in range(rounds):
+def candidate_cells(img: np.ndarray, basis: np.ndarray, g_max: float) -> list[tuple[np.ndarray, int]]:
+    """The measured cell and, per index 2 and 3 (and 4 = 2 x 2), the sublattice whose extra reflections carry the
+    most energy over their noise, when that energy is at least a quarter of it: the true cell when the measured
+    one is the sub-cell of a pseudo-translation. Cells longer than a third of the image are left out (window
+    leakage mimics their extra reflections). Returns [(basis (2, 2), index)], the measured cell first."""
+    out = [(basis, 1)]
+
+    def best_of(parent: np.ndarray, index: int):
         best = None
-        for index in (2, 3):
-            for h_mat in _sublattices(index):
-                new = reduce_basis(*(h_mat @ basis))
-                if max(np.hypot(*new.T)) > min(img.shape) / 3:  # a few cells per side, or leakage mimics them
-                    continue
-                hk = reciprocal_set(new, [np.eye(2, dtype=int)], g_max)
-                old = hk @ np.linalg.inv(np.linalg.solve(basis.T, new.T))  # the same reflections, old basis
-                extra = np.any(np.abs(old - np.round(old)) > 1e-6, axis=1)
-                if not extra.any():
-                    continue
-                f, var, _ = cell_average(img, new, hk)
-                energy = float(np.sum(np.abs(f) ** 2))
-                gain = float(np.sum(np.abs(f[extra]) ** 2))
-                cost = 2 * extra.sum() * (var + floor * energy / len(hk))
-                score = (gain - cost) / energy - SUPERLATTICE_FLOOR
-                if score > 0 and (best is None or score > best[0]):
-                    best = (score, new, index)
-        if best is None:
-            break
-        basis, total = best[1], total * best[2]
-    return basis, total
+        for h_mat in _sublattices(index):
+            new = reduce_basis(*(h_mat @ parent))
+            if max(np.hypot(*new.T)) > min(img.shape) / 3:
+                continue
+            hk = reciprocal_set(new, [np.eye(2, dtype=int)], g_max)
+            old = hk @ np.linalg.inv(np.linalg.solve(parent.T, new.T))  # the same reflections, parent's basis
+            extra = np.any(np.abs(old - np.round(old)) > 1e-6, axis=1)
+            if not extra.any():
+                continue
+            f, var, _ = cell_average(img, new, hk)
+            ratio = float(np.sum(np.abs(f[extra]) ** 2)) / (2 * extra.sum() * var + 1e-300)
+            if ratio > 0.25 and (best is None or ratio > best[0]):
+                best = (ratio, new)
+        return None if best is None else best[1]
+
+    for index in (2, 3):
+        found = best_of(basis, index)
+        if found is not None:
+            out.append((found, index))
+            if index == 2:
+                again = best_of(found, 2)
+                if again is not None:
+                    out.append((again, 4))
+    return out
 
 
 def _measured_basis(img: np.ndarray) -> np.ndarray:
@@ -411,40 +415,56 @@ def classify_plane_group(image: np.ndarray, basis_px: np.ndarray | None = None, 
     if max(np.hypot(*basis.T)) > min(img.shape) / 2:
         raise ValueError(f"cell ({np.hypot(*basis.T).round(1).tolist()} px) too large for a "
                          f"{img.shape[0]}x{img.shape[1]} image: need two cells along each side")
-    basis, superlattice = _pseudo_translations(img, basis, g_max, floor)
-    isos = lattice_isometries(basis, metric_tol)
-    hk = reciprocal_set(basis, isos, g_max)
-    f, var, n_eff = cell_average(img, basis, hk)
-    energy = float(np.sum(np.abs(f) ** 2))
-    if energy <= 0:
+    candidates = []
+    for cell, index in candidate_cells(img, basis, g_max):
+        isos = lattice_isometries(cell, metric_tol)
+        hk = reciprocal_set(cell, isos, g_max)
+        f, var, n_eff = cell_average(img, cell, hk)
+        candidates.append((cell, index, isos, hk, f, var, n_eff, float(np.sum(np.abs(f) ** 2))))
+    if candidates[0][7] <= 0:
         raise ValueError("the image has no periodic contrast")
+    # one noise level and one floor for all cells, so that their criteria compare: the most complete model's
+    # noise, the measured cell's signal power per coefficient
+    var = min(c[5] for c in candidates)
+    var_eff = var + floor * candidates[0][7] / len(candidates[0][3])
+    best_total, runner = None, {}
+    for cell, index, isos, hk, f, _, n_eff, energy in candidates:
+        grid = GRID
+        while np.abs(hk).max() >= grid // 2:
+            grid += 12
+        ov = _Overlaps(hk, f, grid)
+        settings = _settings(tuple(tuple(int(v) for v in w.ravel()) for w in isos))
+        n = len(hk)
+        deviation, criterion, chosen = {}, {}, {}
+        for name, options in settings.items():
+            best = None
+            for setting in options:
+                value, origin = _best_origin(ov, setting, energy)
+                j = max(energy - value / len(setting), 0.0)
+                if best is None or j < best[0]:
+                    best = (j, origin, setting)
+            deviation[name] = best[0] / energy
+            criterion[name] = (best[0] + 2 * n * var_eff / len(best[2])) / energy
+            chosen[name] = best
+            # over all cells: the energy the cell leaves unmodelled counts against it (- energy), and a
+            # pseudo-translation must be broken by SUPERLATTICE_FLOOR of the measured cell's energy
+            total = (best[0] - energy + 2 * n * var_eff / len(best[2])
+                     + (SUPERLATTICE_FLOOR * candidates[0][7] if index > 1 else 0.0))
+            if name not in runner or total < runner[name]:
+                runner[name] = total
+            if best_total is None or total < best_total[0]:
+                best_total = (total, name, cell, index, isos, hk, f, n_eff, energy, ov, grid, deviation, criterion,
+                              chosen)
+    _, name, basis, superlattice, isos, hk, f, n_eff, energy, ov, grid, deviation, criterion, chosen = best_total
     n = len(hk)
-    var_eff = var + floor * energy / n
-    grid = GRID
-    while np.abs(hk).max() >= grid // 2:
-        grid += 12
-    ov = _Overlaps(hk, f, grid)
-    settings = _settings(tuple(tuple(int(v) for v in w.ravel()) for w in isos))
-    deviation, criterion, chosen = {}, {}, {}
-    for name, options in settings.items():
-        best = None
-        for setting in options:
-            value, origin = _best_origin(ov, setting, energy)
-            j = energy - value / len(setting)
-            if best is None or j < best[0]:
-                best = (j, origin, setting)
-        order = len(best[2])
-        deviation[name] = max(best[0], 0.0) / energy
-        criterion[name] = (max(best[0], 0.0) + 2 * n * var_eff / order) / energy
-        chosen[name] = best
-    ranked = sorted(criterion, key=lambda k: (criterion[k], -len(chosen[k][2])))
-    name = ranked[0]
+    ranked_all = sorted(runner, key=runner.get)
+    runner_up = next((g for g in ranked_all if g != name), name)
     _, origin, setting = chosen[name]
     ops = [_operation(ov, w_key, t, origin, energy, var) for w_key, t in setting]
     motif = np.zeros((grid, grid), complex)
     np.add.at(motif, (hk[:, 0] % grid, hk[:, 1] % grid), f)
     return DeviationResult(
-        plane_group=name, runner_up=ranked[1] if len(ranked) > 1 else name, basis_px=basis, operations=ops,
+        plane_group=name, runner_up=runner_up, basis_px=basis, operations=ops,
         origin=origin, deviation=deviation, criterion=criterion, noise=n * var / energy, n_coefficients=n,
         n_cells=float(n_eff / abs(np.linalg.det(basis))), isometries=len(isos), superlattice=superlattice,
         motif=np.real(np.fft.ifft2(motif)) * grid ** 2)

@@ -148,7 +148,7 @@ def test_inference_phase_deviation_writes_summary_and_figure(tmp_path):
     assert run.returncode == 0, run.stderr
     summary = json.loads((tmp_path / "out" / "frame" / "summary.json").read_text())
     assert summary["plane_group"] == "p4mm" and summary["runner_up"] != "p4mm"
-    assert summary["criterion"] <= summary["runner_up_criterion"]
+    assert summary["criterion"] <= summary["runner_up_criterion"]  # same cell here
     assert len(summary["operations"]) == 8 and {"residual", "noise_expected_residual"} <= set(summary["operations"][0])
     assert summary["noise"] >= 0 and (tmp_path / "out" / "frame" / "cell_average.png").stat().st_size > 1000
     run = subprocess.run([sys.executable, "-m", "inference", "phase", str(tmp_path / "flat.npy"), "--method",

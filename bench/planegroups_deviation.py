@@ -120,8 +120,9 @@ def main(argv=None) -> None:
         "method": "cell average in Fourier space, per-group origin search, geometric AIC "
                   "(kernels.planegroup_deviation.classify_plane_group, default settings)",
         "accuracy_percent": round(100 * float(correct.mean()), 2),
-        "held_out_structures": {"note": "the method is not trained: every fold is unseen; folds as bench/planegroups.py "
-                                        "(grouped 3-fold on the signature, split seed 0)", "per_fold": per_fold},
+        "held_out_structures": {"note": "the method is not trained: every fold is unseen; folds as "
+                                        "bench/planegroups.py (grouped 3-fold on the signature, split seed 0)",
+                                "per_fold": per_fold},
         "no_lattice": int(sum(q == "none" for q in predicted)),
         "accuracy_by_dose": binned(correct, dose, DOSE_BINS),
         "accuracy_by_cells_in_view": binned(correct, cells_in_view, CELL_BINS),

@@ -87,8 +87,8 @@ def _dispatch(argv: list[str]) -> int:
     ph.add_argument("--method", choices=("cnn", "deviation"), default="cnn",
                     help="cnn: a trained phase classifier (--model); deviation: measured from the cell average's "
                          "symmetry deviations and the geometric AIC, no model (docs/planegroups.md)")
-    ph.add_argument("--model", default=None, help="phase-classifier checkpoint (runs/planegroups/*/checkpoints/last.ckpt); "
-                                                  "required with --method cnn")
+    ph.add_argument("--model", default=None,
+                    help="phase-classifier checkpoint (runs/planegroups/*/checkpoints/last.ckpt), for --method cnn")
     ph.add_argument("--out", required=True, help="output directory: one folder per image, named after the file")
     ph.add_argument("--cell-px", type=float, default=None, help="sqrt(primitive cell area) in px (default: measured)")
     ph.add_argument("--kernel-px", type=int, default=None, help="symmetry-map kernel, odd (default: from the cell)")

@@ -3,8 +3,9 @@
 Crystallographic image processing in the manner of Kanatani's geometric AIC as used by Dempsey & Moeck for the
 "objective" symmetry classification of 2-D periodic images, on the project's own lattice measurement:
 
-1. the primitive cell (``kernels.cell``) is refined on the Fourier peaks of the image (sub-pixel vertex of the
-   strongest reflections, least squares for the reciprocal basis);
+1. the primitive cell (``kernels.cell``, else the power spectrum's peaks) is refined on the Fourier peaks of the
+   image (sub-pixel vertex of the strongest reflections, least squares for the reciprocal basis); its best
+   sublattices of index 2, 3 and 4 are candidate cells too (a sub-cell from a pseudo-translation);
 2. the cell average is taken in Fourier space: its coefficients F(h) are the Hann-windowed DFT of the image
    (plane removed) at the reciprocal-lattice frequencies g_h = A^-T h (h integer, |g| <= ``g_max`` cycles/px).
    The noise of one coefficient comes from the spread of the image about its periodic average
@@ -19,10 +20,11 @@ Crystallographic image processing in the manner of Kanatani's geometric AIC as u
    group the origin o is searched on that grid (w_g = t_g + (I - W_g) o for all operations at once) and refined by
    Newton steps. The group's deviation J(G) = ||M - P_G M||^2 = ||M||^2 - mean_g C_g (P_G the symmetrising
    projection) and each operation's residual ||T_g M - M||^2 / ||M||^2 are reported;
-5. the group minimises G-AIC(G) = J(G) + 2 (n / |G|) (sigma^2 + floor): a group of order |G| keeps n/|G| of the
-   n real coefficients free; a true symmetry costs J ~ n sigma^2 (1 - 1/|G|) / 1, half the penalty it saves.
-   ``floor`` (relative to the signal per coefficient) absorbs systematic deviations of noiseless images
-   (lattice error, pixel sampling) so that a clean image is not left in a lower group.
+5. the group minimises G-AIC(G) = J(G) + 2 (n / |G|) (sigma^2 + floor), sigma^2 the noise of one coefficient:
+   a group of order |G| keeps n/|G| of the n real parameters free, and a true symmetry's expected J,
+   n sigma^2 (1 - 1/|G|), is half the penalty it saves. ``floor`` (relative to the signal power per coefficient)
+   absorbs systematic deviations of bright images (lattice error, pixel sampling, scan jitter). Across candidate
+   cells the energy a cell leaves unmodelled is added, so all (cell, group) pairs compare.
 
 Lengths in pixels, image rows y down, columns x; lattice vectors are rows (dx, dy). Pure NumPy; no I/O.
 """
@@ -45,8 +47,8 @@ METRIC_TOL = 0.03
 SYSTEMATIC_FLOOR = 0.006
 """Per-coefficient deviation variance added to the noise, as a fraction of the mean signal power per coefficient."""
 SUPERLATTICE_FLOOR = 0.003
-"""Least energy fraction at a sublattice's extra reflections, over its noise cost, for a pseudo-translation to be
-broken (window leakage of a noiseless image stays below ~1e-3 for cells up to a third of the image)."""
+"""What a candidate cell larger than the measured one pays, as a fraction of the measured cell's energy, on top of
+its criterion (window leakage of a noiseless image stays below ~1e-3 for cells up to a third of the image)."""
 GRID = 48
 """Samples per cell side of the translation / origin grid (raised when the cell has finer detail)."""
 

@@ -35,6 +35,9 @@ array                       shape, dtype        meaning
 """
 from __future__ import annotations
 
+import re
+from fractions import Fraction
+
 import numpy as np
 
 PLANE_GROUPS = ("p1", "p2", "pm", "pg", "cm", "p2mm", "p2mg", "p2gg", "c2mm",
@@ -107,3 +110,63 @@ def reduce_basis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             break
         b = b - mu * a
     return np.stack([a, b])
+
+
+# The operations of the 17 plane groups (International Tables, standard settings): the simulator's tables
+# (simulate.planegroups_tables) and the measured classification (kernels.planegroup_deviation) share them.
+_P3 = ["x,y", "-y,x-y", "-x+y,-x"]
+_P6 = _P3 + ["-x,-y", "y,-x+y", "x-y,x"]
+_P4 = ["x,y", "-x,-y", "-y,x", "y,-x"]
+_MM = ["x,y", "-x,-y", "-x,y", "x,-y"]
+
+OPERATIONS = {
+    "p1": ["x,y"],
+    "p2": ["x,y", "-x,-y"],
+    "pm": ["x,y", "-x,y"],
+    "pg": ["x,y", "-x,y+1/2"],
+    "cm": ["x,y", "-x,y"],
+    "p2mm": _MM,
+    "p2mg": ["x,y", "-x,-y", "-x+1/2,y", "x+1/2,-y"],
+    "p2gg": ["x,y", "-x,-y", "-x+1/2,y+1/2", "x+1/2,-y+1/2"],
+    "c2mm": _MM,
+    "p4": _P4,
+    "p4mm": _P4 + ["-x,y", "x,-y", "y,x", "-y,-x"],
+    "p4gm": _P4 + ["-x+1/2,y+1/2", "x+1/2,-y+1/2", "y+1/2,x+1/2", "-y+1/2,-x+1/2"],
+    "p3": _P3,
+    "p3m1": _P3 + ["-y,-x", "-x+y,y", "x,x-y"],
+    "p31m": _P3 + ["y,x", "x-y,-y", "-x,-x+y"],
+    "p6": _P6,
+    "p6mm": _P6 + ["-y,-x", "-x+y,y", "x,x-y", "y,x", "x-y,-y", "-x,-x+y"],
+}
+"""General-position coordinate triplets (the group's coset representatives)."""
+
+CENTRING = {"cm": ["1/2,1/2"], "c2mm": ["1/2,1/2"]}
+
+_TERM = re.compile(r"([+-]?)(\d+/\d+|\d+|x|y)")
+
+
+def parse_triplet(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """``"-x+1/2,y"`` -> ``(W (2, 2) float, w (2,) float)`` with f' = W f + w."""
+    rows, consts = [], []
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2:
+        raise ValueError(f"a plane-group triplet has two coordinates, got {text!r}")
+    for part in parts:
+        coeff = {"x": Fraction(0), "y": Fraction(0)}
+        const = Fraction(0)
+        pos = 0
+        for m in _TERM.finditer(part):
+            if m.start() != pos:
+                raise ValueError(f"cannot parse {part!r} in {text!r}")
+            pos = m.end()
+            sign = -1 if m.group(1) == "-" else 1
+            token = m.group(2)
+            if token in coeff:
+                coeff[token] += sign
+            else:
+                const += sign * Fraction(token)
+        if pos != len(part) or not part:
+            raise ValueError(f"cannot parse {part!r} in {text!r}")
+        rows.append([float(coeff["x"]), float(coeff["y"])])
+        consts.append(float(const))
+    return np.array(rows), np.array(consts)

@@ -13,6 +13,7 @@ Exit codes (``contract.errors``): 2 bad input (unreadable or damaged image, no l
 missing context), 4 a context the model was never trained on (``--allow-unseen-context`` runs it anyway).
     python -m inference score --pred DIR --truth DIR [--tolerance-fraction 0.3]
     python -m inference phase IMAGE [IMAGE ...] --model CKPT --out DIR [--cell-px C] [--kernel-px K]
+    python -m inference phase IMAGE [IMAGE ...] --method deviation --out DIR   (measured, no model)
 """
 from __future__ import annotations
 
@@ -83,14 +84,27 @@ def _dispatch(argv: list[str]) -> int:
     b.add_argument("--cluster-config", default=None)
     ph = sub.add_parser("phase", help="plane-group phase of images (plane-group map + summary.json per image)")
     ph.add_argument("images", nargs="+", help=".npy, .tif, .dm3, .dm4 or .emd files")
-    ph.add_argument("--model", required=True, help="phase-classifier checkpoint (runs/planegroups/*/checkpoints/last.ckpt)")
+    ph.add_argument("--method", choices=("cnn", "deviation"), default="cnn",
+                    help="cnn: a trained phase classifier (--model); deviation: measured from the cell average's "
+                         "symmetry deviations and the geometric AIC, no model (docs/planegroups.md)")
+    ph.add_argument("--model", default=None,
+                    help="phase-classifier checkpoint (runs/planegroups/*/checkpoints/last.ckpt), for --method cnn")
     ph.add_argument("--out", required=True, help="output directory: one folder per image, named after the file")
     ph.add_argument("--cell-px", type=float, default=None, help="sqrt(primitive cell area) in px (default: measured)")
     ph.add_argument("--kernel-px", type=int, default=None, help="symmetry-map kernel, odd (default: from the cell)")
     ph.add_argument("--stride-px", type=int, default=None, help="patch stride (default: half a patch)")
     args = p.parse_args(argv)
     check_output_args(args)  # before the model is loaded or the image read
+    if args.command == "phase" and args.method == "deviation":
+        from .phase_deviation import run_phase_deviation
+
+        for s in run_phase_deviation(args.images, args.out):
+            print(f"{s['image']}: {s['plane_group']} (G-AIC {s['criterion']:.4g}; runner-up {s['runner_up']} "
+                  f"{s['runner_up_criterion']:.4g}) -> {s['folder']}")
+        return 0
     if args.command == "phase":
+        if args.model is None:
+            raise InputError("inference phase --method cnn needs --model CKPT (or use --method deviation)")
         from .phase import run_phase
 
         for s in run_phase(args.images, args.model, args.out, cell_px=args.cell_px, kernel_px=args.kernel_px,

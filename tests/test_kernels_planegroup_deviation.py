@@ -154,6 +154,11 @@ def test_inference_phase_deviation_writes_summary_and_figure(tmp_path):
     run = subprocess.run([sys.executable, "-m", "inference", "phase", str(tmp_path / "flat.npy"), "--method",
                           "deviation", "--out", str(tmp_path / "out2")], capture_output=True, text=True, cwd=repo)
     assert run.returncode == 2 and "no plane group measured" in run.stderr
+    # the measured group is the default without a checkpoint; the CNN needs one
     run = subprocess.run([sys.executable, "-m", "inference", "phase", str(tmp_path / "frame.npy"), "--out",
                           str(tmp_path / "out3")], capture_output=True, text=True, cwd=repo)
+    assert run.returncode == 0 and json.loads((tmp_path / "out3" / "frame" / "summary.json").read_text())[
+        "plane_group"] == "p4mm"
+    run = subprocess.run([sys.executable, "-m", "inference", "phase", str(tmp_path / "frame.npy"), "--method", "cnn",
+                          "--out", str(tmp_path / "out4")], capture_output=True, text=True, cwd=repo)
     assert run.returncode == 2 and "--model" in run.stderr

@@ -28,6 +28,7 @@ from contract.catalog import load_catalog
 from contract.errors import InputError
 from contract.features import SITE_SYMMETRY_RULE_VERSION
 from contract.jsonio import json_text
+from kernels.context import case_model_context
 from kernels.lattice import clip_outliers
 from kernels.patches import patch_half_width_px
 
@@ -91,6 +92,10 @@ def run_classify(image_path, ckpt, out_dir, *, host=None, dopant=None, beam_ener
         raise InputError(f"checkpoint {Path(ckpt).name} does not record its patch size: give --patch-size-px "
                          "(the training store's patch_size_px, e.g. 33)")
     unseen_note = context_check(ctx, clf.training_cases, allow_unseen_context, clf.context_encoding)
+    try:  # a physical-encoding model needs the frame's column signals: refuse an element the table lacks now
+        case_model_context(ctx, clf.context_encoding)
+    except ValueError as err:
+        raise InputError(f"checkpoint {Path(ckpt).name} reads the physical context encoding: {err}") from None
     # (distance, case) for the summary, in the model's context encoding
     near = material_distance(ctx, clf.training_cases or [], clf.context_encoding)
     t_load = time.perf_counter()

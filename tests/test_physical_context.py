@@ -152,6 +152,12 @@ def test_fit_with_the_physical_encoding_and_the_checkpoint_says_so(store, tmp_pa
                          "--host", "WTe2", "--dopant", "V", "--energy-kev", "60", "--detector", "HAADF",
                          "--patch-size-px", "17", "--out", str(tmp_path / "unseen")])
     assert rc == 4 and "column-contrast distance to the nearest trained material" in capsys.readouterr().err
+    # an element the column-signal table lacks: exit 2 naming the command, not a traceback
+    rc = inference_main(["classify", str(tmp_path / "frame.npy"), "--model", str(run_dir / "checkpoints" / "last.ckpt"),
+                         "--host", "MoS2", "--dopant", "Ga", "--energy-kev", "60", "--detector", "HAADF",
+                         "--patch-size-px", "17", "--allow-unseen-context", "--out", str(tmp_path / "ga")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "python -m simulate column-signals" in err and "Traceback" not in err
     # without physical.yaml's in_features the mismatch is named
     with pytest.raises(ValueError, match="context_encoding='physical'.*in_features: 18"):
         run_cli(["fit", "--config", str(train / "base.yaml"), "--config", str(train / "mlp-simple.yaml"),

@@ -16,6 +16,9 @@ Layout (stored order):
 
 Then the contrast columns: 23-28 the Zernike ``a_n0`` for n = 0, 2, ..., 10 (``kernels.zernike``), 29-30 the
 site-symmetry one-hot (brighter sublattice, dimmer sublattice; ``kernels.site_symmetry``).
+
+The physical encoding (``contract.physical_context``: column contrasts from the isolated-column signal table) is
+``physical_context_vector``; ``model_inputs`` assembles what a model of either encoding reads from stored rows.
 """
 from __future__ import annotations
 

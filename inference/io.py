@@ -3,6 +3,8 @@
 catalog."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from contract.context import OPTIONS, FrameContext
 from contract.errors import InputError
 from contract.images import FORMATS, META_KEYS, CONTEXT_KEYS, ImageFile, detector_from_names, load_image, read_image
@@ -32,3 +34,21 @@ def resolve_context(file_meta: dict, overrides: dict, catalog, sources: dict | N
     if missing:
         raise InputError("missing required value(s), not in the file's metadata: " + ", ".join(missing))
     return FrameContext.from_mapping(ctx, catalog, sources=src)
+
+
+def image_folders(images, out_dir) -> list[tuple[Path, Path]]:
+    """(image path, its output folder under ``out_dir``) per image: every file is checked to exist before any work
+    (``InputError``), and two files with one stem keep both (``name``, ``name_``)."""
+    paths = [Path(p) for p in images]
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"image file {p} does not exist")
+    used: set[str] = set()
+    out = []
+    for path in paths:
+        name = path.stem
+        while name in used:
+            name = f"{name}_"
+        used.add(name)
+        out.append((path, Path(out_dir) / name))
+    return out

@@ -33,7 +33,7 @@ from kernels.cell import measure_cell
 from kernels.symmetry import kernel_px_for_cell, symmetry_maps, valid_mask
 from training.phase_model import load_classifier, predict_patches
 
-from .io import load_image
+from .io import image_folders, load_image
 
 CONFIDENT_PROBABILITY = 0.5
 CONFIDENT_MARGIN = 0.1
@@ -188,20 +188,9 @@ def run_phase(images: list[str], model_path: str, out_dir: str, *, cell_px: floa
     """Classify every image; one folder per image under ``out_dir``. Every input is checked before any work."""
     model = load_classifier(model_path)
     _geometry(model)
-    paths = [Path(p) for p in images]
-    for p in paths:
-        if not p.is_file():
-            raise InputError(f"image file {p} does not exist")
-    out_dir = Path(out_dir)
-    used: set[str] = set()
     summaries = []
-    for path in paths:
+    for path, folder in image_folders(images, out_dir):
         image, meta = load_image(path)
-        name = path.stem
-        while name in used:  # two files with one stem: keep both
-            name = f"{name}_"
-        used.add(name)
-        folder = out_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         try:
             result = classify_image(image, model, cell_px=cell_px, kernel_px=kernel_px, stride_px=stride_px)

@@ -24,7 +24,7 @@ from contract.errors import InputError
 from contract.jsonio import json_text
 from kernels.planegroup_deviation import DeviationResult, classify_plane_group
 
-from .io import load_image
+from .io import image_folders, load_image
 
 
 def summarise(result: DeviationResult) -> dict:
@@ -122,6 +122,8 @@ def plot_cell_average(result: DeviationResult, path: Path, title: str, cells: in
     ax.set_xlim(lo[0] - 1, hi[0] + 1)
     ax.set_ylim(hi[1] + 1, lo[1] - 1)
     ax.set_aspect("equal")
+    ax.set_xlabel("x (px of the image)")
+    ax.set_ylabel("y (px of the image)")
     ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     ax.set_title(f"{title}: {result.plane_group} (runner-up {result.runner_up}), {result.n_cells:.0f} cells averaged",
                  fontsize=9)
@@ -142,24 +144,13 @@ def plot_cell_average(result: DeviationResult, path: Path, title: str, cells: in
 
 def run_phase_deviation(images: list[str], out_dir: str) -> list[dict]:
     """Measure the plane group of every image; one folder per image under ``out_dir``. Every file is checked first."""
-    paths = [Path(p) for p in images]
-    for p in paths:
-        if not p.is_file():
-            raise InputError(f"image file {p} does not exist")
-    out = Path(out_dir)
-    used: set[str] = set()
     summaries = []
-    for path in paths:
+    for path, folder in image_folders(images, out_dir):
         image, _ = load_image(path)
         try:
             result = classify_plane_group(image)
         except ValueError as err:
             raise InputError(f"{path.name}: no plane group measured: {err}") from None
-        name = path.stem
-        while name in used:
-            name = f"{name}_"
-        used.add(name)
-        folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         plot_cell_average(result, folder / "cell_average.png", path.name)
         summary = {"image": str(path), "method": "deviation", "shape_px": list(np.shape(image)),

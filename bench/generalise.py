@@ -79,9 +79,9 @@ def case_distances(cases: list[dict], test: list[int], train: list[int]) -> list
     from inference.unseen_context import material_context, material_distance
 
     out = []
+    train_cases = [cases[j] for j in train]
     for i in test:
         c = cases[i]
-        train_cases = [cases[j] for j in train]
         shells = material_distance(c, train_cases, "shells")
         physical = material_distance(c, train_cases, "physical")
         same = [t for t in train_cases if (t["detector"], t["beam_energy_kev"]) == (c["detector"], c["beam_energy_kev"])]
@@ -151,8 +151,7 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"error: {what} {unknown} are not in {args.store} (there: {known})")
     groups = [("host", h) for h in hosts] + [("dopant", d) for d in dopants] + [("seen", SEEN)]
-    label = {g: (f"{v} (host)" if k == "host" else f"{v} (dopant)" if k == "dopant" else SEEN) for g in groups
-             for k, v in [g]}
+    label = {(kind, value): value if kind == "seen" else f"{value} ({kind})" for kind, value in groups}
     pairs = variants(args.models, args.encodings)
     names = [variant_name(*p) for p in pairs]
     out = Path(args.out)

@@ -130,9 +130,10 @@ def evaluate(
             metrics["test"]["by_detector"][det] = classification_metrics(probs[mask], y_test[mask])
     test_hosts = index.row_hosts[test_rows]
     if len(set(test_hosts.tolist())) > 1:  # a held-out dopant's hosts, or the random split's: each apart
-        metrics["test"]["by_host"] = {h: classification_metrics(probs[torch.from_numpy(test_hosts == h)],
-                                                                y_test[torch.from_numpy(test_hosts == h)])
-                                      for h in sorted(set(test_hosts.tolist()))}
+        metrics["test"]["by_host"] = {}
+        for host in sorted(set(test_hosts.tolist())):
+            mask = torch.from_numpy(test_hosts == host)
+            metrics["test"]["by_host"][host] = classification_metrics(probs[mask], y_test[mask])
     if train_accuracy:
         x_train = dm.read_inputs(index, train_rows)
         pred = predict_logits(module.model, x_train, batch_size, device).argmax(1)

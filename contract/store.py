@@ -5,12 +5,16 @@ Arrays (every array along N is sharded with ``rows_per_shard`` rows: one environ
 ======================  ==============  ===================================================================
 name                    shape, dtype    meaning
 ======================  ==============  ===================================================================
-``patches``             (N, P, P) f32   noisy patches in detector counts; P odd, the column on the centre
+``patches``             (N, P, P) f32   noisy patches in detector counts; P odd, the column on the centre.
+                                        Optional since layout 2 (``attrs["patches_kept"]``): without it every
+                                        patch is made again, bit-identically, from ``clean/scans`` and its seed
 ``label``               (N,) u8         class of the central column (``contract.classes``)
 ``case``                (N,) i32        row of ``attrs["cases"]`` (host, dopant, beam energy, detector)
 ``environment``         (N,) u8         id of the local environment (``attrs["environments"]``)
 ``task_done``           (n_tasks,) u8   1 once a simulation task wrote all its shards (resume marker)
 ``clean/<row arrays>``  (M, ...)        the noiseless image per (task, environment, detector), same grid
+``clean/scans``         (M, S, S) f32   layout 2: the noiseless scan window each noisy patch is made from
+                                        (fraction of the beam; its side varies by case, NaN beyond it)
 ``features``            (N, 31) f32     written by the feature stage (``contract.features`` layout)
 ``features_done``       (n_shards,) u8  1 once a shard's features are written (resume marker)
 ``<name>_digest``       (n_shards,) u64 ``shard_digest`` of each shard of ``patches``/``features``, written with it
@@ -61,9 +65,24 @@ ATTR_TASKS = "tasks"
 ATTR_CONFIG = "config"
 ATTR_CONFIG_HASH = "config_hash"
 ATTR_VERSIONS = "versions"
+ATTR_LAYOUT = "layout_version"
+ATTR_PATCHES_KEPT = "patches_kept"
+SCANS = "scans"
+
+LAYOUT_VERSION = 2
+"""Layout of a new simulated store. 1 (no ``layout_version`` attribute): ``patches`` always written, no
+``clean/scans``, every task's frozen-phonon configurations seeded per task. 2: ``clean/scans`` written, ``patches``
+only with ``patches_kept`` (``simulate run --keep-patches``), and the environments without a dopant site seeded
+per (host, beam energy), so that one multislice run serves every dopant of a host with frozen phonons too."""
 # ``features.attrs``
 ATTR_FEATURE_NAMES = "feature_names"
 ATTR_SITE_SYMMETRY = "site_symmetry"
+
+
+def store_layout(attrs) -> tuple[int, bool]:
+    """(layout version, whether the noisy ``patches`` are stored) of a store's group attributes."""
+    version = int(attrs.get(ATTR_LAYOUT, 1))
+    return version, bool(attrs.get(ATTR_PATCHES_KEPT, True)) if version >= 2 else True
 
 
 class StoreError(InputError):

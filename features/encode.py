@@ -47,6 +47,7 @@ from contract.store import StoreError, StoreMeta, read_checked, repair_command
 from kernels.context import case_context
 from kernels.normalise import standardised_contrast_features
 from kernels.site_symmetry import INTACT_CLASS, RULE, central_intensity, flags_from_sums
+from simulate.patches import patch_source
 
 DEVICES = ("cpu", "gpu")
 UNKNOWN_SUBLATTICE = 255
@@ -70,8 +71,10 @@ class EncodePlan:
 def store_plan(store_path) -> EncodePlan:
     """Read and check what encoding needs from a store; raises ``StoreError`` naming the array or attribute
     before any job is submitted."""
-    meta = schema.read_meta(store_path, require=(schema.PATCHES, schema.CASE, schema.ENVIRONMENT))
+    meta = schema.read_meta(store_path, require=(schema.CASE, schema.ENVIRONMENT))
     name = meta.path
+    if schema.PATCHES not in meta.arrays:
+        patch_source(name)  # StoreError unless the patches can be made from the store's clean scans
     if not meta.environments:
         raise StoreError(f"store {name!r} lacks group attribute {schema.ATTR_ENVIRONMENTS!r}")
     try:
@@ -102,7 +105,8 @@ def prepare_outputs(store_path, plan: EncodePlan) -> np.ndarray:
     meta = plan.meta
     shape = (meta.n_rows, N_FEATURES)
     shards = (meta.rows_per_shard, N_FEATURES)
-    chunks = (min(int(g[schema.PATCHES].chunks[0]), meta.rows_per_shard), N_FEATURES)
+    rows = g[schema.PATCHES] if schema.PATCHES in meta.arrays else g[schema.LABEL]  # the simulation's row chunks
+    chunks = (min(int(rows.chunks[0]), meta.rows_per_shard), N_FEATURES)
     ok = (schema.FEATURES in g and schema.FEATURES_DONE in g and g[schema.FEATURES].shape == shape
           and g[schema.FEATURES].dtype == np.dtype(schema.FEATURE_DTYPE)
           and tuple(g[schema.FEATURES].shards or ()) == shards
@@ -189,9 +193,10 @@ def encode_shard(store_path: str, shard: int, start: int, stop: int, context: np
 
 def _read_inputs(g, store_path, start: int, stop: int, finite_check: bool = True):
     """(patches, case, environment) of rows [start, stop); ``CorruptDataError`` naming the shard when one does
-    not decode or (``finite_check``) a patch is not finite: every task is marked done, so NaN means damage."""
-    arrays = tuple(read_checked(g[a], start, stop, store=store_path, name=a)
-                   for a in (schema.PATCHES, schema.CASE, schema.ENVIRONMENT))
+    not decode or (``finite_check``) a patch is not finite: every task is marked done, so NaN means damage.
+    Patches that the store does not keep are made again from its clean scans (``simulate.patches``)."""
+    arrays = (patch_source(store_path).read(start, stop),
+              *(read_checked(g[a], start, stop, store=store_path, name=a) for a in (schema.CASE, schema.ENVIRONMENT)))
     if finite_check:
         _refuse_non_finite(~np.isfinite(arrays[0].reshape(len(arrays[0]), -1)).all(axis=1), store_path, start,
                            stop, "values")

@@ -1,7 +1,7 @@
 """Command line of the simulation stage (``python -m simulate --help`` lists the subcommands).
 
     python -m simulate run --config configs/dataset/demo.yaml --out data/demo.zarr [--cluster local|slurm]
-                       [--cluster-config configs/cluster/slurm.yaml] [--workers N] [--resume]
+                       [--cluster-config configs/cluster/slurm.yaml] [--workers N] [--resume] [--keep-patches]
     python -m simulate check --config CONFIG                    # validate and summarise, submit nothing
     python -m simulate structures --config CONFIG --out DIR     # one CIF per (combo, environment)
     python -m simulate fullfield --host WSe2 --dopant Cr --energy-kev 60 --detector MAADF --out DIR
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster-config", default=None, help="cluster YAML (default configs/cluster/slurm.yaml for slurm)")
     run.add_argument("--workers", type=int, default=None, help="number of Dask workers (default: sized to the machine / config)")
     run.add_argument("--resume", action="store_true", help="finish an existing store: skip tasks already done")
+    run.add_argument("--keep-patches", action="store_true", default=None,
+                     help="store the noisy patches too (3.8 kB each at 31 px; default: they are made again, "
+                          "bit-identically, from the clean scans and seeds wherever they are read)")
 
     signals = sub.add_parser("column-signals", help="the isolated-column signal table of the physical context "
                              "encoding (contract.physical_context), ~1 min")
@@ -185,22 +188,26 @@ def _dispatch(argv: list[str]) -> int:
         write_table(args.out)
     elif args.command == "check":
         from .config import config_hash, load
-        from .plan import make_plan
+        from .plan import make_plan, work_units
 
         cfg = load(args.config)
         plan = make_plan(cfg)
         # per energy: the config's environments for a doped combo, those without a dopant site for an undoped one
         envs = "/".join(str(n) for n in sorted({len(plan.environments_of(t)) for t in plan.tasks}, reverse=True))
+        runs = sum(len(u.environment_ids) for u in work_units(plan, plan.tasks, cfg.multislice.frozen_phonons))
+        one_per_task = sum(len(plan.environments_of(t)) for t in plan.tasks)
         print(f"{cfg.name}: OK, {len(cfg.combos)} combos, {envs} environments, "
               f"{len(plan.tasks)} tasks, {len(plan.cases)} cases, {plan.n_rows} patches, gpts "
               f"{cfg.multislice.gpts}, hash {config_hash(cfg)[:12]}")
+        print(f"{cfg.name}: {runs} multislice runs ({one_per_task - runs} fewer than one per task and environment: "
+              f"the environments without a dopant site are simulated once per host and beam energy)")
     elif args.command == "verify":
         return _verify(args)
     else:
         from .run import simulate
 
         simulate(args.config, args.out, cluster=args.cluster, cluster_config=args.cluster_config,
-                 n_workers=args.workers, resume=args.resume)
+                 n_workers=args.workers, resume=args.resume, keep_patches=args.keep_patches)
     return 0
 
 

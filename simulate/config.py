@@ -194,6 +194,16 @@ def resolve(raw: Mapping | DatasetConfig) -> DatasetConfig:
         "multislice": cfg.multislice.model_copy(update={"gpts": gpts}), "materials": materials})
 
 
+def config_from_attrs(stored: Mapping) -> dict:
+    """The resolved config as a store's ``attrs["config"]`` holds it, as the run used it: JSON turned
+    ``multislice.gpts``' integer energies into strings."""
+    cfg = copy.deepcopy(dict(stored))
+    gpts = cfg.get("multislice", {}).get("gpts")
+    if isinstance(gpts, dict):
+        cfg["multislice"]["gpts"] = {int(k): v for k, v in gpts.items()}
+    return cfg
+
+
 def stored_config(mapping: Mapping) -> DatasetConfig:
     """The typed config of a store's ``attrs["config"]`` (resolved already; it resolves to itself). A store made
     before ``multislice.slicing`` existed recorded only a uniform ``slice_thickness_angstrom`` with the infinite

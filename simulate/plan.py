@@ -10,9 +10,10 @@
   tasks' clean rows so that every task still owns whole chunks. A plan of doped combos only is laid out exactly
   as before.
 * A **work unit** is what one Dask worker runs at a time: a few environments of one host at one beam energy,
-  for one task or, for the environments without a dopant site on a static potential, for every task of that
-  host and energy (the structure is the same for every dopant, so one multislice run serves them all; each task
-  still draws its own noise, so the bytes equal those of one run per task). Units write whole shards; the clean
+  for one task or, for the environments without a dopant site, for every task of that host and energy (the
+  structure is the same for every dopant, so one multislice run serves them all: on a static potential always,
+  with frozen phonons where their seeds are shared, layout 2; each task still draws its own noise, so the bytes
+  equal those of one run per task). Units write whole shards; the clean
   rows of a task (one chunk) are written by the task's finishing step once all its units are back.
 """
 from __future__ import annotations
@@ -164,12 +165,15 @@ def has_dopant_site(environment_id: int) -> bool:
     return env.centre == "D" or "D" in env.neighbours
 
 
-def work_units(plan: Plan, tasks, frozen_phonons: int, images_per_unit: int = IMAGES_PER_UNIT) -> list[WorkUnit]:
+def work_units(plan: Plan, tasks, frozen_phonons: int, images_per_unit: int = IMAGES_PER_UNIT,
+               shared_phonon_seeds: bool = True) -> list[WorkUnit]:
     """Split ``tasks`` (the ones still to run) into work units of at most ``images_per_unit`` multislice runs.
 
-    On a static potential (``frozen_phonons == 0``) the environments without a dopant site are simulated once
-    per (host, beam energy) and their shards written for every task of that host and energy in ``tasks``. With
-    frozen phonons they are not shared: each task's phonon configurations have their own seed."""
+    The environments without a dopant site are simulated once per (host, beam energy) and their shards written
+    for every task of that host and energy in ``tasks``: on a static potential always, with frozen phonons when
+    those environments' phonon seeds are shared by the host's dopants (``shared_phonon_seeds``: a layout-2
+    store, ``simulate.task.phonon_seed``). In a layout-1 store each task's phonon configurations have their own
+    seed, so nothing is shared there with frozen phonons."""
     units: list[WorkUnit] = []
 
     def add(host, energy, task_ids, ids):
@@ -180,7 +184,7 @@ def work_units(plan: Plan, tasks, frozen_phonons: int, images_per_unit: int = IM
     for t in tasks:
         groups.setdefault((t.host, t.beam_energy_kev), []).append(t)
     for (host, energy), group in groups.items():
-        share = frozen_phonons == 0 and len(group) > 1
+        share = (frozen_phonons == 0 or shared_phonon_seeds) and len(group) > 1
         # an undoped task holds exactly these environments, a doped one all of the config's
         free = [e for e in plan.environment_ids if not has_dopant_site(e)] if share else []
         if free:

@@ -14,8 +14,9 @@ from contract import store as schema
 
 from . import config as config_mod
 from .config import DatasetConfig
+from .patches import max_scan_px
 from .plan import environments_table, make_plan, task_dict, work_units
-from .store import StoreError, create_store, done_tasks
+from .store import StoreError, create_store, done_tasks, write_layout
 from .task import finish_task, run_unit
 
 
@@ -53,22 +54,31 @@ def store_attrs(config: Mapping, cfg_hash: str, plan) -> dict:
     }
 
 
-def prepare_store(cfg: DatasetConfig, out: Path, resume: bool):
-    """Create the store, or reopen it for ``resume``; returns (plan, config hash, indices of tasks to run)."""
+def prepare_store(cfg: DatasetConfig, out: Path, resume: bool, keep_patches: bool | None = None):
+    """Create the store, or reopen it for ``resume``; returns (plan, config hash, indices of tasks to run).
+
+    ``keep_patches``: write the noisy patches into a new store (default no: they are made again from the clean
+    scans, ``simulate.patches``). A resumed store keeps the layout it was created with; asking it for the other
+    one is refused."""
     cfg_hash = config_mod.config_hash(cfg)
     plan = make_plan(cfg)
     if out.exists():
         if not resume:
             raise StoreError(f"{out} exists: pass --resume to finish it, or choose another --out")
-        stored = schema.read_meta(out, require=()).config_hash
-        if stored != cfg_hash:
-            raise StoreError(f"{out} was written from a different config (hash {str(stored)[:12]} != "
+        meta = schema.read_meta(out, require=())
+        if meta.config_hash != cfg_hash:
+            raise StoreError(f"{out} was written from a different config (hash {str(meta.config_hash)[:12]} != "
                              f"{cfg_hash[:12]}); choose another --out")
+        kept = schema.store_layout(meta.attrs)[1]
+        if keep_patches is not None and keep_patches != kept:
+            raise StoreError(f"{out} was created {'with' if kept else 'without'} its noisy patches; resume it "
+                             f"{'with' if kept else 'without'} --keep-patches (a store keeps its layout)")
         done = done_tasks(out)
     else:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            create_store(out, plan, store_attrs(cfg.as_mapping(), cfg_hash, plan))
+            create_store(out, plan, store_attrs(cfg.as_mapping(), cfg_hash, plan), keep_patches=bool(keep_patches),
+                         scan_px=max_scan_px(plan, cfg))
         except OSError as err:  # a read-only or missing file system, no permission, a full disk
             raise StoreError(f"--out {str(out)!r}: cannot create the store: {err.strerror or err}") from err
         done = [False] * len(plan.tasks)
@@ -78,18 +88,23 @@ def prepare_store(cfg: DatasetConfig, out: Path, resume: bool):
 
 def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local", cluster_config: str | None = None,
              n_workers: int | None = None, resume: bool = False, stream: TextIO | None = None,
-             client=None) -> dict:
+             client=None, keep_patches: bool | None = None) -> dict:
     """Run (or finish) the simulation of ``config_path`` into the zarr store ``out``. Returns a summary.
+
+    ``keep_patches``: store the noisy patches too (``--keep-patches``); None: the store's layout when resuming,
+    else no.
 
     ``client``: an already connected ``distributed.Client`` to use instead of starting a cluster
     (``cluster``, ``cluster_config`` and ``n_workers`` are then ignored)."""
     stream = sys.stderr if stream is None else stream
     cfg = config_mod.load(config_path)  # raises ConfigError before anything is created or submitted
     out = Path(out)
-    plan, cfg_hash, todo = prepare_store(cfg, out, resume)
+    plan, cfg_hash, todo = prepare_store(cfg, out, resume, keep_patches)
     n_images = sum(len(plan.environments_of(t)) for t in plan.tasks)
     print(f"simulate: {cfg.name}: {len(cfg.combos)} combos x {len(cfg.imaging.beam_energies_kev)} energies "
-          f"= {len(plan.tasks)} tasks, {n_images} images, {plan.n_rows} patches -> {out}", file=stream)
+          f"= {len(plan.tasks)} tasks, {n_images} images, {plan.n_rows} patches "
+          f"({'stored' if write_layout(out).keep_patches else 'made from the clean scans when read'}) -> {out}",
+          file=stream)
     if not todo:
         print(f"simulate: all {len(plan.tasks)} tasks already done; nothing to do", file=stream)
         return {"tasks_run": 0, "tasks_total": len(plan.tasks), "seconds": 0.0}
@@ -99,7 +114,8 @@ def simulate(config_path: str | Path, out: str | Path, *, cluster: str = "local"
     task_seconds = run_tasks(todo, cfg, cfg_hash, out, cluster=cluster, cluster_config=cluster_config,
                              n_workers=n_workers, stream=stream, client=client)
     elapsed = time.perf_counter() - started
-    n_runs = sum(len(u.environment_ids) for u in work_units(plan, todo, cfg.multislice.frozen_phonons))
+    n_runs = sum(len(u.environment_ids) for u in work_units(plan, todo, cfg.multislice.frozen_phonons,
+                                                            shared_phonon_seeds=write_layout(out).shares_phonon_seeds))
     print(f"simulate: done: {len(todo)} tasks in {elapsed:.1f} s ({sum(task_seconds):.1f} task-seconds)", file=stream)
     return {"tasks_run": len(todo), "tasks_total": len(plan.tasks), "seconds": elapsed,
             "task_seconds": task_seconds, "multislice_runs": n_runs}
@@ -114,7 +130,8 @@ def run_tasks(todo, cfg: DatasetConfig, cfg_hash: str, out: Path, *, cluster: st
 
     stream = sys.stderr if stream is None else stream
     plan = make_plan(cfg)
-    units = work_units(plan, todo, cfg.multislice.frozen_phonons)
+    units = work_units(plan, todo, cfg.multislice.frozen_phonons,
+                       shared_phonon_seeds=write_layout(out).shares_phonon_seeds)
     n_runs = sum(len(u.environment_ids) for u in units)
     workers = n_workers if n_workers is not None else (min(len(units), _default_local_workers()) if cluster == "local" else None)
     with contextlib.nullcontext(client) if client is not None else \

@@ -23,7 +23,6 @@ repaired in place: simulate the config into a new store.
 """
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -47,22 +46,17 @@ from contract.verify import (
 )
 
 from . import config as config_mod
+from .config import config_from_attrs
+from .patches import max_scan_px, task_window
 from .plan import Plan, make_plan
+
+SCANS_PATH = f"{schema.CLEAN}/{schema.SCANS}"
 
 DERIVED_ATTRS = (schema.ATTR_CASES, schema.ATTR_ENVIRONMENTS, schema.ATTR_DETECTORS, schema.ATTR_PATCH_SIZE,
                  "pixel_size_angstrom", "patches_per_image", schema.ATTR_ROWS_PER_SHARD, schema.ATTR_ROWS_PER_TASK,
                  schema.ATTR_CLEAN_ROWS_PER_TASK, schema.ATTR_TASKS, "dataset", "units")
 """Group attributes that ``simulate.run.store_attrs`` derives from the config (``versions`` is not checked:
 a store verified on another machine has other library versions)."""
-
-
-def config_from_attrs(stored: dict) -> dict:
-    """The resolved config as the run used it: JSON turned ``multislice.gpts``' integer energies into strings."""
-    cfg = copy.deepcopy(stored)
-    gpts = cfg.get("multislice", {}).get("gpts")
-    if isinstance(gpts, dict):
-        cfg["multislice"]["gpts"] = {int(k): v for k, v in gpts.items()}
-    return cfg
 
 
 def _json(value):
@@ -114,12 +108,17 @@ def expected_rows(plan: Plan, task: int, position: int) -> dict[str, np.ndarray]
             schema.ENVIRONMENT: np.full(plan.rows_per_shard, env.id)}
 
 
-def expected_clean_rows(plan: Plan, task: int) -> dict[str, np.ndarray]:
+def expected_clean_rows(plan: Plan, task: int, cfg=None) -> dict[str, np.ndarray]:
+    """``label``, ``case`` and ``environment`` of ``task``'s clean rows, and (given ``cfg``) the side of their
+    scan windows under ``scans``."""
     t, n_det = plan.tasks[task], len(plan.detectors)
     envs = [ENVIRONMENTS[e] for e in plan.environments_of(t)]
-    return {schema.LABEL: np.repeat([e.label for e in envs], n_det),
-            schema.CASE: np.tile([plan.case_index(t, d) for d in range(n_det)], len(envs)),
-            schema.ENVIRONMENT: np.repeat([e.id for e in envs], n_det)}
+    out = {schema.LABEL: np.repeat([e.label for e in envs], n_det),
+           schema.CASE: np.tile([plan.case_index(t, d) for d in range(n_det)], len(envs)),
+           schema.ENVIRONMENT: np.repeat([e.id for e in envs], n_det)}
+    if cfg is not None:
+        out[schema.SCANS] = np.full(len(envs) * n_det, task_window(t, cfg).n_px)
+    return out
 
 
 def _check_rows(arrays: dict, start: int, stop: int, block: int, owner: str, expected: dict,
@@ -131,8 +130,12 @@ def _check_rows(arrays: dict, start: int, stop: int, block: int, owner: str, exp
         if data is None:
             continue
         short = name.split("/")[-1]
-        problem = non_finite_rows(data) if short == schema.PATCHES else (
-            first_difference(data, expected[short]) if not np.array_equal(data, expected[short]) else None)
+        if short == schema.SCANS:  # finite inside each row's window (NaN beyond it is the padding)
+            side = int(expected[short][0])
+            problem = non_finite_rows(data[:, :side, :side])
+        else:
+            problem = non_finite_rows(data) if short == schema.PATCHES else (
+                first_difference(data, expected[short]) if not np.array_equal(data, expected[short]) else None)
         if problem is None and name == schema.PATCHES and digests is not None:  # tied to its rows
             stored = read_shard(digests, schema.digest_name(name), block, block + 1, block, owner, findings)
             problem = None if stored is None else schema.digest_problem(stored[0], start, data)
@@ -151,18 +154,25 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
     if plan is None:
         return Report(name, "group attributes", findings), context
     p, n_clean = plan.patch_size_px, plan.n_clean_rows
-    main = {schema.PATCHES: open_checked(group, schema.PATCHES, (plan.n_rows, p, p), schema.PATCH_DTYPE,
-                                         plan.rows_per_shard, findings)}
+    version, kept = schema.store_layout(group.attrs)
+    main = {}
+    if kept:
+        main[schema.PATCHES] = open_checked(group, schema.PATCHES, (plan.n_rows, p, p), schema.PATCH_DTYPE,
+                                            plan.rows_per_shard, findings)
     clean = {f"{schema.CLEAN}/{schema.PATCHES}": open_checked(group, f"{schema.CLEAN}/{schema.PATCHES}",
                                                               (n_clean, p, p), schema.PATCH_DTYPE,
                                                               plan.clean_chunk_rows, findings)}
+    if version >= 2:  # the scans the noisy patches are made from (every layout-2 store has them)
+        side = max_scan_px(plan, cfg)
+        clean[SCANS_PATH] = open_checked(group, SCANS_PATH, (n_clean, side, side), schema.PATCH_DTYPE,
+                                         plan.clean_chunk_rows, findings)
     for a, dtype in schema.ROW_ARRAYS.items():
         main[a] = open_checked(group, a, (plan.n_rows,), dtype, plan.rows_per_shard, findings)
         c = f"{schema.CLEAN}/{a}"
         clean[c] = open_checked(group, c, (n_clean,), dtype, plan.clean_chunk_rows, findings)
     markers = open_checked(group, schema.TASK_DONE, (len(plan.tasks),), schema.MARKER_DTYPE, 1, findings)
     digests = None  # a store written before shard digests: shards moved to other rows cannot be seen
-    if schema.has_array(group, schema.digest_name(schema.PATCHES)):
+    if kept and schema.has_array(group, schema.digest_name(schema.PATCHES)):
         digests = open_checked(group, schema.digest_name(schema.PATCHES), (plan.n_rows // plan.rows_per_shard,),
                                schema.DIGEST_DTYPE, 1, findings)
     from cluster import track_items
@@ -175,7 +185,7 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
             start = plan.shard_start(t, position)
             _check_rows(main, start, start + plan.rows_per_shard, start // plan.rows_per_shard, owner,
                         expected_rows(plan, task, position), findings, digests)
-        expected, c0, per = expected_clean_rows(plan, task), plan.clean_start(t), plan.clean_chunk_rows
+        expected, c0, per = expected_clean_rows(plan, task, cfg), plan.clean_start(t), plan.clean_chunk_rows
         for chunk in plan.task_clean_chunks(t):  # one chunk per task unless an undoped task is shorter
             rows = slice(chunk * per - c0, (chunk + 1) * per - c0)
             _check_rows(clean, chunk * per, (chunk + 1) * per, chunk, owner,
@@ -187,10 +197,12 @@ def verify_store(path: str | Path) -> tuple[Report, dict]:
                 findings.append(Finding(schema.TASK_DONE, problem, task, (task, task + 1), owner, unit="marker"))
         if len(findings) > before:
             context["tasks"].add(task)
-    checked = (f"{cfg.name}, config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
+    checked = (f"{cfg.name}, layout {version} ({'patches stored' if kept else 'patches made from clean/scans'}), "
+               f"config hash {cfg_hash[:12]} OK, {len(plan.tasks)} tasks, "
                f"{plan.n_shards} shards x {len(main)} arrays, {n_clean // plan.clean_chunk_rows} chunks x "
                f"{len(clean)} clean arrays, {len(plan.tasks)} markers, "
-               + ("patch shard digests" if digests is not None else "no shard digests (an older store)"))
+               + ("patch shard digests" if digests is not None else
+                  "no patches to digest" if not kept else "no shard digests (an older store)"))
     return Report(name, checked, findings), context
 
 
@@ -198,7 +210,7 @@ def _remove_task_blocks(path, group, plan: Plan, tasks: list[int]) -> None:
     """Delete every shard and clean chunk of ``tasks`` (the rerun writes each of them whole)."""
     shards = [k for t in tasks for k in plan.task_shards(plan.tasks[t])]
     chunks = [k for t in tasks for k in plan.task_clean_chunks(plan.tasks[t])]
-    for name in (schema.PATCHES, *schema.ROW_ARRAYS):
+    for name in (schema.PATCHES, *schema.ROW_ARRAYS, schema.SCANS):
         if name in group:
             remove_blocks(path, name, group[name], shards)
         clean = f"{schema.CLEAN}/{name}"
@@ -223,6 +235,9 @@ def repair_store(path: str | Path, report: Report, context: dict, *, cluster: st
     if any(f.array == "attrs" for f in report.findings):
         attrs = store_attrs(config_from_attrs(group.attrs[schema.ATTR_CONFIG]), cfg_hash, plan)
         attrs[schema.ATTR_VERSIONS] = group.attrs.get(schema.ATTR_VERSIONS, attrs[schema.ATTR_VERSIONS])
+        for key in (schema.ATTR_LAYOUT, schema.ATTR_PATCHES_KEPT):  # set at creation, not derived from the config
+            if key in group.attrs:
+                attrs[key] = group.attrs[key]
         group.attrs.put(attrs)  # the whole dict, in the order `create_store` wrote it
         print("verify: rewrote the group attributes derived from attrs['config']", file=stream)
     tasks = sorted(context["tasks"])

@@ -22,3 +22,14 @@ def tiny_store(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "tiny.zarr"
     simulate(TINY_CONFIG, out, cluster="local", n_workers=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_store_kept(tmp_path_factory) -> Path:
+    """The tiny dataset simulated with ``keep_patches`` (the noisy ``patches`` array on disk, as every store made
+    before layout 2). Tests must not modify it: copy it first."""
+    from simulate.run import simulate
+
+    out = tmp_path_factory.mktemp("tiny-kept") / "tiny.zarr"
+    simulate(TINY_CONFIG, out, cluster="local", n_workers=2, keep_patches=True)
+    return out

@@ -26,6 +26,8 @@ ALLOWED_STAGE_IMPORTS = {
     # (importing package or module, imported stage): why it cannot go through contract or kernels
     ("training.store", "simulate"): "a store's label/case/environment rows are checked against the simulator's plan "
                                     "of its config (simulate.verify)",
+    ("features.encode", "simulate"): "a store without noisy patches has them made again from its clean scans and "
+                                     "seeds by the simulator's own recipe (simulate.patches)",
     ("inference", "training"): "the trained models are loaded and run (training.evaluate, training.phase_model)",
     ("inference.build", "simulate"): "building a model on demand simulates a store for the frame's context",
     ("inference.build", "features"): "building a model on demand encodes that store",

@@ -68,9 +68,9 @@ def lightning_stderr(capsys):
 
 
 @pytest.fixture(scope="module")
-def encoded_store(tiny_store, tmp_path_factory) -> Path:
+def encoded_store(tiny_store_kept, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("errors") / "encoded.zarr"
-    shutil.copytree(tiny_store, out)
+    shutil.copytree(tiny_store_kept, out)
     with open_client("local", n_workers=1) as client:
         encode_store(out, client)
     return out
@@ -136,9 +136,9 @@ def test_fit_refuses_before_writing_anything(damaged, tmp_path, capsys, lightnin
     assert not run_dir.exists()  # refused before the loggers created anything
 
 
-def test_encode_on_a_garbage_patches_chunk_names_the_shard(tiny_store, tmp_path):
+def test_encode_on_a_garbage_patches_chunk_names_the_shard(tiny_store_kept, tmp_path):
     store = tmp_path / "patches.zarr"
-    shutil.copytree(tiny_store, store)
+    shutil.copytree(tiny_store_kept, store)
     garble(store / "patches/c/1/0/0", offset=500)
     proc = run("features", "encode", "--store", str(store), "--n-workers", "1")
     assert proc.returncode == EXIT_CORRUPT_DATA
@@ -149,11 +149,11 @@ def test_encode_on_a_garbage_patches_chunk_names_the_shard(tiny_store, tmp_path)
         zarr.open_group(str(store), mode="r")["features_done"][1] == 0  # the bad shard is not marked encoded
 
 
-def test_encode_on_a_deleted_patches_shard_names_it(tiny_store, tmp_path, capsys):
+def test_encode_on_a_deleted_patches_shard_names_it(tiny_store_kept, tmp_path, capsys):
     from features.__main__ import main
 
     store = tmp_path / "patches.zarr"
-    shutil.copytree(tiny_store, store)
+    shutil.copytree(tiny_store_kept, store)
     (store / "patches/c/3/0/0").unlink()
     assert main(["encode", "--store", str(store), "--n-workers", "1"]) == EXIT_CORRUPT_DATA
     err = capsys.readouterr().err
@@ -162,11 +162,11 @@ def test_encode_on_a_deleted_patches_shard_names_it(tiny_store, tmp_path, capsys
             f"`python -m simulate verify {store} --repair`") in err
 
 
-def test_resume_on_a_damaged_marker_names_it(tiny_store, tiny_config, tmp_path, capsys):
+def test_resume_on_a_damaged_marker_names_it(tiny_store_kept, tiny_config, tmp_path, capsys):
     from simulate.__main__ import main
 
     store = tmp_path / "markers.zarr"
-    shutil.copytree(tiny_store, store)
+    shutil.copytree(tiny_store_kept, store)
     garble(store / "task_done/c/1", offset=0, data=b"\x00\x01")
     assert main(["run", "--config", str(tiny_config), "--out", str(store), "--resume"]) == EXIT_CORRUPT_DATA
     err = capsys.readouterr().err

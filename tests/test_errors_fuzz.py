@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_torch_threa
 
 
 @pytest.fixture(scope="module")
-def base_stores(tiny_store, tmp_path_factory) -> dict[str, Path]:
+def base_stores(tiny_store_kept, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fuzz")
     enc = root / "enc.zarr"
-    shutil.copytree(tiny_store, enc)
+    shutil.copytree(tiny_store_kept, enc)
     with open_client("local", n_workers=1) as client:
         encode_store(enc, client)
-    return {"sim": tiny_store, "enc": enc}
+    return {"sim": tiny_store_kept, "enc": enc}
 
 
 def _retype(store: Path, name: str, dtype: str) -> None:

@@ -1,4 +1,4 @@
-"""End-to-end encoding of the lead's ``tiny_store`` (real abTEM simulation, real zarr) on a real LocalCluster
+"""End-to-end encoding of the lead's ``tiny_store_kept`` (real abTEM simulation, real zarr) on a real LocalCluster
 and on the real single-node Slurm; resume after an interruption; the CLI; bad stores."""
 from __future__ import annotations
 
@@ -88,9 +88,9 @@ def check_encoded(store: Path) -> None:
 
 
 @pytest.fixture
-def store(tiny_store, tmp_path) -> Path:
+def store(tiny_store_kept, tmp_path) -> Path:
     out = tmp_path / "tiny.zarr"
-    shutil.copytree(tiny_store, out)
+    shutil.copytree(tiny_store_kept, out)
     return out
 
 
@@ -108,10 +108,10 @@ def test_cli_encodes_tiny_store_end_to_end(store):
     assert shard_bytes(store) == before
 
 
-def test_interrupted_then_resumed_gives_identical_features(tiny_store, tmp_path):
+def test_interrupted_then_resumed_gives_identical_features(tiny_store_kept, tmp_path):
     reference, broken = tmp_path / "ref.zarr", tmp_path / "broken.zarr"
-    shutil.copytree(tiny_store, reference)
-    shutil.copytree(tiny_store, broken)
+    shutil.copytree(tiny_store_kept, reference)
+    shutil.copytree(tiny_store_kept, broken)
     with open_client("local", n_workers=2) as client:
         encode_store(reference, client)
     # a corrupt pixel (away from the centre, so the brightness pass succeeds) makes one shard's task fail

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
+import zarr
 from distributed import Client, LocalCluster
 
 from simulate import config
@@ -38,7 +41,7 @@ def test_one_context_is_split_over_workers(tmp_path):
     assert _covered(units) == [(0, p) for p in range(34)]  # every shard written exactly once
 
 
-def test_dopant_free_environments_are_shared_only_on_a_static_potential(tmp_path):
+def test_dopant_free_environments_are_shared_unless_a_layout_1_store_seeds_phonons_per_task(tmp_path):
     assert sum(not has_dopant_site(e) for e in range(34)) == 14
     combos = [("WSe2", d) for d in ("Ti", "V", "Cr")] + [("MoS2", "V")]
     static = config.load(_write_config(tmp_path, combos, "all", energies=(60, 80)))
@@ -48,8 +51,12 @@ def test_dopant_free_environments_are_shared_only_on_a_static_potential(tmp_path
     # WSe2: 2 energies x (14 shared + 3 x 20); MoS2 (one dopant, nothing to share): 2 x 34
     assert sum(len(u.environment_ids) for u in units) == 2 * (14 + 3 * 20) + 2 * 34
     assert all(not has_dopant_site(e) for u in units if u.shared for e in u.environment_ids)
-    phonons = work_units(plan, plan.tasks, frozen_phonons=4)  # each task's phonon seed differs: no sharing
-    assert sum(len(u.environment_ids) for u in phonons) == len(plan.tasks) * 34
+    # layout 2: the dopant-free environments' phonon seeds are per (host, energy), so they are shared too
+    phonons = work_units(plan, plan.tasks, frozen_phonons=4)
+    assert sum(len(u.environment_ids) for u in phonons) == 2 * (14 + 3 * 20) + 2 * 34
+    # a layout-1 store (made before 2026-12-07) seeds each task's phonons apart: nothing shared there
+    per_task = work_units(plan, plan.tasks, frozen_phonons=4, shared_phonon_seeds=False)
+    assert sum(len(u.environment_ids) for u in per_task) == len(plan.tasks) * 34
     # an undoped task (its 14 environments) shares all of them with the host's doped tasks
     mixed = make_plan(config.load(_write_config(tmp_path, [("WSe2", "V"), ("WSe2", "none")], "all")))
     mixed_units = work_units(mixed, mixed.tasks, frozen_phonons=0)
@@ -60,19 +67,26 @@ def test_dopant_free_environments_are_shared_only_on_a_static_potential(tmp_path
     assert _covered(left) == [(0, p) for p in range(34)]
 
 
-def test_units_and_shared_environments_write_the_bytes_of_one_run_per_task(tmp_path):
+@pytest.mark.parametrize("phonons", [0, 2])
+def test_units_and_shared_environments_write_the_bytes_of_one_run_per_task(tmp_path, phonons):
     # two dopants of one host: environment 12 (W among Se2) is shared, 23 (the dopant among Se2) is not
-    cfg_path = _write_config(tmp_path, [("WSe2", "Cr"), ("WSe2", "V")], [12, 23])
+    cfg_path = _write_config(tmp_path, [("WSe2", "Cr"), ("WSe2", "V")], [12, 23], phonons=phonons)
     cfg = config.load(cfg_path)
     reference = tmp_path / "per-task.zarr"
     plan, cfg_hash, todo = prepare_store(cfg, reference, resume=False)
     for task in todo:  # the former way: one task = every environment of one combo, in this process
         run_task(task, cfg, cfg_hash, str(reference))
-    units = work_units(plan, plan.tasks, frozen_phonons=0)
+    units = work_units(plan, plan.tasks, frozen_phonons=phonons)
     assert sum(len(u.environment_ids) for u in units) == 3  # not 4
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         out = tmp_path / "units.zarr"
         summary = simulate(cfg_path, out, client=client)
-    assert summary["tasks_run"] == 2
+    assert summary["tasks_run"] == 2 and summary["multislice_runs"] == 3
     assert_same_store(out, reference)
+    # environment 12 has the same clean scans for both dopants (with frozen phonons too: one seed per host)
+    scans = zarr.open_group(str(out), mode="r")["clean/scans"][:]
+    env = zarr.open_group(str(out), mode="r")["clean/environment"][:]
+    first, second = np.flatnonzero(env == 12).reshape(2, -1)  # (task 0's detectors), (task 1's)
+    assert np.array_equal(scans[first], scans[second], equal_nan=True)
+    assert not np.array_equal(scans[env == 23][:2], scans[env == 23][2:], equal_nan=True)

@@ -17,18 +17,28 @@ import zarr
 
 from simulate import config
 from simulate.__main__ import main
+from simulate.patches import read_patches
 
-ARRAYS = ("patches", "label", "case", "environment", "task_done",
-          "clean/patches", "clean/label", "clean/case", "clean/environment")
+ARRAYS = ("label", "case", "environment", "task_done",
+          "clean/patches", "clean/label", "clean/case", "clean/environment", "clean/scans")
+"""The arrays of every new store (``patches`` only with --keep-patches)."""
+
+
+def array_paths(group, prefix: str = "") -> set[str]:
+    out = {prefix + k for k in group.array_keys()}
+    for k in group.group_keys():
+        out |= array_paths(group[k], f"{prefix}{k}/")
+    return out
 
 
 def differing_arrays(a: Path, b: Path) -> list[str]:
-    """Names of the arrays whose dtype, shape or bytes differ between two stores."""
+    """Names of the arrays whose dtype, shape or bytes differ between two stores (or that only one holds)."""
     za, zb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
-    out = []
-    for name in ARRAYS:
+    names_a, names_b = array_paths(za), array_paths(zb)
+    out = sorted(names_a ^ names_b)
+    for name in sorted(names_a & names_b):
         x, y = za[name][...], zb[name][...]
-        if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+        if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != np.asarray(y).tobytes():
             out.append(name)
     return out
 
@@ -50,10 +60,11 @@ def test_layout_and_attributes(tiny_store):
     attrs = root.attrs
     n_tasks, n_env, n_det, n_per, p = 2, 3, 2, 8, 17
     n = n_tasks * n_env * n_det * n_per
-    assert root["patches"].shape == (n, p, p) and root["patches"].dtype == np.float32
+    assert array_paths(root) == set(ARRAYS)  # layout 2 without --keep-patches: no noisy patches on disk
+    assert attrs["layout_version"] == 2 and attrs["patches_kept"] is False
     assert root["label"].dtype == np.uint8 and root["environment"].dtype == np.uint8
     assert np.issubdtype(root["case"].dtype, np.integer)
-    assert root["patches"].shards == (n_det * n_per, p, p) == (attrs["rows_per_shard"], p, p)
+    assert root["label"].shards == (n_det * n_per,) == (attrs["rows_per_shard"],)
     assert root["task_done"][:].tolist() == [1, 1]
     assert attrs["patch_size_px"] == p and len(attrs["pixel_size_angstrom"]) == len(attrs["cases"]) == 4
     case = attrs["cases"][0]
@@ -64,7 +75,8 @@ def test_layout_and_attributes(tiny_store):
     assert "abtem" in attrs["versions"] and "stem-context" in attrs["versions"]
     assert len(attrs["environments"]) == 34
     # every row is filled, its label is its environment's, its case is in range
-    patches = root["patches"][:]
+    patches = read_patches(tiny_store, 0, n)
+    assert patches.shape == (n, p, p) and patches.dtype == np.float32
     assert np.isfinite(patches).all() and (patches.reshape(n, -1).std(axis=1) > 0).all()
     env = root["environment"][:]
     labels = np.array([attrs["environments"][e]["label"] for e in env])

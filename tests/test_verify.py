@@ -43,10 +43,10 @@ def truncate(path: Path, fraction: float = 0.5) -> None:
 
 
 @pytest.fixture(scope="module")
-def encoded_store(tiny_store, tmp_path_factory) -> Path:
-    """The tiny store with its features encoded (a copy: the session's tiny_store stays untouched)."""
+def encoded_store(tiny_store_kept, tmp_path_factory) -> Path:
+    """The tiny store with its features encoded (a copy: the session's tiny_store_kept stays untouched)."""
     out = tmp_path_factory.mktemp("verify") / "encoded.zarr"
-    shutil.copytree(tiny_store, out)
+    shutil.copytree(tiny_store_kept, out)
     with open_client("local", n_workers=1) as client:
         encode_store(out, client)
     return out
@@ -78,10 +78,10 @@ def test_undamaged_store_verifies_and_nothing_changes(encoded_store, capsys):
 
 
 @pytest.mark.slow
-def test_simulate_verify_names_damage_and_repair_is_byte_identical(tiny_store, tmp_path, capsys):
+def test_simulate_verify_names_damage_and_repair_is_byte_identical(tiny_store_kept, tmp_path, capsys):
     store = tmp_path / "damaged.zarr"
-    shutil.copytree(tiny_store, store)
-    reference = file_bytes(tiny_store)
+    shutil.copytree(tiny_store_kept, store)
+    reference = file_bytes(tiny_store_kept)
     # task 1 owns shards 3, 4, 5 and clean chunk 1; every kind of damage goes there, so task 0 must not rerun
     truncate(store / "patches/c/3/0/0")                                   # a truncated shard
     overwrite(store / "patches/c/4/0/0", 2000, b"\xff" * 64)              # bytes overwritten inside a chunk
@@ -188,9 +188,9 @@ def test_damaged_feature_arrays_are_re_encoded_whole(encoded_store, tmp_path, ca
     ("dtype", "bad  label: dtype int64, expected uint8 [not repairable in place]"),
     ("metadata", "bad  case: metadata unreadable (JSONDecodeError"),
 ])
-def test_unrepairable_damage_is_named_and_refused(tiny_store, tmp_path, capsys, damage, problem):
+def test_unrepairable_damage_is_named_and_refused(tiny_store_kept, tmp_path, capsys, damage, problem):
     store = tmp_path / "unrepairable.zarr"
-    shutil.copytree(tiny_store, store)
+    shutil.copytree(tiny_store_kept, store)
     g = zarr.open_group(str(store), mode="r+")
     problem = problem.format(hash=tiny_hash())
     if damage in ("hash", "config"):
@@ -218,11 +218,11 @@ def test_unrepairable_damage_is_named_and_refused(tiny_store, tmp_path, capsys, 
     assert file_bytes(store) == before  # refused: nothing written
 
 
-def test_store_without_chunk_checksums_is_verified_by_decoding_finiteness_and_markers(tiny_store, tmp_path, capsys):
+def test_store_without_chunk_checksums_is_verified_by_decoding_finiteness_and_markers(tiny_store_kept, tmp_path, capsys):
     """Stores written before chunk checksums (inner codecs end in zstd) are still checked: a deleted shard
     reads as NaN, a garbled index fails its own crc32c, a flipped marker is 0."""
     store = tmp_path / "old.zarr"
-    shutil.copytree(tiny_store, store)
+    shutil.copytree(tiny_store_kept, store)
     g = zarr.open_group(str(store), mode="r+")
     for name in ("patches", "label"):
         old = g[name]

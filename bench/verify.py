@@ -1,6 +1,7 @@
 """How fast ``python -m simulate verify`` reads a store, against a plain zarr read of the same shards.
 
-A store in the simulation's layout is written from a real dataset config (``demo.yaml`` with
+A store in the simulation's layout (with ``--keep-patches``: this bench times reading stored patches) is written
+from a real dataset config (``demo.yaml`` with
 ``--patches-per-image`` patches per image, so no abTEM run is needed: the patches are Poisson counts, as
 incompressible as real noisy patches), once with this version's codecs (zstd + crc32c per chunk) and once
 with zarr's default codecs (zstd only). Rows: plain read of every ``patches`` shard with and without the
@@ -30,6 +31,7 @@ def write_store(path: Path, cfg, checksums: bool) -> int:
     from contract import store as schema
     from simulate import store
     from simulate.config import config_hash
+    from simulate.patches import max_scan_px, pad_scans, task_window
     from simulate.plan import make_plan
     from simulate.run import store_attrs
     from simulate.verify import expected_clean_rows, expected_rows
@@ -39,7 +41,8 @@ def write_store(path: Path, cfg, checksums: bool) -> int:
         original = schema.chunk_compressors
         store.chunk_compressors = lambda: "auto"  # zarr's default: zstd, no checksum
     try:
-        store.create_store(path, plan, store_attrs(cfg.as_mapping(), config_hash(cfg), plan))
+        store.create_store(path, plan, store_attrs(cfg.as_mapping(), config_hash(cfg), plan), keep_patches=True,
+                           scan_px=max_scan_px(plan, cfg))
     finally:
         if not checksums:
             store.chunk_compressors = original
@@ -52,6 +55,9 @@ def write_store(path: Path, cfg, checksums: bool) -> int:
             store.write_shard(path, plan.shard_start(task, position), rows)
         clean = {k: v.astype(schema.ROW_ARRAYS[k]) for k, v in expected_clean_rows(plan, task.index).items()}
         clean[schema.PATCHES] = rng.random((plan.clean_rows_per_task, p, p), dtype=np.float32)
+        side = task_window(task, cfg).n_px
+        clean[schema.SCANS] = pad_scans(list(rng.random((plan.clean_rows_per_task, side, side), dtype=np.float32)),
+                                        max_scan_px(plan, cfg))
         store.write_clean(path, task.index * plan.clean_rows_per_task, clean)
         store.mark_done(path, task.index)
     return plan.n_rows * p * p * 4

@@ -102,6 +102,11 @@ class PatchSource:
         scans = schema.read_checked(group[name], first, first + n_det, store=self.path, name=name)
         scans = scans[:, :side, :side]
         if not np.isfinite(scans).all():
+            if not group[schema.TASK_DONE][task_index]:
+                raise schema.StoreError(f"store {self.path!r}: task {task_index} ({task.host}+{task.dopant} "
+                                        f"{task.beam_energy_kev} keV) is not simulated yet, so shard {shard} has no "
+                                        "scans to make patches from; finish it with `python -m simulate run ... "
+                                        "--resume`")
             raise CorruptDataError(f"store {self.path!r}: {name} rows {first}-{first + n_det - 1} (shard {shard}) "
                                    f"are not finite although the task is marked done: run "
                                    f"`{schema.repair_command(self.path, schema.PATCHES)}`")

@@ -67,6 +67,12 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def dir_allocated(path: Path) -> tuple[int, int]:
+    """(bytes the file system allocated, files): small shard files each take at least a block."""
+    files = [f for f in path.rglob("*") if f.is_file()]
+    return sum(f.stat().st_blocks * 512 for f in files), len(files)
+
+
 # ------------------------------------------------------------------------------------------ source scans
 def source_environments() -> list[int]:
     """One environment per class (the first of each label): the classes' scans that every shard reuses."""
@@ -274,7 +280,9 @@ def main() -> None:
 
         by_array = {name: dir_bytes(path / name) for name in sorted(p.name for p in path.iterdir() if p.is_dir())}
         total = dir_bytes(path)
+        allocated, n_files = dir_allocated(path)
         result["bytes"] = {"total": total, "per_row": total / plan.n_rows, "by_array": by_array,
+                           "allocated": allocated, "allocated_per_row": allocated / plan.n_rows, "files": n_files,
                            "per_row_with_patches_kept": (total + result["patch_costs"]["kept_bytes_per_patch"]
                                                          * plan.n_rows) / plan.n_rows,
                            "paper_per_row": PAPER_BYTES_PER_ROW}

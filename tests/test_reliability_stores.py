@@ -35,6 +35,7 @@ from features.encode import encode_store
 from features.verify import verify_features
 from simulate import config as config_mod
 from simulate import store as sim_store
+from simulate.patches import max_scan_px, pad_scans, task_window
 from simulate.run import prepare_store
 from simulate.verify import expected_clean_rows, expected_rows, verify_store
 from tests.store_fixtures import TINY_CONFIG
@@ -47,9 +48,11 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_torch_threa
 
 
 def write_plan_store(path: Path, config: Path, seed: int = 0) -> Path:
-    """A complete store of ``config``'s plan through the simulation's writers, with Gamma-noise patches."""
+    """A complete store of ``config``'s plan through the simulation's writers, with Gamma-noise patches (kept)
+    and uniform random clean scans."""
     cfg = config_mod.load(config)
-    plan, _, _ = prepare_store(cfg, path, False)
+    plan, _, _ = prepare_store(cfg, path, False, keep_patches=True)
+    side = max_scan_px(plan, cfg)
     rng = np.random.default_rng(seed)
     p = plan.patch_size_px
     for task in plan.tasks:
@@ -59,6 +62,9 @@ def write_plan_store(path: Path, config: Path, seed: int = 0) -> Path:
             sim_store.write_shard(path, plan.shard_start(task, position), rows)
         clean = {k: np.asarray(v, schema.ROW_ARRAYS[k]) for k, v in expected_clean_rows(plan, task.index).items()}
         clean[schema.PATCHES] = rng.random((plan.clean_rows_per_task, p, p)).astype(schema.PATCH_DTYPE)
+        n_px = task_window(task, cfg).n_px
+        clean[schema.SCANS] = pad_scans(list(rng.random((plan.clean_rows_per_task, n_px, n_px), dtype=np.float32)),
+                                        side)
         sim_store.write_clean(path, task.index * plan.clean_rows_per_task, clean)
         sim_store.mark_done(path, task.index)
     return path

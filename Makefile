@@ -16,6 +16,7 @@ PLANEGROUPS_CONFIG ?= configs/dataset/planegroups-demo.yaml
 PLANEGROUPS_STORE ?= data/planegroups-demo.zarr
 # e.g. PLANEGROUPS_ARGS='--max-epochs 30'; OMP_NUM_THREADS=1 is faster on a busy shared machine
 PLANEGROUPS_ARGS ?=
+PAPER_SCALE_OUT ?= data/paper-scale
 # e.g. RVAE_ARGS='--max-epochs 10' for a quicker rVAE demo, or '--fresh' to refit from scratch
 RVAE_ARGS ?=
 LABEL_PROJECT ?= data/label-demo
@@ -89,6 +90,9 @@ rvae-adf: $(STAMP) ## rVAE on ADF (seed 002): render a two-grain field, fit-imag
 
 rvae-4dstem: $(STAMP) ## rVAE on 4D-STEM (seed 004): simulate once into data/fourdstem.zarr, fit per dose, COM baseline, defect AUCs -> bench/results/
 	$(PY) bench/rvae_4dstem.py $(RVAE_ARGS)
+
+paper-scale: $(STAMP) ## Rehearse the paper config's 54.8 M-row store + one attn-400k epoch on this machine (~1 h on 2 cores, ~8 GB in PAPER_SCALE_OUT) -> bench/results/
+	$(PY) bench/paper_scale.py --out $(PAPER_SCALE_OUT)
 
 slurm-install: ## Install Debian's Slurm + munge packages if missing (needs root)
 	bash slurm/install-debian-slurm.sh

@@ -82,16 +82,18 @@ def source_environments() -> list[int]:
     return [first[label] for label in sorted(first)]
 
 
-def simulate_source(out: Path, combo: tuple[str, str]) -> Path:
-    """The paper config at one combo, one environment per class, static potential: real scans to reuse."""
+def simulate_source(out: Path, combo: tuple[str, str]) -> tuple[Path, dict]:
+    """The paper config at one combo, one environment per class, static potential: real scans to reuse; returns
+    (store, the run's summary: multislice runs and their compute seconds; empty when the store was there)."""
     cfg_path = out.parent / "source.yaml"
     cfg_path.write_text(yaml.safe_dump({
         "base": str(PAPER_CONFIG), "name": "paper-scale-source", "selection": {"combos": [list(combo)]},
         "environments": source_environments(), "multislice": {"frozen_phonons": 0},
         "patches": {"patches_per_image": 8}}))
+    summary = {}
     if not (out.exists() and bool(np.all(zarr.open_group(str(out), mode="r")[schema.TASK_DONE][:]))):
-        simulate(cfg_path, out, resume=out.exists(), n_workers=2)
-    return out
+        summary = simulate(cfg_path, out, resume=out.exists(), n_workers=2)
+    return out, summary
 
 
 def source_scans(source: Path) -> dict[tuple[int, int, int], np.ndarray]:
@@ -255,7 +257,11 @@ def main() -> None:
 
     stages_asked = set(args.stages.split(","))
     if "store" in stages_asked:
-        source, seconds = timed(simulate_source, out / "source.zarr", tuple(args.source_combo.split(",")))
+        (source, sim), seconds = timed(simulate_source, out / "source.zarr", tuple(args.source_combo.split(",")))
+        if sim.get("multislice_runs"):  # per static run at the paper's grid: the simulation cost of the runbook
+            result["source_simulation"] = {"multislice_runs": sim["multislice_runs"],
+                                           "core_seconds": sum(sim["task_seconds"]),
+                                           "core_seconds_per_run": sum(sim["task_seconds"]) / sim["multislice_runs"]}
         stages.append({"stage": "source scans (abTEM, 1 combo x 5 classes x 3 energies)", "seconds": seconds})
         if path.exists():
             shutil.rmtree(path)

@@ -499,7 +499,10 @@ def main(argv=None) -> dict | None:
     if a.worker:
         spec = json.loads(Path(a.spec).read_text())
         (worker_train if a.worker == "train" else worker_bare)(spec, a.rank)
-        return None
+        # the report is written: leave now (a gloo rank can hang in interpreter shutdown, seen with torch 2.13)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if not a.store:
         p.error("--store is required")
     store, tiled_dir = a.store, None

@@ -155,6 +155,24 @@ def test_device_batches_permute_each_epoch_and_cover_all_rows():
         assert torch.equal(xb[:, 0].long(), yb)  # features stay with their labels
 
 
+def test_device_batches_are_slices_of_the_epoch_permutation():
+    """Each batch gathers rows by a slice of the epoch's permutation: the batches (and so every run and checkpoint)
+    are those of slicing the permuted shard, which DeviceBatches no longer copies whole."""
+    from training.splits import derive_seed
+
+    x, y = torch.randn(1000, 5), torch.arange(1000)
+    batches = DeviceBatches(x, y, batch_size=96, shuffle=True, seed=7, rank=1)
+    batches.epoch = 2
+    g = torch.Generator().manual_seed(derive_seed(7, 1, 2))
+    perm = torch.randperm(1000, generator=g)
+    got = list(batches)
+    assert len(got) == 11 and len(got[-1][1]) == 1000 - 10 * 96
+    for b, (xb, yb) in enumerate(got):
+        assert torch.equal(xb, x[perm][b * 96:(b + 1) * 96]) and torch.equal(yb, y[perm][b * 96:(b + 1) * 96])
+    plain = list(DeviceBatches(x, y, batch_size=96, shuffle=False))  # unshuffled: views of the shard
+    assert plain[1][0].data_ptr() == x[96:].data_ptr()
+
+
 def test_device_batches_resume_mid_epoch():
     x, y = torch.randn(500, 4), torch.arange(500)
     a = DeviceBatches(x, y, batch_size=64, shuffle=True, seed=1)

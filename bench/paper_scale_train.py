@@ -465,6 +465,50 @@ def summarise(store, train_store, n_store, made, config, processes, threads, glo
     return result
 
 
+PAPER_TRAIN_ROWS = 44_000_000
+"""The paper's training split: 80 % of ~55 M patches."""
+
+
+def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through the points (the one point's value, slope 0)."""
+    n = len(xs)
+    if n == 1:
+        return ys[0], 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def project(results: list[dict], rows: int = int(PAPER_TRAIN_ROWS / 0.8)) -> dict:
+    """Estimate an epoch on a store of ``rows`` rows (default: the paper's ~55 M, i.e. 44 M training rows) from
+    measured results: memory and load time as straight lines in the store's rows (least squares over the runs
+    of at least 5 M rows when there are two, else all), train and validation time from the samples/s of the
+    largest run (the first step's overhead weighs least there)."""
+    big = [r for r in results if r["rows"] >= 5_000_000]
+    use = sorted(big if len(big) >= 2 else results, key=lambda r: r["rows"])
+    largest = use[-1]
+    x = [r["rows"] / 1e6 for r in use]
+    scale = rows / largest["rows"]
+
+    def line(key):
+        a, b = _fit_line(x, [key(r) for r in use])
+        return a + b * rows / 1e6, b
+
+    peak_rank, slope_rank = line(lambda r: max(r["peak_rss_gib"]))
+    peak_sum, slope_sum = line(lambda r: r["peak_rss_sum_gib"])
+    load_s, _ = line(lambda r: r["startup_to_data_loaded_s"])
+    train_s = largest["rows_trained"] * scale / largest["samples_per_s"]
+    val_s = largest["validation_s"] * scale
+    return {"rows": rows, "train_rows": round(rows * largest["rows_trained"] / largest["rows"]),
+            "from_rows": [r["rows"] for r in use], "samples_per_s": largest["samples_per_s"],
+            "bare_samples_per_s": largest["bare_samples_per_s"], "ratio": largest["ratio"],
+            "steps": math.ceil(rows * largest["rows_trained"] / largest["rows"] / largest["batch_global"]),
+            "train_s": train_s, "validation_s": val_s, "startup_to_data_loaded_s": load_s,
+            "epoch_wall_s": train_s + val_s, "wall_s": load_s + train_s + val_s,
+            "peak_rss_gib_per_process": peak_rank, "peak_rss_gib_per_process_per_million_rows": slope_rank,
+            "peak_rss_sum_gib": peak_sum, "peak_rss_sum_gib_per_million_rows": slope_sum}
+
+
 COLUMNS = ["rows", "rows_trained", "steps", "batch_global", "batch_per_rank", "samples_per_s",
            "bare_samples_per_s", "ratio", "peak_rss_gib", "peak_rss_sum_gib", "train_s", "epoch_wall_s", "wall_s"]
 
@@ -492,6 +536,9 @@ def main(argv=None) -> dict | None:
                    help="first tile --store cyclically to this many rows (tile_feature_store) and train on that")
     p.add_argument("--tile-out", default=None, help="where --tile-to writes (default: a temporary folder, removed)")
     p.add_argument("--json", default=None, help="result file (default: bench/results/paper_scale_train-<UTC>.json)")
+    p.add_argument("--project", nargs="+", metavar="RESULT.json",
+                   help="print the projection (project()) from these result files to --project-rows and exit")
+    p.add_argument("--project-rows", type=int, default=int(PAPER_TRAIN_ROWS / 0.8))
     p.add_argument("--worker", choices=("train", "bare"), help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--rank", type=int, help=argparse.SUPPRESS)
@@ -503,6 +550,11 @@ def main(argv=None) -> dict | None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+    if a.project:
+        results = [json.loads(Path(f).read_text()) for f in a.project]
+        results = [x for r in results for x in r.get("runs", [r])]
+        print(json.dumps(project(results, a.project_rows), indent=1))
+        return None
     if not a.store:
         p.error("--store is required")
     store, tiled_dir = a.store, None
@@ -522,11 +574,15 @@ def main(argv=None) -> dict | None:
 
     print_table([table_row(result)], COLUMNS)
     if a.json:
+        import datetime as dt
+
         from bench._report import machine
         from contract.jsonio import json_text
 
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json_text({"benchmark": "paper_scale_train", "machine": machine(), **result},
+        Path(a.json).write_text(json_text({"benchmark": "paper_scale_train", "date_utc": stamp, "machine": machine(),
+                                           **result},
                                           indent=2, default=str))
         print(f"written: {a.json}")
     else:

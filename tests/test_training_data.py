@@ -105,8 +105,12 @@ def test_read_index_hosts_and_detectors(store):
     cases = group.attrs["cases"]
     case = group["case"][:]
     assert index.n_rows == 3000
+    # the per-row strings (~48 bytes a row) are built on first use, not by every read_index
+    assert not {"row_hosts", "row_detectors", "row_dopants"} & set(vars(index))
     assert list(index.row_hosts[:20]) == [cases[k]["host"] for k in case[:20]]
     assert set(index.row_detectors) == {"HAADF", "MAADF"}
+    assert index.row_dopants.tolist() == [cases[k]["dopant"] for k in case]
+    assert index.row_hosts is index.row_hosts  # built once
 
 
 def test_store_without_features_is_a_clear_error(tmp_path):

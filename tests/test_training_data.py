@@ -105,8 +105,12 @@ def test_read_index_hosts_and_detectors(store):
     cases = group.attrs["cases"]
     case = group["case"][:]
     assert index.n_rows == 3000
+    # the per-row strings (~48 bytes a row) are built on first use, not by every read_index
+    assert not {"row_hosts", "row_detectors", "row_dopants"} & set(vars(index))
     assert list(index.row_hosts[:20]) == [cases[k]["host"] for k in case[:20]]
     assert set(index.row_detectors) == {"HAADF", "MAADF"}
+    assert index.row_dopants.tolist() == [cases[k]["dopant"] for k in case]
+    assert index.row_hosts is index.row_hosts  # built once
 
 
 def test_store_without_features_is_a_clear_error(tmp_path):
@@ -153,6 +157,24 @@ def test_device_batches_permute_each_epoch_and_cover_all_rows():
     assert torch.equal(torch.cat([yb for _, yb in batches]), orders[1])  # same (seed, epoch), same order
     for xb, yb in batches:
         assert torch.equal(xb[:, 0].long(), yb)  # features stay with their labels
+
+
+def test_device_batches_are_slices_of_the_epoch_permutation():
+    """Each batch gathers rows by a slice of the epoch's permutation: the batches (and so every run and checkpoint)
+    are those of slicing the permuted shard, which DeviceBatches no longer copies whole."""
+    from training.splits import derive_seed
+
+    x, y = torch.randn(1000, 5), torch.arange(1000)
+    batches = DeviceBatches(x, y, batch_size=96, shuffle=True, seed=7, rank=1)
+    batches.epoch = 2
+    g = torch.Generator().manual_seed(derive_seed(7, 1, 2))
+    perm = torch.randperm(1000, generator=g)
+    got = list(batches)
+    assert len(got) == 11 and len(got[-1][1]) == 1000 - 10 * 96
+    for b, (xb, yb) in enumerate(got):
+        assert torch.equal(xb, x[perm][b * 96:(b + 1) * 96]) and torch.equal(yb, y[perm][b * 96:(b + 1) * 96])
+    plain = list(DeviceBatches(x, y, batch_size=96, shuffle=False))  # unshuffled: views of the shard
+    assert plain[1][0].data_ptr() == x[96:].data_ptr()
 
 
 def test_device_batches_resume_mid_epoch():

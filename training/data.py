@@ -1,8 +1,10 @@
 """Device-resident training data: a LightningDataModule over a feature store.
 
 The features of a rank's shard are read once into memory (on the GPU when training on one). Each epoch
-the shard is permuted on the device with a generator seeded from (seed, rank, epoch) and batches are
-contiguous slices of the permuted copy: no per-sample ``__getitem__``, no host-device copies per batch.
+a permutation of the shard's rows is drawn on the device with a generator seeded from (seed, rank, epoch) and
+each batch gathers its rows by a contiguous slice of that permutation: no per-sample ``__getitem__``, no
+host-device copies per batch, and no permuted copy of the shard (which would double the shard's memory: at
+the paper's scale on 2 ranks, 2.7 GB more per rank; bench/paper_scale_train.py).
 """
 from __future__ import annotations
 
@@ -87,16 +89,21 @@ class DeviceBatches:
             start = int(self._resume["position"])
         self._resume = None
         self._position = start
-        x, y = self.features, self.labels
+        x, y, n = self.features, self.labels, self.batch_size
+        perm = None
         if self.shuffle:
-            # one gather per epoch, then contiguous slices (views) per batch
+            # one permutation per epoch; each batch gathers its rows (the same batches as slicing x[perm], without
+            # holding that permuted copy of the whole shard)
             g = torch.Generator(device=x.device)
             g.manual_seed(derive_seed(self.seed, self.rank, self.epoch))
             perm = torch.randperm(x.shape[0], generator=g, device=x.device)
-            x, y = x[perm], y[perm]
         for b in range(start, len(self)):
             self._position = b + 1
-            yield x[b * self.batch_size : (b + 1) * self.batch_size], y[b * self.batch_size : (b + 1) * self.batch_size]
+            if perm is None:
+                yield x[b * n : (b + 1) * n], y[b * n : (b + 1) * n]
+            else:
+                rows = perm[b * n : (b + 1) * n]
+                yield x.index_select(0, rows), y.index_select(0, rows)
 
     def state_dict(self) -> dict:
         return {"epoch": int(self.epoch), "position": int(self._position)}

@@ -13,7 +13,8 @@ from rvae.columns import cut_subimages, find_columns
 from rvae.metrics import circular_mean, wrap
 from rvae.model import angular_moment, coordinate_grid
 from rvae.module import RVAEModule
-from rvae.synthetic import FieldSpec, rotated_shapes, two_grain_field
+from rvae.synthetic import (PEROVSKITE_SITES, FieldSpec, PerovskiteSpec, perovskite_field, rotated_shapes,
+                            two_grain_field)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PERIOD = 3
@@ -63,6 +64,27 @@ def test_angular_moment_follows_both_site_types_of_the_honeycomb(honeycomb):
         m = scored & (t["site"] == site)
         errors = per_grain_error_deg(psi.numpy()[m] / PERIOD, t["orientation_rad"][m], t["grain"][m])
         assert max(errors) < 2.0, (site, errors)  # 1.1-1.2° for M, below 0.5° for X2 at 17 px
+
+
+@pytest.mark.parametrize("period, followed", [(4, ("A", "B", "O")), (2, ("O",))])
+def test_perovskite_angle_needs_the_period_of_every_site(period, followed):
+    """ABO3 [001] in three grains: with period 4 (the lattice's) the moment follows the grains for A, B and O
+    sites (O modulo 90°: its two sublattices fold together); with period 2 only the 2-fold O sites are followed,
+    the 4-fold A and B sites have no second harmonic and their angle is noise (measured 6-35° per grain)."""
+    spec = PerovskiteSpec(size_px=256)
+    image, truth = perovskite_field(spec, np.random.default_rng(0))
+    px = spec.pixel_size_angstrom
+    pos = find_columns(image, px)
+    d, j = cKDTree(np.c_[truth["y_px"], truth["x_px"]]).query(pos)
+    items, border = cut_subimages(image, pos, 5.5, px, 25)
+    t = {k: v[j] for k, v in truth.items()}
+    sel = ~border & (d < 0.5 / px) & (t["boundary_distance_angstrom"] > 2.75)
+    psi, _ = angular_moment(torch.from_numpy(items), period)
+    for k, name in enumerate(PEROVSKITE_SITES):
+        m = sel & (t["site"] == k)
+        assert len(np.unique(t["grain"][m])) == 3
+        errors = per_grain_error_deg(psi.numpy()[m] / period, t["orientation_rad"][m], t["grain"][m], period)
+        assert (max(errors) < 3.0) == (name in followed), (name, period, errors)
 
 
 def test_anchor_weight_falls_to_zero_and_is_validated():

@@ -10,7 +10,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from rvae.columns import cut_subimages, find_columns
-from rvae.metrics import circular_mean, wrap
+from rvae.metrics import circular_mean, grain_angle_errors, wrap
 from rvae.model import angular_moment, coordinate_grid
 from rvae.module import RVAEModule
 from rvae.synthetic import (PEROVSKITE_SITES, FieldSpec, PerovskiteSpec, perovskite_field, rotated_shapes,
@@ -22,11 +22,7 @@ WINDOW_ANGSTROM = 6.5
 
 
 def per_grain_error_deg(angle, truth, grain, period=PERIOD) -> list[float]:
-    """|circular mean residual| per grain [deg of φ] after one offset for all atoms (sign +1: the model's
-    angle and the truth turn the same way)."""
-    p, q = period * np.asarray(angle), period * np.asarray(truth)
-    resid = wrap(p + circular_mean(q - p) - q)
-    return [float(np.degrees(abs(circular_mean(resid[grain == g])) / period)) for g in np.unique(grain)]
+    return list(grain_angle_errors(angle, truth, grain, period)["per_grain_deg"].values())
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +115,5 @@ def test_fitted_angle_follows_the_grains_for_both_site_types(repo_root, honeycom
     angle = encode_batch(module.model.eval(), torch.from_numpy(transform(items)))["angle"].numpy()
     for site in (0, 1):
         m = scored & (t["site"] == site)
-        per_grain = per_grain_error_deg(angle[m], t["orientation_rad"][m], t["grain"][m])
-        p, q = PERIOD * angle[m], PERIOD * t["orientation_rad"][m]
-        per_atom = np.degrees(np.median(np.abs(wrap(p + circular_mean(q - p) - q)))) / PERIOD
-        assert max(per_grain) <= 5.0 and per_atom <= 10.0, (seed, site, per_grain, per_atom)
+        e = grain_angle_errors(angle[m], t["orientation_rad"][m], t["grain"][m], PERIOD)
+        assert e["max_grain_deg"] <= 5.0 and e["per_atom_median_deg"] <= 10.0, (seed, site, e)

@@ -43,7 +43,7 @@ class RVAEModule(pl.LightningModule):
                  likelihood_sigma: float | None = None, lr: float = 1e-3, beta_start: float = 1.0,
                  beta_end: float = 1.0, beta_warmup_steps: int = 0, capacity_start: float = 0.0,
                  capacity_end: float = 0.0, capacity_steps: int = 0, angle_anchor: float = 0.0,
-                 angle_anchor_steps: int = 0):
+                 angle_anchor_steps: int = 0, angle_anchor_end: float = 0.0):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"model.likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -54,6 +54,8 @@ class RVAEModule(pl.LightningModule):
         check_schedule(beta_start, beta_end, beta_warmup_steps, capacity_start, capacity_end, capacity_steps)
         if not angle_anchor >= 0:
             raise ValueError(f"model.angle_anchor must be >= 0, got {angle_anchor!r}")
+        if not angle_anchor_end >= 0:
+            raise ValueError(f"model.angle_anchor_end must be >= 0, got {angle_anchor_end!r}")
         if int(angle_anchor_steps) != angle_anchor_steps or angle_anchor_steps < 0:
             raise ValueError(f"model.angle_anchor_steps must be an integer >= 0, got {angle_anchor_steps!r}")
         encoder_channels = [int(c) for c in encoder_channels] if encoder_channels is not None else [32, 64, 64]
@@ -82,8 +84,10 @@ class RVAEModule(pl.LightningModule):
 
     def anchor_weight(self, step: int) -> float:
         """Weight of the angle anchor at optimizer step ``step`` (see ``angle_anchor``)."""
-        return linear_ramp(step, self.hparams.angle_anchor, 0.0, self.hparams.angle_anchor_steps) \
-            if self.hparams.angle_anchor_steps > 0 else 0.0
+        h = self.hparams
+        if h.angle_anchor_steps <= 0:
+            return float(h.angle_anchor_end)
+        return linear_ramp(step, h.angle_anchor, h.angle_anchor_end, h.angle_anchor_steps)
 
     def elbo_terms(self, images: torch.Tensor, anchor: float = 0.0) -> dict[str, torch.Tensor]:
         """Batch means of the negative log-likelihood and of each KL group, from one posterior draw; with

@@ -53,6 +53,22 @@ def aligned_angle_agreement(predicted, truth, period: int = 1) -> dict:
     return best
 
 
+def grain_angle_errors(predicted, truth, grain, period: int = 1) -> dict:
+    """Angle error per grain and per atom [deg of φ], after one offset for all atoms (the circular mean of the
+    folded residual) and no sign choice: the model's angle and the truth turn the same way, so a mirrored
+    answer counts as wrong. ``per_grain_deg``: |circular mean of the residual| in each grain (the orientation
+    of the grain as a whole); ``per_atom_median_deg`` and ``per_atom_rms_deg``: of |residual| over all atoms.
+    Angles are folded by ``period`` (ψ = n·φ)."""
+    p = period * np.asarray(predicted, dtype=np.float64)
+    t = period * np.asarray(truth, dtype=np.float64)
+    g = np.asarray(grain)
+    resid = wrap(p + circular_mean(t - p) - t)
+    per_grain = {int(k): float(np.degrees(abs(circular_mean(resid[g == k]))) / period) for k in np.unique(g)}
+    return {"per_grain_deg": per_grain, "max_grain_deg": max(per_grain.values(), default=float("nan")),
+            "per_atom_median_deg": float(np.degrees(np.median(np.abs(resid))) / period),
+            "per_atom_rms_deg": float(np.degrees(np.sqrt(np.mean(resid**2))) / period), "n": int(len(p))}
+
+
 def label_predictability(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:
     """Balanced accuracy of a cross-validated logistic regression predicting ``labels`` from ``features``
     (standardised); chance is 1 / number of classes."""

@@ -85,6 +85,27 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor, prior_std: float = 1.0
     return 0.5 * torch.sum(mean**2 / prior_std**2 + var_ratio - 1.0 - torch.log(var_ratio), dim=-1)
 
 
+def angular_moment(images: torch.Tensor, period: int, grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classical n-fold orientation of each item: ψ_m = arg Σ (I(x) − Ī) e^{i n θ(x)} over the inscribed disk
+    0 < |x| <= 1 (θ from +x towards +y, n = ``period``, Ī the disk mean), in the model's own convention: rotating an
+    item's content by α adds n·α to ψ_m, as to the encoder's ψ = n·φ (the offset between the two is arbitrary).
+    Returns (ψ_m (B,) in (−π, π], strength (B,) = |Σ (I − Ī) e^{inθ}| / Σ |I − Ī|, in [0, 1]).
+    ``images`` (B, P, P) or (B, 1, P, P); ``grid`` the (P², 2) ``coordinate_grid`` (made when None)."""
+    b = images.shape[0]
+    x = images.reshape(b, -1)
+    if grid is None:
+        grid = coordinate_grid(int(round(x.shape[1] ** 0.5)), device=x.device, dtype=x.dtype)
+    r2 = grid.square().sum(-1)
+    disk = (r2 <= 1.0).to(x.dtype)
+    theta = torch.atan2(grid[:, 1], grid[:, 0])
+    centred = (x - (x * disk).sum(-1, keepdim=True) / disk.sum()) * disk
+    ring = centred * (r2 > 0).to(x.dtype)  # the centre pixel has no direction
+    re = (ring * torch.cos(period * theta)).sum(-1)
+    im = (ring * torch.sin(period * theta)).sum(-1)
+    strength = torch.hypot(re, im) / centred.abs().sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
+    return torch.atan2(im, re), strength
+
+
 def _mlp(sizes: list[int], act=nn.SiLU) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):

@@ -11,7 +11,7 @@ import torch
 
 from training.checkpoint import stamp_weights
 
-from .model import LIKELIHOODS, RVAE, encode_batch, reconstruction_nll
+from .model import LIKELIHOODS, RVAE, angular_moment, encode_batch, reconstruction_nll
 from .schedules import check_schedule, linear_ramp
 
 
@@ -42,7 +42,8 @@ class RVAEModule(pl.LightningModule):
                  likelihood: str = "gaussian",
                  likelihood_sigma: float | None = None, lr: float = 1e-3, beta_start: float = 1.0,
                  beta_end: float = 1.0, beta_warmup_steps: int = 0, capacity_start: float = 0.0,
-                 capacity_end: float = 0.0, capacity_steps: int = 0):
+                 capacity_end: float = 0.0, capacity_steps: int = 0, angle_anchor: float = 0.0,
+                 angle_anchor_steps: int = 0, angle_anchor_end: float = 0.0):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"model.likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -51,6 +52,12 @@ class RVAEModule(pl.LightningModule):
         if not lr > 0:
             raise ValueError(f"model.lr must be > 0, got {lr}")
         check_schedule(beta_start, beta_end, beta_warmup_steps, capacity_start, capacity_end, capacity_steps)
+        if not angle_anchor >= 0:
+            raise ValueError(f"model.angle_anchor must be >= 0, got {angle_anchor!r}")
+        if not angle_anchor_end >= 0:
+            raise ValueError(f"model.angle_anchor_end must be >= 0, got {angle_anchor_end!r}")
+        if int(angle_anchor_steps) != angle_anchor_steps or angle_anchor_steps < 0:
+            raise ValueError(f"model.angle_anchor_steps must be an integer >= 0, got {angle_anchor_steps!r}")
         encoder_channels = [int(c) for c in encoder_channels] if encoder_channels is not None else [32, 64, 64]
         self.save_hyperparameters()  # reads the locals: the resolved channel list is what is saved
         try:
@@ -75,11 +82,22 @@ class RVAEModule(pl.LightningModule):
         return (linear_ramp(step, h.beta_start, h.beta_end, h.beta_warmup_steps),
                 linear_ramp(step, h.capacity_start, h.capacity_end, h.capacity_steps))
 
-    def elbo_terms(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Batch means of the negative log-likelihood and of each KL group, from one posterior draw."""
+    def anchor_weight(self, step: int) -> float:
+        """Weight of the angle anchor at optimizer step ``step`` (see ``angle_anchor``)."""
+        h = self.hparams
+        if h.angle_anchor_steps <= 0:
+            return float(h.angle_anchor_end)
+        return linear_ramp(step, h.angle_anchor, h.angle_anchor_end, h.angle_anchor_steps)
+
+    def elbo_terms(self, images: torch.Tensor, anchor: float = 0.0) -> dict[str, torch.Tensor]:
+        """Batch means of the negative log-likelihood and of each KL group, from one posterior draw; with
+        ``anchor`` > 0 also ``anchor``, the mean 1 − cos(ψ − ψ_m) (unweighted)."""
         post, output = self.model(images)
         sigma = self.log_sigma if self.hparams.likelihood == "gaussian" else None
         out = {"nll": reconstruction_nll(images, output, self.hparams.likelihood, sigma).mean()}
+        if anchor > 0:
+            psi_m, _ = angular_moment(images, self.model.period, self.model.grid)
+            out["anchor"] = (1.0 - torch.cos(post.psi_mean - psi_m)).mean()
         for name, kl in self.model.kl_terms(post).items():
             out[f"kl_{name}"] = kl.mean()
         out["kl"] = sum(v for k, v in out.items() if k.startswith("kl_"))
@@ -107,10 +125,13 @@ class RVAEModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, _ = batch
-        terms = self.elbo_terms(images)
+        anchor = self.anchor_weight(self.global_step)
+        terms = self.elbo_terms(images, anchor)
         beta, capacity = self.schedule(self.global_step)
         kl = terms["kl"]
         loss = terms["nll"] + beta * (torch.abs(kl - capacity) if self.hparams.capacity_end > 0 else kl)
+        if "anchor" in terms:
+            loss = loss + anchor * terms["anchor"]
         n = len(images)
         self.log("train_loss_step", loss, on_step=True, on_epoch=False, batch_size=n)
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)

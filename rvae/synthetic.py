@@ -7,6 +7,9 @@
   independent; a few dopants (bright metal sites) and single chalcogen vacancies; probe blur, row jitter,
   Poisson counts, read noise and a DC offset (``kernels.noise.noisy_image``, the project's noise chain).
   Per-atom truth: position, grain, site type, local orientation, thickness factor, distance to the boundary.
+* ``perovskite_field``: the same for a cubic perovskite ABO3 seen along [001] (a square lattice: bright A and
+  fainter B columns, 4-fold sites, and faint O columns, 2-fold sites) in three grains stacked along y with
+  wavy boundaries, and the same thickness gradient along x: the second lattice of issue 25.
 """
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ from kernels.noise import noisy_image
 SQRT3 = 3 ** 0.5
 SITE_TYPES = ("M", "X2", "D", "VacX")
 """Site types of the rendered field (the metal and chalcogen columns of ``contract.classes`` and two defects)."""
+PEROVSKITE_SITES = ("A", "B", "O")
+"""Site types of ``perovskite_field``."""
+PEROVSKITE_SITE_PERIOD = {"A": 4, "B": 4, "O": 2}
+"""Rotational order of each perovskite site in projection: its angle is defined modulo 2π / n."""
 
 
 def rotated_shapes(n: int, size: int, rng: np.random.Generator, period: int = 1, max_shift: float = 0.0,
@@ -96,6 +103,21 @@ def _honeycomb(spec: FieldSpec, angle_deg: float, extent: float):
     return out
 
 
+def _gaussian_columns(shape: tuple[int, int], cols, rows, amplitudes, sigma_px: float, background: float) -> np.ndarray:
+    """A clean (H, W) image: ``background`` plus one Gaussian column of ``sigma_px`` per (col, row, amplitude)."""
+    h, w = shape
+    clean = np.full((h, w), background)
+    r = int(np.ceil(4 * sigma_px))
+    for c, rr, amp in zip(cols, rows, amplitudes):
+        c0, r0 = int(round(c)), int(round(rr))
+        if c0 < -r or r0 < -r or c0 > w + r or r0 > h + r:
+            continue
+        ys, xs = slice(max(r0 - r, 0), min(r0 + r + 1, h)), slice(max(c0 - r, 0), min(c0 + r + 1, w))
+        yy, xx = np.mgrid[ys, xs]
+        clean[ys, xs] += amp * np.exp(-((xx - c) ** 2 + (yy - rr) ** 2) / (2 * sigma_px**2))
+    return clean
+
+
 def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(image (H, W) float32 counts, per-atom truth) of ``spec`` (see the module docstring).
 
@@ -135,17 +157,9 @@ def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarr
                           spec.vacancy_amplitude])[site]
     lo, hi = spec.thickness_range
     thickness = lo + (hi - lo) * np.clip(pos[:, 0] / extent, 0, 1)
-    clean = np.full((h, w), spec.background_fraction)
-    sigma_px = spec.column_sigma_angstrom / px
-    r = int(np.ceil(4 * sigma_px))
     cols, rows = pos[:, 0] / px, pos[:, 1] / px
-    for c, rr, amp in zip(cols, rows, amplitude * thickness):
-        c0, r0 = int(round(c)), int(round(rr))
-        if c0 < -r or r0 < -r or c0 > w + r or r0 > h + r:
-            continue
-        ys, xs = slice(max(r0 - r, 0), min(r0 + r + 1, h)), slice(max(c0 - r, 0), min(c0 + r + 1, w))
-        yy, xx = np.mgrid[ys, xs]
-        clean[ys, xs] += amp * np.exp(-((xx - c) ** 2 + (yy - rr) ** 2) / (2 * sigma_px**2))
+    clean = _gaussian_columns((h, w), cols, rows, amplitude * thickness, spec.column_sigma_angstrom / px,
+                              spec.background_fraction)
     image = noisy_image(clean, pixel_size_angstrom=px, probe_blur_sigma_angstrom=spec.probe_blur_sigma_angstrom,
                         scan_jitter_px=spec.scan_jitter_px, dose_e_per_angstrom2=spec.dose_e_per_angstrom2,
                         read_noise_counts=spec.read_noise_counts, rng=rng) + spec.dc_offset_counts
@@ -153,6 +167,88 @@ def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarr
     truth = {"x_px": cols[inside], "y_px": rows[inside], "grain": grain[inside], "site": site[inside],
              "orientation_rad": orient[inside], "thickness": thickness[inside],
              "boundary_distance_angstrom": np.abs(pos[inside, 1] - boundary_y(pos[inside, 0]))}
+    return image.astype(np.float32), truth
+
+
+@dataclass(frozen=True)
+class PerovskiteSpec:
+    """A rendered three-grain ABO3 [001] field (units in the names; angles in degrees)."""
+
+    size_px: int = 384
+    pixel_size_angstrom: float = 0.16
+    lattice_constant_angstrom: float = 3.9  # SrTiO3
+    grain_angles_deg: tuple[float, float, float] = (5.0, 25.0, 62.0)
+    boundary_amplitude_angstrom: float = 3.0
+    thickness_range: tuple[float, float] = (0.6, 1.4)
+    a_amplitude: float = 0.030
+    b_amplitude: float = 0.020
+    o_amplitude: float = 0.008
+    column_sigma_angstrom: float = 0.38
+    background_fraction: float = 0.002
+    dose_e_per_angstrom2: float = 2e5
+    probe_blur_sigma_angstrom: float = 0.1
+    scan_jitter_px: float = 0.3
+    read_noise_counts: float = 2.0
+    dc_offset_counts: float = 500.0
+
+
+def perovskite_field(spec: PerovskiteSpec, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(image (H, W) float32 counts, per-atom truth) of ``spec``: three grains stacked along y (wavy
+    boundaries at a third and two thirds of the height), each a square ABO3 [001] lattice rotated by its angle.
+
+    Truth as ``two_grain_field`` with ``site`` an index into ``PEROVSKITE_SITES`` and ``orientation_rad`` the
+    lattice direction a1 for A and B sites (modulo 2π/4) and, for O sites, the direction to their two B
+    neighbours (modulo π; the two O sublattices differ by 90°).
+    """
+    h = w = spec.size_px
+    px = spec.pixel_size_angstrom
+    extent = h * px
+    a = spec.lattice_constant_angstrom
+
+    def boundary_y(x, k):
+        return extent * k / 3 + spec.boundary_amplitude_angstrom * np.sin(2 * np.pi * x / extent + k)
+
+    pos, site, grain, orient = [], [], [], []
+    for g, angle in enumerate(spec.grain_angles_deg):
+        t = np.radians(angle)
+        rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        a1, a2 = rot @ np.array([a, 0.0]), rot @ np.array([0.0, a])
+        n = int(np.ceil(1.5 * extent / a)) + 2
+        i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+        base = np.c_[i.ravel(), j.ravel()] @ np.stack([a1, a2]) + extent / 2
+        for offset, s, o in (((0, 0), "A", t), ((0.5, 0.5), "B", t), ((0.5, 0), "O", t + np.pi / 2),
+                             ((0, 0.5), "O", t)):
+            p = base + offset[0] * a1 + offset[1] * a2
+            y = p[:, 1]
+            mine = (y >= boundary_y(p[:, 0], g)) if g > 0 else np.ones(len(p), bool)
+            if g < 2:
+                mine &= y < boundary_y(p[:, 0], g + 1)
+            mine &= (p[:, 0] > -2) & (p[:, 0] < extent + 2) & (y > -2) & (y < extent + 2)
+            p = p[mine]
+            pos.append(p)
+            site += [PEROVSKITE_SITES.index(s)] * len(p)
+            grain += [g] * len(p)
+            orient += [o % (2 * np.pi / PEROVSKITE_SITE_PERIOD[s])] * len(p)
+    pos, site, grain, orient = np.concatenate(pos), np.asarray(site), np.asarray(grain), np.asarray(orient)
+    drop = np.zeros(len(pos), dtype=bool)
+    for i, j in cKDTree(pos).query_pairs(0.3 * a):  # across a boundary: keep the first of two close columns
+        if grain[i] != grain[j]:
+            drop[max(i, j)] = True
+    pos, site, grain, orient = pos[~drop], site[~drop], grain[~drop], orient[~drop]
+    amplitude = np.array([spec.a_amplitude, spec.b_amplitude, spec.o_amplitude])[site]
+    lo, hi = spec.thickness_range
+    thickness = lo + (hi - lo) * np.clip(pos[:, 0] / extent, 0, 1)
+    cols, rows = pos[:, 0] / px, pos[:, 1] / px
+    clean = _gaussian_columns((h, w), cols, rows, amplitude * thickness, spec.column_sigma_angstrom / px,
+                              spec.background_fraction)
+    image = noisy_image(clean, pixel_size_angstrom=px, probe_blur_sigma_angstrom=spec.probe_blur_sigma_angstrom,
+                        scan_jitter_px=spec.scan_jitter_px, dose_e_per_angstrom2=spec.dose_e_per_angstrom2,
+                        read_noise_counts=spec.read_noise_counts, rng=rng) + spec.dc_offset_counts
+    inside = (cols >= 0) & (cols <= w - 1) & (rows >= 0) & (rows <= h - 1)
+    by = np.stack([boundary_y(pos[:, 0], k) for k in (1, 2)], axis=1)
+    truth = {"x_px": cols[inside], "y_px": rows[inside], "grain": grain[inside], "site": site[inside],
+             "orientation_rad": orient[inside], "thickness": thickness[inside],
+             "boundary_distance_angstrom": np.abs(pos[inside, 1, None] - by[inside]).min(axis=1)}
     return image.astype(np.float32), truth
 
 

@@ -52,6 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
+from contract.jsonio import json_text  # noqa: E402
+
 DEFAULT_CONFIG = REPO / "configs" / "train" / "attn-400k.yaml"
 PAPER_SHARD_ROWS = 5600
 """Rows per shard of the paper's store (configs/dataset/paper.yaml: 2 800 patches per image x 2 detectors)."""
@@ -188,7 +190,7 @@ def launch(mode: str, processes: int, spec: dict, workdir: Path, threads: int, t
     """Run ``processes`` workers of ``mode`` ('train' or 'bare') as one DDP group; their reports, the peak of the
     sum of their resident memory (sampled every 0.2 s) and the wall time."""
     spec_path = workdir / f"{mode}-spec.json"
-    spec_path.write_text(json.dumps(spec))
+    spec_path.write_text(json_text(spec))
     port = _free_port()
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_")) and k not in
@@ -242,7 +244,7 @@ def _finish_worker(spec: dict, rank: int, report: dict) -> None:
     import resource
 
     report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # KiB on Linux
-    Path(spec["workdir"], f"{spec['mode']}-rank{rank}.json").write_text(json.dumps(report))
+    Path(spec["workdir"], f"{spec['mode']}-rank{rank}.json").write_text(json_text(report))
 
 
 def worker_bare(spec: dict, rank: int) -> None:
@@ -553,7 +555,7 @@ def main(argv=None) -> dict | None:
     if a.project:
         results = [json.loads(Path(f).read_text()) for f in a.project]
         results = [x for r in results for x in r.get("runs", [r])]
-        print(json.dumps(project(results, a.project_rows), indent=1))
+        print(json_text(project(results, a.project_rows), indent=1))
         return None
     if not a.store:
         p.error("--store is required")

@@ -52,7 +52,8 @@ def test_two_process_epoch_reports_rows_rate_and_memory(small_store, tmp_path):
     assert math.isfinite(r["ratio"]) and r["ratio"] > 0
     assert r["samples_per_s"] > 0 and r["bare_samples_per_s"] > 0
     assert len(r["peak_rss_gib"]) == 2 and all(0.1 < m < 24 for m in r["peak_rss_gib"])
-    assert r["peak_rss_sum_gib"] >= max(r["peak_rss_gib"]) * 0.9
+    # the sum sampled every 0.2 s cannot exceed the ranks' own peaks added (it may miss a short spike of one)
+    assert 0 < r["peak_rss_sum_gib"] <= sum(r["peak_rss_gib"]) * 1.05
     assert r["epoch_wall_s"] >= r["train_s"] > 0 and r["wall_s"] > r["process_wall_s"] * 0.9
     assert {"torch", "pytorch-lightning"} <= set(r["versions"]) and r["versions"]["torch"]
     assert set(COLUMNS) <= set(r)

@@ -92,11 +92,11 @@ def test_damage_in_the_short_undoped_task_is_found_and_repaired_byte_identically
 
     reference = file_bytes(mixed_store)
     (store / "clean/patches/c/1/0/0").write_bytes(b"garbage!")
-    (store / "patches/c/1/0/0").unlink()
+    (store / "clean/scans/c/1/0/0").unlink()  # the scans task 0's noisy patches are made from
     assert simulate_main(["verify", str(store)]) == 3
     out = capsys.readouterr().out
     assert "bad  clean/patches chunk 1 (rows 2-3) of task 0 (WSe2+none 60 keV)" in out, out
-    assert "patches shard 1 (rows 64-127) of task 0 (WSe2+none 60 keV)" in out and "task 1" not in out
+    assert "bad  clean/scans chunk 1 (rows 2-3) of task 0 (WSe2+none 60 keV)" in out and "task 1" not in out
     assert simulate_main(["verify", str(store), "--repair", "--workers", "1"]) == 0
     assert "verify: rerunning 1 task(s): task 0 (WSe2+none 60 keV)" in capsys.readouterr().err
     repaired = file_bytes(store)

@@ -186,6 +186,43 @@ def _memory(pid: int | str = "self") -> dict:
     return out
 
 
+EXIT_GRACE_S = 20.0
+"""How long a worker may stay alive after writing its report (a gloo rank has hung at exit, in the futex of a
+finished process group, even before ``os._exit``): then it is killed and counted as finished."""
+
+
+def _report_written(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _wait_for_workers(procs, reports: list[Path], deadline: float) -> list[int]:
+    """Exit codes of ``procs``; a worker still alive ``EXIT_GRACE_S`` after its report parses is killed and
+    counted as 0 (its work is done); past ``deadline`` every worker is killed and TimeoutError raised."""
+    reported_at: dict[int, float] = {}
+    while True:
+        now = time.perf_counter()
+        for r, p in enumerate(procs):
+            if p.poll() is None and r not in reported_at and _report_written(reports[r]):
+                reported_at[r] = now
+            if p.poll() is None and r in reported_at and now - reported_at[r] > EXIT_GRACE_S:
+                print(f"paper_scale_train: rank {r} still alive {EXIT_GRACE_S:.0f} s after its report: killed",
+                      file=sys.stderr)
+                p.kill()
+                p.wait()
+                p.returncode = 0
+        if all(p.poll() is not None for p in procs):
+            return [p.returncode for p in procs]
+        if now > deadline:
+            for p in procs:
+                p.kill()
+            raise TimeoutError(f"workers still running after the time limit: {[p.pid for p in procs]}")
+        time.sleep(0.5)
+
+
 def launch(mode: str, processes: int, spec: dict, workdir: Path, threads: int, timeout_s: float) -> dict:
     """Run ``processes`` workers of ``mode`` ('train' or 'bare') as one DDP group; their reports, the peak of the
     sum of their resident memory (sampled every 0.2 s) and the wall time."""
@@ -218,14 +255,9 @@ def launch(mode: str, processes: int, spec: dict, workdir: Path, threads: int, t
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    codes = []
     try:
-        for p in procs:
-            codes.append(p.wait(timeout=max(1.0, timeout_s - (time.perf_counter() - started))))
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        raise
+        codes = _wait_for_workers(procs, [workdir / f"{mode}-rank{r}.json" for r in range(processes)],
+                                  started + timeout_s)
     finally:
         stop.set()
         sampler.join()

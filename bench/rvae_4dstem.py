@@ -1,13 +1,17 @@
-"""The 4D-STEM demo and benchmark of the rVAE (seed 004) against the centre-of-mass (COM) family, from the same
-stored patterns in the same run, at two or more doses.
+"""The 4D-STEM benchmark of the rVAE (seed 004) against the centre-of-mass (COM) family, from the same patterns in
+the same run, at several doses and seeds (issue 25 items 1-2).
 
 Data: ``configs/dataset/fourdstem.yaml`` (simulated once with ``python -m simulate fourdstem`` into
-``data/fourdstem.zarr`` and reused): graphene (84 x 72 probe positions, 41 x 41 patterns, one vacancy, one Si
-dopant) and zincblende GaAs [001] (84 x 84, one As vacancy, one In on a Ga site), 80 keV, 25 mrad, Poisson
-counts at 1e4, 1e5 and 1e6 e-/Å² (~410, 4 100, 41 000 electrons per pattern).
+``data/fourdstem.zarr`` and reused): graphene (84 x 72 probe positions, 41 x 41 patterns, one vacancy, Si and N
+dopants) and zincblende GaAs [001] (84 x 84, one As vacancy, one In on a Ga site), 80 keV, 25 mrad, Poisson
+counts at 1e3, 1e4, 1e5 and 1e6 e-/Å² (~41, 410, 4 100, 41 000 electrons per pattern). Seed 0 is the store's
+own counts; seed s > 0 draws new counts from the store's clean patterns (``simulate.fourdstem.poisson_counts``,
+seed from the config seed, s, scan and dose) and fits with ``seed_everything`` s: every seed is a new noise
+realisation and a new fit.
 
-For each scan and dose: ``python -m rvae fit-4dstem`` (purely rotational rVAE, fitted to that scan's own
-patterns), and the COM family (COM vector, |COM|, divergence, iCOM; ``kernels.com``) of the same patterns. Every
+For each scan, dose and seed: ``python -m rvae fit-4dstem`` (purely rotational rVAE on the bright-field window
+about the undeflected beam, the mean pattern subtracted, fitted to that scan's own patterns), and the COM family
+(COM vector, |COM|, divergence, iCOM; ``kernels.com``) of the same patterns. Every
 map goes through the same periodic-residual anomaly score (``rvae.maps``: deviation from the lattice-periodic
 median over the supercell's cells), raw and after the same Gaussian smoothing of one scan step (``... smoothed``;
 iCOM is already an integral over the whole scan, which averages noise). Localisation of the defects by each map:
@@ -17,8 +21,12 @@ iCOM is already an integral over the whole scan, which averages noise). Localisa
 Angle: the rVAE angle (after the best offset and sign) and the COM direction against the direction from the
 probe to the nearest column, at probe positions 0.2-0.8 Å from a column and 1.5 Å or more from a defect.
 The COM family of the noise-free patterns is reported as the reference (every method finds a vacancy there).
+Limit of any per-pattern direction estimate: the maximum-likelihood oracle, which knows every clean pattern of the
+scan and gives each noisy pattern the true direction of the clean pattern most likely (Poisson) to have made it.
+Per method: the lowest dose at which its ROC AUC (mean over seeds) reaches 0.9.
 
-    python bench/rvae_4dstem.py [--doses 10000 100000] [--scans graphene zincblende] [--max-epochs N]
+    python bench/rvae_4dstem.py [--doses 1000 10000 100000 1000000] [--seeds 0 1] [--scans graphene zincblende]
+        [--max-epochs N] [--window bright_field|whole]
 
 Writes ``bench/results/rvae-4dstem-<utc date>.json`` and ``.png``.
 """
@@ -102,13 +110,45 @@ def angle_scores(angle: np.ndarray | None, com_direction: np.ndarray, truth: dic
     return out
 
 
+def redraw_counts(clean: np.ndarray, dose: float, step_area_angstrom2: float, entropy: list[int]) -> np.ndarray:
+    """A new Poisson realisation of a scan's counts at ``dose`` from its clean (N, P, P) patterns."""
+    from simulate.fourdstem import poisson_counts
+
+    return poisson_counts(clean, dose, step_area_angstrom2, np.random.default_rng(np.random.SeedSequence(entropy)))
+
+
+def oracle_direction(counts: np.ndarray, clean: np.ndarray, dose: float, step_area_angstrom2: float,
+                     direction: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For the patterns ``rows`` of ``counts`` (N, P, P): the true direction of the clean pattern of the scan with
+    the highest Poisson likelihood. ``direction`` (N,) the true direction per position."""
+    lam = clean.reshape(len(clean), -1).astype(np.float64)
+    lam = lam / lam.sum(1, keepdims=True) * dose * step_area_angstrom2
+    n = counts.reshape(len(counts), -1)[rows].astype(np.float64)
+    best = np.empty(len(rows), dtype=np.int64)
+    log_lam, total = np.log(lam + 1e-12).T, lam.sum(1)
+    for i in range(0, len(rows), 1024):  # (1024, N) log-likelihoods at a time
+        best[i:i + 1024] = np.argmax(n[i:i + 1024] @ log_lam - total[None], axis=1)
+    return direction[best]
+
+
+def dose_to_reach(aucs: dict[float, float], target: float = 0.9) -> float | None:
+    """The lowest dose whose AUC reaches ``target``, when every higher dose does too; None when none does."""
+    reached = None
+    for dose in sorted(aucs, reverse=True):
+        if aucs[dose] >= target:
+            reached = dose
+        else:
+            break
+    return reached
+
+
 def figure(panels: list[tuple[str, dict, np.ndarray]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["rVAE angle", "rvae_anomaly", "icom", "com_vector", "com_magnitude"]
+    names = ["rVAE angle", "COM direction", "z1", "z2", "rvae_anomaly", "icom", "com_vector"]
     fig, axes = plt.subplots(len(panels), len(names), figsize=(3.0 * len(names), 2.9 * len(panels)), squeeze=False)
     for row, (label, maps, markers) in zip(axes, panels):
         for ax, name in zip(row, names):
@@ -116,7 +156,8 @@ def figure(panels: list[tuple[str, dict, np.ndarray]], path: Path) -> None:
             if m is None:
                 ax.set_axis_off()
                 continue
-            kw = {"cmap": "twilight", "vmin": -np.pi, "vmax": np.pi} if name == "rVAE angle" else {"cmap": "magma"}
+            kw = {"cmap": "twilight", "vmin": -np.pi, "vmax": np.pi} if "angle" in name or "direction" in name \
+                else {"cmap": "magma"}
             ax.imshow(m, interpolation="nearest", **kw)
             ax.scatter(markers[:, 1], markers[:, 0], s=50, facecolors="none", edgecolors="cyan", linewidths=1)
             ax.set_title(f"{label}\n{name}", fontsize=8)
@@ -132,7 +173,9 @@ def main(argv=None) -> dict:
     p.add_argument("--store", default=str(REPO / "data" / "fourdstem.zarr"))
     p.add_argument("--out", default=str(REPO / "runs" / "rvae-4dstem"))
     p.add_argument("--scans", nargs="+", default=["graphene", "zincblende"])
-    p.add_argument("--doses", nargs="+", type=float, default=[1e4, 1e5])
+    p.add_argument("--doses", nargs="+", type=float, default=[1e3, 1e4, 1e5, 1e6])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--window", choices=("bright_field", "whole"), default="bright_field")
     p.add_argument("--max-epochs", type=int, default=None, help="default: configs/rvae/fourdstem.yaml")
     p.add_argument("--fresh", action="store_true", help="delete --out first (otherwise finished fits are resumed)")
     a = p.parse_args(argv)
@@ -142,19 +185,22 @@ def main(argv=None) -> dict:
 
     from contract import fourdstem as schema
     from contract.fourdstem import pattern_path, read_scan_meta
+    from contract.yamlsafe import read_yaml
     from rvae.fit import com_maps_streaming, fit_4dstem
+    from rvae.metrics import aligned_angle_agreement
     from simulate.optics import wavelength_angstrom
 
     store, out = Path(a.store), Path(a.out)
     if a.fresh and out.exists():
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     ensure_store(Path(a.config), store)
     simulate_seconds = time.perf_counter() - started
+    config_seed = int(read_yaml(Path(a.config))["seed"])
     root = zarr.open_group(str(store), mode="r")
-    overrides = [] if a.max_epochs is None else ["--trainer.max_epochs", str(a.max_epochs)]
     results, rows, panels = {}, [], []
-    for scan in a.scans:
+    for scan_index, scan in enumerate(a.scans):
         meta = read_scan_meta(store, scan)
         ny, nx = meta.scan_shape
         g = root[scan]
@@ -162,62 +208,119 @@ def main(argv=None) -> dict:
                  "atom_distance": g[schema.NEAREST_ATOM_DISTANCE][:].astype(np.float64),
                  "atom_direction": g[schema.NEAREST_ATOM_DIRECTION][:].astype(np.float64),
                  "position": g[schema.POSITION][:].astype(np.float64)}
+        ring = np.flatnonzero((truth["atom_distance"] > 0.2) & (truth["atom_distance"] < 0.8)
+                              & (truth["defect_distance"] > 1.5))
         markers = np.array([[d["y_angstrom"] / meta.scan_sampling_angstrom[1],
                              d["x_angstrom"] / meta.scan_sampling_angstrom[0]] for d in meta.defects])
         wl = wavelength_angstrom(meta.beam_energy_kev)
+        area = float(np.prod(meta.scan_sampling_angstrom))
+        clean = root[pattern_path(scan)][:]
         clean_com = com_maps_streaming(str(store), pattern_path(scan), meta.scan_shape, meta.angular_sampling_mrad,
                                        meta.scan_sampling_angstrom, wl, periodic=True)
         results[f"{scan}/clean"] = {"dose_e_per_angstrom2": None,
                                     "localisation": evaluate(com_scores(clean_com, meta.fold_period_px), truth,
                                                              meta),
                                     "angle": angle_scores(None, clean_com["com_direction"], truth)}
-        for dose in a.doses:
-            array = pattern_path(scan, dose)
-            t0, c0 = time.perf_counter(), cpu_seconds()
-            res = fit_4dstem(store, out / f"{scan}-{schema.dose_array_name(dose)}", array=array, overrides=overrides)
-            fit_seconds, fit_cpu = time.perf_counter() - t0, cpu_seconds() - c0
-            maps, com = res["maps"], res["com"]
-            fold, k, n = meta.fold_period_px, res["n_latent"], res["period"]
-            score_maps = {**rvae_scores(maps, k, n, fold), **com_scores(com, fold)}
-            smoothed = {**rvae_scores(maps, k, n, fold, SMOOTH_PX), **com_scores(com, fold, SMOOTH_PX)}
-            score_maps.update({f"{name} smoothed": m for name, m in smoothed.items()})
-            results[f"{scan}/{schema.dose_array_name(dose)}"] = {
-                "dose_e_per_angstrom2": dose, "electrons_per_pattern": dose * np.prod(meta.scan_sampling_angstrom),
-                "fit_4dstem_seconds": fit_seconds, "fit_4dstem_cpu_seconds": fit_cpu, "n_patterns": ny * nx,
-                "pattern_size_px": meta.pattern_size_px,
-                "localisation": evaluate(score_maps, truth, meta),
-                "angle": angle_scores(maps["angle"], com["com_direction"], truth)}
-            panels.append((f"{scan} {dose:.0e}", {"rVAE angle": maps["angle"], **score_maps}, markers))
-            del res
+        for dose_index, dose in enumerate(a.doses):
+            for seed in a.seeds:
+                name = f"{scan}-{schema.dose_array_name(dose)}-seed{seed}"
+                overrides = ["--seed_everything", str(seed), "--data.seed", str(seed)]
+                overrides += [] if a.max_epochs is None else ["--trainer.max_epochs", str(a.max_epochs)]
+                if seed == 0:  # the store's own counts
+                    data, array, calib = store, pattern_path(scan, dose), {}
+                    counts = root[pattern_path(scan, dose)][:]
+                else:  # a new realisation, handed to fit-4dstem as a user's (scan x, scan y, kx, ky) array
+                    counts = redraw_counts(clean, dose, area, [config_seed, 4, seed, scan_index, dose_index])
+                    data, array = out / f"{name}.npy", None
+                    np.save(data, counts.reshape(ny, nx, *counts.shape[1:]).transpose(1, 0, 3, 2))
+                    calib = {"fold_period_px": meta.fold_period_px,
+                             "angular_sampling_mrad": meta.angular_sampling_mrad,
+                             "scan_sampling_angstrom": meta.scan_sampling_angstrom}
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                res = fit_4dstem(data, out / name, array=array, window=a.window, overrides=overrides, **calib)
+                fit_seconds, fit_cpu = time.perf_counter() - t0, cpu_seconds() - c0
+                maps, com = res["maps"], res["com"]
+                fold, k, n = meta.fold_period_px, res["n_latent"], res["period"]
+                score_maps = {**rvae_scores(maps, k, n, fold), **com_scores(com, fold)}
+                smoothed = {**rvae_scores(maps, k, n, fold, SMOOTH_PX), **com_scores(com, fold, SMOOTH_PX)}
+                score_maps.update({f"{m} smoothed": v for m, v in smoothed.items()})
+                angle = angle_scores(maps["angle"], com["com_direction"], truth)
+                oracle = oracle_direction(counts, clean, dose, area, truth["atom_direction"], ring)
+                angle["ml_oracle_direction"] = aligned_angle_agreement(oracle, truth["atom_direction"][ring])
+                results[f"{scan}/{schema.dose_array_name(dose)}/seed{seed}"] = {
+                    "scan": scan, "dose_e_per_angstrom2": dose, "seed": seed, "electrons_per_pattern": dose * area,
+                    "fit_4dstem_seconds": fit_seconds, "fit_4dstem_cpu_seconds": fit_cpu, "n_patterns": ny * nx,
+                    "pattern_size_px": meta.pattern_size_px, "window": a.window,
+                    "rvae_item_size_px": res["item_size_px"], "localisation": evaluate(score_maps, truth, meta),
+                    "angle": angle}
+                if seed == a.seeds[0]:
+                    panels.append((f"{scan} {dose:.0e}", {"rVAE angle": maps["angle"], "COM direction":
+                                                          com["com_direction"], "z1": maps["z1"],
+                                                          "z2": maps.get("z2"), **score_maps}, markers))
+                del res, counts
+                print(f"{name}: fitted in {fit_seconds:.0f} s", flush=True)
+    summary = summarise(results, a.scans, a.doses)
     for key, r in results.items():
         for name, s in r["localisation"].items():
-            rows.append({"scan/dose": key, "map": name, "AUC": f"{s['roc_auc']:.3f}",
+            rows.append({"scan/dose/seed": key, "map": name, "AUC": f"{s['roc_auc']:.3f}",
                          "strongest (A)": f"{s['strongest_distance_angstrom']:.2f}",
                          "per defect (A)": " ".join(f"{d:.2f}" for d in s.get("per_defect_distance_angstrom", []))})
-    print_table(rows, ["scan/dose", "map", "AUC", "strongest (A)", "per defect (A)"])
-    angle_rows = [{"scan/dose": key, "source": src, "corr": f"{v['circular_correlation']:.3f}",
+    print_table(rows, ["scan/dose/seed", "map", "AUC", "strongest (A)", "per defect (A)"])
+    angle_rows = [{"scan/dose/seed": key, "source": src, "corr": f"{v['circular_correlation']:.3f}",
                    "median err (deg)": f"{v['median_abs_error_deg']:.1f}", "sign": v["sign"]}
                   for key, r in results.items() for src, v in r["angle"].items() if isinstance(v, dict)]
-    print_table(angle_rows, ["scan/dose", "source", "corr", "median err (deg)", "sign"])
+    print_table(angle_rows, ["scan/dose/seed", "source", "corr", "median err (deg)", "sign"])
+    print_table(summary["table"], list(summary["table"][0]))
     png = out / "benchmark.png"
-    out.mkdir(parents=True, exist_ok=True)
     figure(panels, png)
     fits = {k: v["fit_4dstem_seconds"] for k, v in results.items() if "fit_4dstem_seconds" in v}
     for key, s in fits.items():
         print(f"fit-4dstem {key}: {s:.0f} s = {s / BUDGET_SECONDS:.2f} x the 15 min budget "
-              f"({results[key]['n_patterns']} patterns of {results[key]['pattern_size_px']} px); "
+              f"({results[key]['n_patterns']} patterns of {results[key]['rvae_item_size_px']} px seen); "
               f"{results[key]['fit_4dstem_cpu_seconds']:.0f} CPU-seconds")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     payload = {"store": str(store), "config": a.config, "simulate_seconds_this_run": simulate_seconds,
                "fresh": a.fresh,  # False: fits found in --out were resumed, their times are not training times
+               "seeds": a.seeds, "doses": a.doses, "window": a.window, "max_epochs": a.max_epochs,
                "positive_within_angstrom": POSITIVE_WITHIN, "negative_beyond_angstrom": NEGATIVE_BEYOND,
-               "results": results, "budget_seconds": BUDGET_SECONDS, "figure": "this file's name with .png",
+               "summary": summary, "results": results, "budget_seconds": BUDGET_SECONDS,
+               "figure": "this file's name with .png",
                "versions": versions("torch", "pytorch-lightning", "abtem", "numpy", "scikit-learn", "zarr")}
     path = write_result("rvae-4dstem", payload)
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(png, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return payload
+
+
+MAPS = ("rvae_anomaly", "rvae_latents", "rvae_reconstruction", "com_vector", "com_magnitude", "com_divergence",
+        "icom")
+ANGLES = ("rvae_angle", "com_direction", "ml_oracle_direction")
+
+
+def summarise(results: dict, scans: list[str], doses: list[float]) -> dict:
+    """Per scan, dose and map the ROC AUC over seeds (mean, min, max), raw and smoothed; per scan and angle source
+    the Fisher-Lee correlation over seeds; per scan and map the lowest dose at which the mean AUC reaches 0.9."""
+    table, reach = [], {}
+    for scan in scans:
+        runs = [r for r in results.values() if r.get("scan") == scan]
+        for variant in ("", " smoothed"):
+            for m in MAPS:
+                aucs = {}
+                for dose in doses:
+                    v = [r["localisation"][m + variant]["roc_auc"] for r in runs if r["dose_e_per_angstrom2"] == dose]
+                    aucs[dose] = float(np.mean(v))
+                    table.append({"scan": scan, "quantity": f"AUC {m}{variant}", "dose": f"{dose:.0e}",
+                                  "mean": f"{np.mean(v):.3f}", "min": f"{np.min(v):.3f}", "max": f"{np.max(v):.3f}",
+                                  "seeds": len(v)})
+                reach[f"{scan}/{m}{variant}"] = dose_to_reach(aucs)
+        for src in ANGLES:
+            for dose in doses:
+                v = [r["angle"][src]["circular_correlation"] for r in runs if r["dose_e_per_angstrom2"] == dose]
+                table.append({"scan": scan, "quantity": f"Fisher-Lee {src}", "dose": f"{dose:.0e}",
+                              "mean": f"{np.mean(v):.3f}", "min": f"{np.min(v):.3f}", "max": f"{np.max(v):.3f}",
+                              "seeds": len(v)})
+    return {"table": table, "dose_for_auc_0.9": reach}
 
 
 if __name__ == "__main__":

@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="lattice period in scan pixels along scan y and x, for the periodic-residual anomaly map")
     four.add_argument("--angular-sampling-mrad", type=float, default=None, help="pattern pixel size (COM in mrad)")
     four.add_argument("--scan-sampling-angstrom", type=float, nargs=2, default=None, metavar=("DX", "DY"))
+    four.add_argument("--window", choices=("bright_field", "whole"), default="bright_field",
+                      help="what the rVAE sees: the bright-field disc and inner dark field about the undeflected "
+                           "beam (default) or the whole pattern")
+    four.add_argument("--bright-field-radius-factor", type=float, default=1.5,
+                      help="the bright-field window reaches this many disc radii (default 1.5)")
     four.add_argument("--out", required=True, help="output directory")
     _training_options(four)
     enc = sub.add_parser("encode", help="encode a store's items with a fitted checkpoint into a zarr group")
@@ -116,7 +121,9 @@ def _dispatch(argv: list[str]) -> int:
 
         fit_4dstem(args.data, args.out, array=args.array, config=args.config or DEFAULT_4D_CONFIG,
                    fold_period_px=args.fold_period_px, angular_sampling_mrad=args.angular_sampling_mrad,
-                   scan_sampling_angstrom=args.scan_sampling_angstrom, overrides=_overrides(args) + lightning)
+                   scan_sampling_angstrom=args.scan_sampling_angstrom, window=args.window,
+                   bright_field_radius_factor=args.bright_field_radius_factor,
+                   overrides=_overrides(args) + lightning)
     elif args.command == "encode":
         from .encode import encode_store, load_module  # deferred: keeps --help light (torch)
 

@@ -12,7 +12,13 @@ Poisson), then per-dataset normalisation, measured in one streaming pass over th
 (one mean and one standard deviation), ``radial`` (a mean and a standard deviation per ring of whole-pixel
 radius about the centre pixel: rotation-equivariant, for diffraction patterns, whose round bright-field disc
 otherwise holds nearly all the variance and leaves the position-dependent changes at ~1e-3 of it, so that the
-latents collapsed on noise-free graphene: measured) or ``minmax`` (to [0, 1], for the Bernoulli likelihood).
+latents collapsed on noise-free graphene: measured), ``mean_pattern`` (the dataset's mean item subtracted pixel
+by pixel, then divided by the residual's standard deviation per ring: what varies from item to item, for
+4D-STEM, whose fixed Bragg structure does not rotate with the probe position and otherwise fixed the angle) or
+``minmax`` (to [0, 1], for the Bernoulli likelihood).
+
+An optional ``crop`` (row, column, size) keeps one odd square window of each item after the odd crop: for 4D-STEM
+the bright-field disc and its inner dark field, centred on the undeflected beam (``bright_field_window``).
 """
 from __future__ import annotations
 
@@ -22,13 +28,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pytorch_lightning as pl
+from scipy import ndimage
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from contract.errors import InputError
 from contract.store import open_group
 
-NORMALISATIONS = ("standard", "radial", "minmax")
+NORMALISATIONS = ("standard", "radial", "mean_pattern", "minmax")
 
 
 def open_items(store: str, array: str):
@@ -61,21 +68,55 @@ def ring_index(size: int) -> np.ndarray:
     return np.rint(np.hypot(yy, xx)).astype(np.int64)
 
 
+def bright_field_window(mean_pattern: np.ndarray, radius_factor: float = 1.5) -> tuple[int, int, int]:
+    """The odd square window (row, column, size) of a diffraction pattern that holds its bright-field disc and
+    inner dark field out to ``radius_factor`` x the disc radius, centred on the disc (the undeflected beam).
+
+    ``mean_pattern`` (P, P): the scan's mean pattern (counts or intensities). The disc is the connected set of
+    pixels above half of the brightest (as the pattern's own contrast defines it: no calibration needed); its
+    centre the centroid of those pixels rounded to a pixel, its radius sqrt(area / π). The window is clipped to
+    the pattern. ``InputError`` when no disc stands out (a flat or empty pattern)."""
+    m = np.asarray(mean_pattern, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.isfinite(m).all():
+        raise InputError(f"bright_field_window: a finite square (P, P) mean pattern is needed, got shape {m.shape}")
+    if not radius_factor > 0:
+        raise ValueError(f"radius_factor must be > 0, got {radius_factor}")
+    lo, hi = float(m.min()), float(m.max())
+    if not hi > lo:
+        raise InputError("bright_field_window: the mean pattern is flat: no bright-field disc to centre on")
+    bright = m > lo + 0.5 * (hi - lo)
+    labels, _ = ndimage.label(bright)
+    disc = labels == labels.flat[int(np.argmax(m))]
+    r0, c0 = (int(round(v)) for v in ndimage.center_of_mass(disc))
+    half = int(math.ceil(radius_factor * math.sqrt(disc.sum() / math.pi)))
+    half = min(half, r0, c0, m.shape[0] - 1 - r0, m.shape[1] - 1 - c0)
+    if half < 1:
+        raise InputError(f"bright_field_window: the disc centre ({r0}, {c0}) lies on the pattern's edge")
+    return r0 - half, c0 - half, 2 * half + 1
+
+
 @dataclass(frozen=True)
 class ItemTransform:
     """Raw (B, P, P) rows -> model input (B, P', P') float32 (see the module docstring). ``offset`` and ``scale``
-    are numbers, or (``radial``) one per ring 0, 1, ... of ``ring_index``."""
+    are numbers, or (``radial``) one per ring 0, 1, ... of ``ring_index``, or (``mean_pattern``) one offset per
+    pixel (P'² values, row-major) and one scale per ring."""
 
     sqrt: bool = False
     normalisation: str = "standard"
-    offset: float | tuple = 0.0  # standard: mean; radial: mean per ring; minmax: minimum
-    scale: float | tuple = 1.0  # standard: std; radial: std per ring; minmax: maximum - minimum
+    offset: float | tuple = 0.0  # standard: mean; radial: mean per ring; mean_pattern: mean item; minmax: minimum
+    scale: float | tuple = 1.0  # standard: std; radial and mean_pattern: std per ring; minmax: maximum - minimum
+    crop: tuple[int, int, int] | None = None  # (row, column, size) of the window kept after the odd crop
 
     def pre(self, raw: np.ndarray) -> np.ndarray:
-        """Odd crop and √I, before normalisation: a float64 copy (never the caller's array)."""
+        """Odd crop, window and √I, before normalisation: a float64 copy (never the caller's array)."""
         x = np.array(raw, dtype=np.float64)
         if x.shape[-1] % 2 == 0:
             x = x[..., 1:, 1:]
+        if self.crop is not None:
+            r, c, n = self.crop
+            if r < 0 or c < 0 or r + n > x.shape[-2] or c + n > x.shape[-1]:
+                raise InputError(f"crop {self.crop} leaves the {x.shape[-1]} x {x.shape[-1]} items")
+            x = x[..., r:r + n, c:c + n]
         if self.sqrt:
             x = np.sqrt(np.clip(x, 0, None))
         return x
@@ -84,6 +125,9 @@ class ItemTransform:
         x = self.pre(raw)  # a float64 copy: normalised in place
         if np.ndim(self.offset) == 0:
             offset, scale = self.offset, self.scale
+        elif self.normalisation == "mean_pattern":
+            offset = np.asarray(self.offset).reshape(x.shape[-2:])
+            scale = np.asarray(self.scale)[ring_index(x.shape[-1])]
         else:
             rings = ring_index(x.shape[-1])
             offset, scale = np.asarray(self.offset)[rings], np.asarray(self.scale)[rings]
@@ -92,14 +136,17 @@ class ItemTransform:
         return x.astype(np.float32)
 
 
-def dataset_statistics(arr, sqrt: bool, rows_per_read: int | None = None) -> dict:
-    """One streaming pass over ``arr`` (shard by shard): mean, std, min, max of the pre-normalised values and
-    the number of items. ``InputError`` when a value is not finite (an unfinished store)."""
-    t = ItemTransform(sqrt=sqrt)
+def dataset_statistics(arr, sqrt: bool, rows_per_read: int | None = None,
+                       crop: tuple[int, int, int] | None = None) -> dict:
+    """One streaming pass over ``arr`` (shard by shard): mean, std, min, max of the pre-normalised values, the
+    mean and std per ring, the mean item and the std per ring about it, and the number of items. ``InputError``
+    when a value is not finite (an unfinished store)."""
+    t = ItemTransform(sqrt=sqrt, crop=None if crop is None else tuple(crop))
     step = rows_per_read or shard_rows(arr)
     total, total_sq, count, lo, hi = 0.0, 0.0, 0, math.inf, -math.inf
-    rings = ring_index(item_size(int(arr.shape[1])))
-    ring_sum = ring_sq = 0.0
+    size = int(crop[2]) if crop is not None else item_size(int(arr.shape[1]))
+    rings = ring_index(size)
+    ring_sum = ring_sq = pixel_sum = pixel_sq = 0.0
     for start in range(0, arr.shape[0], step):
         x = t.pre(arr[start:start + step])
         if not np.isfinite(x).all():
@@ -109,6 +156,8 @@ def dataset_statistics(arr, sqrt: bool, rows_per_read: int | None = None) -> dic
         total_sq += float(np.square(x).sum())
         ring_sum = ring_sum + np.bincount(rings.ravel(), x.sum(axis=0).ravel())
         ring_sq = ring_sq + np.bincount(rings.ravel(), np.square(x).sum(axis=0).ravel())
+        pixel_sum = pixel_sum + x.sum(axis=0)
+        pixel_sq = pixel_sq + np.square(x).sum(axis=0)
         count += x.size
         lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
     mean = total / count
@@ -117,8 +166,13 @@ def dataset_statistics(arr, sqrt: bool, rows_per_read: int | None = None) -> dic
     ring_mean = ring_sum / per_ring
     ring_std = np.sqrt(np.clip(ring_sq / per_ring - ring_mean**2, 0, None))
     ring_std = np.maximum(ring_std, 1e-3 * std)  # a ring without spread (dark corners) is not blown up
+    pixel_mean = pixel_sum / int(arr.shape[0])
+    pixel_var = np.clip(pixel_sq / int(arr.shape[0]) - np.square(pixel_mean), 0, None)  # about each pixel's mean
+    residual_std = np.sqrt(np.bincount(rings.ravel(), pixel_var.ravel()) / np.bincount(rings.ravel()))
+    residual_std = np.maximum(residual_std, 1e-3 * std)
     return {"mean": mean, "std": std, "min": lo, "max": hi, "n_items": int(arr.shape[0]),
-            "ring_mean": ring_mean.tolist(), "ring_std": ring_std.tolist()}
+            "ring_mean": ring_mean.tolist(), "ring_std": ring_std.tolist(),
+            "pixel_mean": pixel_mean.ravel().tolist(), "residual_ring_std": residual_std.tolist()}
 
 
 def epoch_shards(n_shards: int, epoch: int, seed: int, shuffle: bool) -> np.ndarray:
@@ -209,7 +263,9 @@ class ZarrItemsDataModule(pl.LightningDataModule):
     batch_size : items per batch (per rank).
     sqrt : √I before normalisation (counts).
     normalisation : "standard" (mean 0, std 1 over the whole array), "radial" (per ring about the centre:
-        diffraction patterns) or "minmax" ([0, 1]; Bernoulli likelihood).
+        diffraction patterns), "mean_pattern" (the mean item subtracted, the std per ring about it: what varies
+        between 4D-STEM patterns) or "minmax" ([0, 1]; Bernoulli likelihood).
+    crop : [row, column, size] of an odd window kept of each item (after the odd crop); None: the whole item.
     offset, scale : the normalisation's values (numbers, or one per ring for "radial"); None: measured in
         ``setup`` by one streaming pass (then kept in the checkpoint, so a resumed run or an encoding uses the
         same ones).
@@ -220,7 +276,8 @@ class ZarrItemsDataModule(pl.LightningDataModule):
 
     def __init__(self, store: str = "data/items.zarr", array: str = "patches", batch_size: int = 128,
                  sqrt: bool = False, normalisation: str = "standard", offset: float | list[float] | None = None,
-                 scale: float | list[float] | None = None, seed: int = 0, val_shards: int = 1):
+                 scale: float | list[float] | None = None, seed: int = 0, val_shards: int = 1,
+                 crop: list[int] | None = None):
         super().__init__()
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"data.normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
@@ -228,27 +285,35 @@ class ZarrItemsDataModule(pl.LightningDataModule):
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if val_shards < 0:
             raise ValueError(f"data.val_shards must be >= 0, got {val_shards}")
+        if crop is not None and (len(crop) != 3 or int(crop[2]) % 2 != 1 or min(int(v) for v in crop) < 0):
+            raise ValueError(f"data.crop must be [row, column, odd size] >= 0, got {crop!r}")
         self.save_hyperparameters()
         self.store, self.array, self.batch_size, self.sqrt = store, array, batch_size, sqrt
         self.normalisation, self.offset, self.scale, self.seed = normalisation, offset, scale, seed
         self.val_shards = val_shards
+        self.crop = None if crop is None else tuple(int(v) for v in crop)
         self.item_size: int | None = None
         self.statistics: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         arr = open_items(self.store, self.array)
         self.item_size = item_size(int(arr.shape[1]))
+        if self.crop is not None:
+            if self.crop[0] + self.crop[2] > self.item_size or self.crop[1] + self.crop[2] > self.item_size:
+                raise InputError(f"data.crop {list(self.crop)} leaves the {self.item_size} x {self.item_size} items")
+            self.item_size = self.crop[2]
         if self.offset is None or self.scale is None:
-            self.statistics = dataset_statistics(arr, self.sqrt)
+            self.statistics = dataset_statistics(arr, self.sqrt, crop=self.crop)
             s = self.statistics
             self.offset, self.scale = {"standard": (s["mean"], s["std"]), "minmax": (s["min"], s["max"] - s["min"]),
-                                       "radial": (s["ring_mean"], s["ring_std"])}[self.normalisation]
+                                       "radial": (s["ring_mean"], s["ring_std"]),
+                                       "mean_pattern": (s["pixel_mean"], s["residual_ring_std"])}[self.normalisation]
         if not np.min(self.scale) > 0:
             raise InputError(f"{self.store}/{self.array}: the items are constant (scale {self.scale}); nothing to fit")
 
     @property
     def transform(self) -> ItemTransform:
-        return make_transform(self.sqrt, self.normalisation, self.offset, self.scale)
+        return make_transform(self.sqrt, self.normalisation, self.offset, self.scale, self.crop)
 
     def _rank(self) -> tuple[int, int]:
         t = self.trainer
@@ -294,7 +359,8 @@ def _plain(value):
     return float(value) if np.ndim(value) == 0 else [float(v) for v in np.asarray(value).ravel()]
 
 
-def make_transform(sqrt: bool, normalisation: str, offset, scale) -> ItemTransform:
+def make_transform(sqrt: bool, normalisation: str, offset, scale, crop=None) -> ItemTransform:
     offset, scale = _plain(offset), _plain(scale)
     return ItemTransform(bool(sqrt), str(normalisation), offset if np.ndim(offset) == 0 else tuple(offset),
-                         scale if np.ndim(scale) == 0 else tuple(scale))
+                         scale if np.ndim(scale) == 0 else tuple(scale),
+                         None if crop is None else tuple(int(v) for v in crop))

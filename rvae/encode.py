@@ -52,7 +52,7 @@ def load_module(checkpoint: str | Path, device: str = "cpu"):
     if "offset" not in state:
         raise InputError(f"{path} holds no data normalisation (offset, scale): was it written by rvae fit?")
     transform = make_transform(dm_hp.get("sqrt", False), dm_hp.get("normalisation", "standard"), state["offset"],
-                               state["scale"])
+                               state["scale"], dm_hp.get("crop"))
     return module, transform, dm_hp
 
 

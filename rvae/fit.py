@@ -27,7 +27,7 @@ from kernels.optics import wavelength_angstrom
 
 from .cli import newest_checkpoint, run_cli
 from .columns import cut_subimages, find_columns
-from .data import item_size, open_items, shard_rows
+from .data import bright_field_window, dataset_statistics, item_size, open_items, shard_rows
 from .encode import encode_store, load_module
 from .figures import atom_overlays, latent_traversal, scan_maps
 from .maps import anomaly_score, circular_channels
@@ -36,6 +36,10 @@ from .store import write_items
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADF_CONFIG = REPO / "configs" / "rvae" / "adf.yaml"
 DEFAULT_4D_CONFIG = REPO / "configs" / "rvae" / "fourdstem.yaml"
+WINDOWS = ("bright_field", "whole")
+# out to 1.5 x the disc radius: the disc's edge, where a deflection moves the most intensity, and the inner dark
+# field it spills into, without the outer Bragg structure
+BRIGHT_FIELD_RADIUS_FACTOR = 1.5
 
 
 def _log(msg: str, stream=None) -> None:
@@ -262,18 +266,27 @@ def com_maps_streaming(store: str, array: str, scan_shape: tuple[int, int], angu
 def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
                config: str | Path = DEFAULT_4D_CONFIG, fold_period_px: tuple[int, int] | None = None,
                angular_sampling_mrad: float | None = None, scan_sampling_angstrom: tuple[float, float] | None = None,
+               window: str = "bright_field", bright_field_radius_factor: float = BRIGHT_FIELD_RADIUS_FACTOR,
                overrides: list[str] | tuple = (), stream=None) -> dict:
     """4-D data -> rVAE -> ``latents.npy`` (scan x, scan y, k), ``angle.npy`` and ``angle_std.npy`` (scan x,
     scan y), ``reconstruction_error.npy``, ``anomaly.npy`` (with a fold period), ``com.npz`` (the COM family,
     same axes), ``maps.png``, ``summary.json``. Returns the summary with the (scan y, scan x) maps under
-    ``maps``."""
+    ``maps``.
+
+    ``window``: "bright_field" (the rVAE sees the bright-field disc and its inner dark field out to
+    ``bright_field_radius_factor`` x the disc radius, centred on the undeflected beam as the scan's mean pattern
+    shows it: where the probe's position relative to the columns redistributes the intensity) or "whole" (the
+    whole pattern). The COM family is always of the whole pattern."""
+    if window not in WINDOWS:
+        raise InputError(f"window must be one of {WINDOWS}, got {window!r}")
     started = time.perf_counter()
     read_config(config)
     out = make_out(out)
     kind, source, array_path = open_4d_source(data, array)
     check_fingerprint(out, data=str(Path(data).resolve()), array=array, shape=list(source.shape)
                       if kind == "array" else list(source.scan_shape), config=Path(config).read_text(),
-                      overrides=list(overrides), fold_period_px=fold_period_px)
+                      overrides=list(overrides), fold_period_px=fold_period_px, window=window,
+                      bright_field_radius_factor=bright_field_radius_factor)
     wavelength, defects_px = None, None
     if kind == "store":
         meta = source
@@ -295,11 +308,21 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
         dtheta = angular_sampling_mrad or 1.0
         dxy = tuple(scan_sampling_angstrom) if scan_sampling_angstrom else (1.0, 1.0)
         periodic = fold is not None
-    k_raw = int(open_items(store, items_array).shape[1])
+    items = open_items(store, items_array)
+    k_raw = int(items.shape[1])
     n_items = scan_shape[0] * scan_shape[1]
-    _log(f"fitting the rVAE to {n_items} patterns of {k_raw} x {k_raw} px "
+    crop = None
+    if window == "bright_field":
+        mean_pattern = np.asarray(dataset_statistics(items, sqrt=False)["pixel_mean"]).reshape(item_size(k_raw),
+                                                                                              item_size(k_raw))
+        crop = bright_field_window(mean_pattern, bright_field_radius_factor)
+        overrides = ["--data.crop", f"[{crop[0]},{crop[1]},{crop[2]}]", *overrides]
+        _log(f"bright-field window: {crop[2]} x {crop[2]} px about pixel ({crop[0] + crop[2] // 2}, "
+             f"{crop[1] + crop[2] // 2}) of the mean pattern", stream)
+    size = crop[2] if crop else item_size(k_raw)
+    _log(f"fitting the rVAE to {n_items} patterns of {size} x {size} px "
          f"(scan {scan_shape[1]} x {scan_shape[0]})", stream)
-    ckpt = fit_items(config, store, items_array, out / "run", item_size(k_raw), overrides)
+    ckpt = fit_items(config, store, items_array, out / "run", size, overrides)
     module, transform, _ = load_module(ckpt)
     enc = encode_store(module, store, items_array, transform, out / "encoded.zarr")
     sy, sx = scan_shape
@@ -326,7 +349,8 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
               markers=defects_px)
     latent_traversal(module, enc["z"], out / "latent_traversal.png")
     summary = {"data": str(data), "array": array, "scan_shape_yx": [sy, sx], "pattern_size_px": k_raw,
-               "item_size_px": item_size(k_raw), "fold_period_px": list(fold) if fold else None,
+               "item_size_px": size, "window": window, "crop_row_col_size": list(crop) if crop else None,
+               "fold_period_px": list(fold) if fold else None,
                "angular_sampling_mrad": dtheta, "checkpoint": str(ckpt), "period": module.model.period,
                "n_latent": k, "seconds": time.perf_counter() - started,
                "axes": "npy maps are (scan x, scan y[, k]) as abTEM orders scans"}

@@ -67,7 +67,7 @@ def test_fit_4dstem_on_an_npy_in_abtem_order(tmp_path):
     data = tmp_path / "scan.npy"
     np.save(data, disc_scan(10, 8, 12))
     out = tmp_path / "out"
-    assert main(["fit-4dstem", str(data), "--out", str(out), "--fold-period-px", "4", "5",
+    assert main(["fit-4dstem", str(data), "--out", str(out), "--fold-period-px", "4", "5", "--window", "whole",
                  "--angular-sampling-mrad", "2.0", *SMALL]) == 0
     assert np.load(out / "latents.npy").shape == (10, 8, 2)
     assert np.load(out / "angle.npy").shape == (10, 8) and np.load(out / "anomaly.npy").shape == (10, 8)

@@ -121,3 +121,30 @@ def test_an_unknown_window_is_refused_before_any_work(tmp_path):
     with pytest.raises(InputError, match="window must be one of"):
         fit_4dstem(tmp_path / "missing.npy", tmp_path / "out", window="disc")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_bench_dose_to_reach_needs_every_higher_dose_to_reach_too():
+    from bench.rvae_4dstem import dose_to_reach
+
+    assert dose_to_reach({1e3: 0.6, 1e4: 0.92, 1e5: 0.95, 1e6: 0.99}) == 1e4
+    assert dose_to_reach({1e3: 0.95, 1e4: 0.85, 1e5: 0.95}) == 1e5  # a dip above a lucky low dose
+    assert dose_to_reach({1e3: 0.6, 1e4: 0.7}) is None
+
+
+def test_the_ml_oracle_recovers_the_direction_at_high_dose_and_not_at_a_few_electrons():
+    from bench.rvae_4dstem import oracle_direction
+
+    rng = np.random.default_rng(0)
+    angles = np.linspace(-np.pi, np.pi, 24, endpoint=False)
+    ky, kx = np.indices((15, 15)) - 7
+    clean = np.stack([np.where(np.hypot(ky, kx) <= 5, 1 + 0.5 * (kx * np.cos(t) + ky * np.sin(t)) / 5, 0.01)
+                      for t in angles])
+    clean /= clean.sum((1, 2), keepdims=True)
+    rows = np.arange(24)
+    for electrons, expected in ((1e5, 1.0), (3.0, None)):
+        counts = rng.poisson(clean * electrons)
+        got = oracle_direction(counts, clean, electrons, 1.0, angles, rows)
+        if expected:
+            assert np.array_equal(got, angles)
+        else:
+            assert not np.array_equal(got, angles)

@@ -198,7 +198,7 @@ def patch_costs(path: Path, cfg, cfg_hash: str, plan, shard: int, scratch: Path)
             "kept_bytes_per_patch": kept_bytes / len(patches), "fraction_integer_values": integer}
 
 
-def fill_features(path: Path, plan_enc, site_table: np.ndarray, sample_shards: list[int], cfg_plan) -> dict:
+def fill_features(path: Path, plan_enc, site_table: np.ndarray, sample_shards: list[int]) -> dict:
     """Write every shard not encoded: its own context and site columns, the sample's Zernike columns of the
     same environment (reused), its digest and done marker."""
     g = schema.open_group(path, mode="r+")
@@ -273,7 +273,7 @@ def main() -> None:
         stages.append({"stage": f"encode {len(sample) - 1} shards (2 workers)", "seconds": enc["seconds"],
                        "rows": enc["rows"]})
         result["patch_costs"] = patch_costs(path, cfg, cfg_hash, plan, sample[0], out / "probe.zarr")
-        fill = fill_features(path, plan_enc, site_table, sample, plan)
+        fill = fill_features(path, plan_enc, site_table, sample)
         stages.append({"stage": "write features (reused Zernike columns)", "seconds": fill["seconds"],
                        "rows": fill["rows"]})
 
@@ -292,7 +292,6 @@ def main() -> None:
                            "per_row_with_patches_kept": (total + result["patch_costs"]["kept_bytes_per_patch"]
                                                          * plan.n_rows) / plan.n_rows,
                            "paper_per_row": PAPER_BYTES_PER_ROW}
-        result["peak_rss_gib"] = {"driver": peak_rss_gib(), "children": peak_rss_gib(resource.RUSAGE_CHILDREN)}
 
     if "train" in stages_asked:
         import paper_scale_train

@@ -252,22 +252,25 @@ def perovskite_field(spec: PerovskiteSpec, rng: np.random.Generator) -> tuple[np
     return image.astype(np.float32), truth
 
 
-def write_field(out_dir, seed: int = 0, spec: FieldSpec | None = None):
-    """Render ``two_grain_field`` and write ``image.npy``, ``image.json`` (pixel size: what ``inference`` and
-    ``fit-image`` read beside an .npy) and ``truth.csv`` (one row per column). Returns the directory."""
+def write_field(out_dir, seed: int = 0, spec: FieldSpec | PerovskiteSpec | None = None):
+    """Render ``two_grain_field`` (a ``FieldSpec``) or ``perovskite_field`` (a ``PerovskiteSpec``) and write
+    ``image.npy``, ``image.json`` (pixel size: what ``inference`` and ``fit-image`` read beside an .npy) and
+    ``truth.csv`` (one row per column). Returns the directory."""
     spec = spec or FieldSpec()
+    render, names = (perovskite_field, PEROVSKITE_SITES) if isinstance(spec, PerovskiteSpec) \
+        else (two_grain_field, SITE_TYPES)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image, truth = two_grain_field(spec, np.random.default_rng(np.random.SeedSequence(seed)))
+    image, truth = render(spec, np.random.default_rng(np.random.SeedSequence(seed)))
     np.save(out / "image.npy", image)
     (out / "image.json").write_text(json_text({"pixel_size_angstrom": spec.pixel_size_angstrom,
                                                 "rendered": asdict(spec), "seed": seed}, indent=2))
-    names = list(truth)
+    columns = list(truth)
     with open(out / "truth.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(names + ["site_type"])
+        w.writerow(columns + ["site_type"])
         for i in range(len(truth["x_px"])):
-            w.writerow([f"{truth[n][i]:.6g}" for n in names] + [SITE_TYPES[int(truth["site"][i])]])
+            w.writerow([f"{truth[n][i]:.6g}" for n in columns] + [names[int(truth["site"][i])]])
     return out
 
 

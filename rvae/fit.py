@@ -103,8 +103,8 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
               size_px: int | None = None, min_distance_angstrom: float = 1.2, smooth_sigma_angstrom: float = 0.2,
               overrides: list[str] | tuple = (), rows_per_shard: int = 2048, finder: str = "new",
               stream=None) -> dict:
-    """Columns (``rvae.columns.find_columns``'s ``finder``) -> sub-images -> rVAE -> ``atoms.csv``, ``encoded.zarr``, figures, ``summary.json`` in ``out``.
-    Returns the summary (with the per-atom outputs under ``atoms``, not written to the JSON)."""
+    """Columns (``rvae.columns.find_columns``, its ``finder``) -> sub-images -> rVAE -> ``atoms.csv``,
+    ``encoded.zarr``, figures, ``summary.json`` in ``out``. Returns the summary (with the per-atom outputs under ``atoms``, not written to the JSON)."""
     started = time.perf_counter()
     cfg = read_config(config)
     image, meta = load_image(image_path)

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--min-distance-angstrom", type=float, default=1.2,
                      help="smallest distance between two columns (the peak finder's footprint)")
     img.add_argument("--smooth-sigma-angstrom", type=float, default=0.2, help="smoothing before peak finding")
+    img.add_argument("--finder", choices=("new", "old"), default="new",
+                     help="column refinement: new (the peak finder's disk centroid) or old (Gaussian-weighted)")
     img.add_argument("--out", required=True, help="output directory")
     _training_options(img)
     four = sub.add_parser("fit-4dstem", help="4-D array -> rVAE -> latents.npy, angle.npy, maps, COM baseline")
@@ -115,7 +117,8 @@ def _dispatch(argv: list[str]) -> int:
         fit_image(args.image, args.out, window_angstrom=args.window_angstrom,
                   pixel_size_angstrom=args.pixel_size_angstrom, config=args.config or DEFAULT_ADF_CONFIG,
                   size_px=args.size_px, min_distance_angstrom=args.min_distance_angstrom,
-                  smooth_sigma_angstrom=args.smooth_sigma_angstrom, overrides=_overrides(args) + lightning)
+                  smooth_sigma_angstrom=args.smooth_sigma_angstrom, overrides=_overrides(args) + lightning,
+                  finder=args.finder)
     elif args.command == "fit-4dstem":
         from .fit import DEFAULT_4D_CONFIG, fit_4dstem  # deferred: keeps --help light (torch, lightning)
 

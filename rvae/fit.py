@@ -26,7 +26,7 @@ from kernels import com
 from kernels.optics import wavelength_angstrom
 
 from .cli import newest_checkpoint, run_cli
-from .columns import cut_subimages, find_columns
+from .columns import FINDERS, cut_subimages, find_columns
 from .data import bright_field_window, dataset_statistics, item_size, open_items, shard_rows
 from .encode import encode_store, load_module
 from .figures import atom_overlays, latent_traversal, scan_maps
@@ -105,9 +105,10 @@ def fit_items(config: str | Path, store: str | Path, array: str, run_dir: str | 
 def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float,
               pixel_size_angstrom: float | None = None, config: str | Path = DEFAULT_ADF_CONFIG,
               size_px: int | None = None, min_distance_angstrom: float = 1.2, smooth_sigma_angstrom: float = 0.2,
-              overrides: list[str] | tuple = (), rows_per_shard: int = 2048, stream=None) -> dict:
-    """Columns -> sub-images -> rVAE -> ``atoms.csv``, ``encoded.zarr``, figures, ``summary.json`` in ``out``.
-    Returns the summary (with the per-atom outputs under ``atoms``, not written to the JSON)."""
+              overrides: list[str] | tuple = (), rows_per_shard: int = 2048, finder: str = "new",
+              stream=None) -> dict:
+    """Columns (``rvae.columns.find_columns``, its ``finder``) -> sub-images -> rVAE -> ``atoms.csv``,
+    ``encoded.zarr``, figures, ``summary.json`` in ``out``. Returns the summary (with the per-atom outputs under ``atoms``, not written to the JSON)."""
     started = time.perf_counter()
     cfg = read_config(config)
     image, meta = load_image(image_path)
@@ -128,7 +129,9 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
     if size < 5 or size % 2 == 0:
         raise InputError(f"sub-image size must be odd and >= 5 pixels, got {size}")
     out = make_out(out)
-    positions = find_columns(image, px, min_distance_angstrom, smooth_sigma_angstrom)
+    if finder not in FINDERS:
+        raise InputError(f"--finder must be one of {', '.join(FINDERS)}, got {finder!r}")
+    positions = find_columns(image, px, min_distance_angstrom, smooth_sigma_angstrom, finder)
     _log(f"{len(positions)} columns in {Path(image_path).name} ({image.shape[1]} x {image.shape[0]} px, "
          f"{px:.4g} A/px)", stream)
     items, border = cut_subimages(image, positions, window_angstrom, px, size)
@@ -137,7 +140,8 @@ def fit_image(image_path: str | Path, out: str | Path, *, window_angstrom: float
                          "image: too few to fit (smaller window, larger image, or check the pixel size)")
     check_fingerprint(out, image=str(Path(image_path).resolve()), items=_digest(items, positions),
                       window_angstrom=window_angstrom, pixel_size_angstrom=px, size_px=size,
-                      config=Path(config).read_text(), overrides=list(overrides))
+                      config=Path(config).read_text(), overrides=list(overrides),
+                      **({"finder": finder} if finder != "new" else {}))
     store = out / "items.zarr"
     write_items(store, items[~border], rows_per_shard, {"position_px": positions[~border]},
                 {"image": str(image_path), "window_angstrom": window_angstrom, "pixel_size_angstrom": px,

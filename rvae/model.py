@@ -85,24 +85,35 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor, prior_std: float = 1.0
     return 0.5 * torch.sum(mean**2 / prior_std**2 + var_ratio - 1.0 - torch.log(var_ratio), dim=-1)
 
 
-def angular_moment(images: torch.Tensor, period: int, grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The classical n-fold orientation of each item: ψ_m = arg Σ (I(x) − Ī) e^{i n θ(x)} over the inscribed disk
-    0 < |x| <= 1 (θ from +x towards +y, n = ``period``, Ī the disk mean), in the model's own convention: rotating an
-    item's content by α adds n·α to ψ_m, as to the encoder's ψ = n·φ (the offset between the two is arbitrary).
-    Returns (ψ_m (B,) in (−π, π], strength (B,) = |Σ (I − Ī) e^{inθ}| / Σ |I − Ī|, in [0, 1]).
-    ``images`` (B, P, P) or (B, 1, P, P); ``grid`` the (P², 2) ``coordinate_grid`` (made when None)."""
-    b = images.shape[0]
-    x = images.reshape(b, -1)
-    if grid is None:
-        grid = coordinate_grid(int(round(x.shape[1] ** 0.5)), device=x.device, dtype=x.dtype)
-    r2 = grid.square().sum(-1)
-    disk = (r2 <= 1.0).to(x.dtype)
-    theta = torch.atan2(grid[:, 1], grid[:, 0])
-    centred = (x - (x * disk).sum(-1, keepdim=True) / disk.sum()) * disk
-    ring = centred * (r2 > 0).to(x.dtype)  # the centre pixel has no direction
-    re = (ring * torch.cos(period * theta)).sum(-1)
-    im = (ring * torch.sin(period * theta)).sum(-1)
-    strength = torch.hypot(re, im) / centred.abs().sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
+def angular_moment(images: torch.Tensor, period: int, grid: torch.Tensor | None = None,
+                   n_angles: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classical n-fold orientation of each item: ψ_m = arg ∫∫ I(ρ, θ) e^{i n θ} ρ dρ dθ over the inscribed
+    disk 0 < ρ <= 1 (θ from +x towards +y, n = ``period``), in the model's own convention: rotating an item's
+    content by α adds n·α to ψ_m, as to the encoder's ψ = n·φ (the offset between the two is arbitrary).
+
+    The item is sampled (bilinear) on a polar grid, ``n_angles`` equal steps in θ (a multiple of 4) on rings
+    half a pixel apart, not summed over its square pixels: on the square grid an isotropic part (the bright
+    centre column) has a 4-fold moment of its own, fixed in the image frame (the pixels at one radius are not
+    spread evenly in θ), which cancels for n = 2 or 3 but not for n = 4, 8, ...; added to a faint 4-fold
+    content (a perovskite A site), it turned each grain's angle by up to 8° at 17 px and 20° at 8 Å windows.
+    Returns (ψ_m (B,) in (−π, π], strength (B,) = |Σ (I − Ī) ρ e^{inθ}| / Σ |I − Ī| ρ, in [0, 1], Ī the disk
+    mean). ``images`` (B, P, P) or (B, 1, P, P); ``grid`` is accepted for the old signature and not used."""
+    if n_angles % 4:
+        raise ValueError(f"n_angles must be a multiple of 4 (a quarter turn maps the polar grid onto itself), "
+                         f"got {n_angles}")
+    b, size = images.shape[0], images.shape[-1]
+    x = images.reshape(b, 1, size, size)
+    n_rings = size - 1  # half a pixel apart over the radius (size - 1) / 2 pixels
+    rho = torch.arange(1, n_rings + 1, device=x.device, dtype=x.dtype) / n_rings
+    theta = torch.arange(n_angles, device=x.device, dtype=x.dtype) * (2 * torch.pi / n_angles)
+    polar = torch.stack([rho[:, None] * torch.cos(theta), rho[:, None] * torch.sin(theta)], dim=-1)
+    # grid_sample: x -> column, y -> row, ±1 the centres of the outer pixels (coordinate_grid's convention)
+    values = F.grid_sample(x, polar.expand(b, -1, -1, -1), mode="bilinear", align_corners=True)[:, 0]
+    weight = rho[:, None].expand(-1, n_angles)
+    centred = (values - (values * weight).sum((-1, -2), keepdim=True) / weight.sum()) * weight
+    re = (centred * torch.cos(period * theta)).sum((-1, -2))
+    im = (centred * torch.sin(period * theta)).sum((-1, -2))
+    strength = torch.hypot(re, im) / centred.abs().sum((-1, -2)).clamp_min(torch.finfo(x.dtype).tiny)
     return torch.atan2(im, re), strength
 
 

@@ -118,6 +118,24 @@ def _gaussian_columns(shape: tuple[int, int], cols, rows, amplitudes, sigma_px: 
     return clean
 
 
+def _render_columns(spec, pos: np.ndarray, amplitude: np.ndarray, rng: np.random.Generator):
+    """The image of columns at ``pos`` (x, y) [Å] with ``amplitude`` (thickness 1), the thickness gradient along
+    x and the noise chain of ``spec`` (a ``FieldSpec`` or ``PerovskiteSpec``). Returns (image (H, W) counts,
+    cols, rows [px], thickness, inside: the column lies on the image)."""
+    h = w = spec.size_px
+    px = spec.pixel_size_angstrom
+    lo, hi = spec.thickness_range
+    thickness = lo + (hi - lo) * np.clip(pos[:, 0] / (h * px), 0, 1)
+    cols, rows = pos[:, 0] / px, pos[:, 1] / px
+    clean = _gaussian_columns((h, w), cols, rows, amplitude * thickness, spec.column_sigma_angstrom / px,
+                              spec.background_fraction)
+    image = noisy_image(clean, pixel_size_angstrom=px, probe_blur_sigma_angstrom=spec.probe_blur_sigma_angstrom,
+                        scan_jitter_px=spec.scan_jitter_px, dose_e_per_angstrom2=spec.dose_e_per_angstrom2,
+                        read_noise_counts=spec.read_noise_counts, rng=rng) + spec.dc_offset_counts
+    inside = (cols >= 0) & (cols <= w - 1) & (rows >= 0) & (rows <= h - 1)
+    return image, cols, rows, thickness, inside
+
+
 def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(image (H, W) float32 counts, per-atom truth) of ``spec`` (see the module docstring).
 
@@ -155,15 +173,7 @@ def two_grain_field(spec: FieldSpec, rng: np.random.Generator) -> tuple[np.ndarr
     site[(site == 1) & (u < spec.vacancy_fraction)] = SITE_TYPES.index("VacX")
     amplitude = np.array([spec.metal_amplitude, spec.chalcogen_amplitude, spec.dopant_amplitude,
                           spec.vacancy_amplitude])[site]
-    lo, hi = spec.thickness_range
-    thickness = lo + (hi - lo) * np.clip(pos[:, 0] / extent, 0, 1)
-    cols, rows = pos[:, 0] / px, pos[:, 1] / px
-    clean = _gaussian_columns((h, w), cols, rows, amplitude * thickness, spec.column_sigma_angstrom / px,
-                              spec.background_fraction)
-    image = noisy_image(clean, pixel_size_angstrom=px, probe_blur_sigma_angstrom=spec.probe_blur_sigma_angstrom,
-                        scan_jitter_px=spec.scan_jitter_px, dose_e_per_angstrom2=spec.dose_e_per_angstrom2,
-                        read_noise_counts=spec.read_noise_counts, rng=rng) + spec.dc_offset_counts
-    inside = (cols >= 0) & (cols <= w - 1) & (rows >= 0) & (rows <= h - 1)
+    image, cols, rows, thickness, inside = _render_columns(spec, pos, amplitude, rng)
     truth = {"x_px": cols[inside], "y_px": rows[inside], "grain": grain[inside], "site": site[inside],
              "orientation_rad": orient[inside], "thickness": thickness[inside],
              "boundary_distance_angstrom": np.abs(pos[inside, 1] - boundary_y(pos[inside, 0]))}
@@ -236,15 +246,7 @@ def perovskite_field(spec: PerovskiteSpec, rng: np.random.Generator) -> tuple[np
             drop[max(i, j)] = True
     pos, site, grain, orient = pos[~drop], site[~drop], grain[~drop], orient[~drop]
     amplitude = np.array([spec.a_amplitude, spec.b_amplitude, spec.o_amplitude])[site]
-    lo, hi = spec.thickness_range
-    thickness = lo + (hi - lo) * np.clip(pos[:, 0] / extent, 0, 1)
-    cols, rows = pos[:, 0] / px, pos[:, 1] / px
-    clean = _gaussian_columns((h, w), cols, rows, amplitude * thickness, spec.column_sigma_angstrom / px,
-                              spec.background_fraction)
-    image = noisy_image(clean, pixel_size_angstrom=px, probe_blur_sigma_angstrom=spec.probe_blur_sigma_angstrom,
-                        scan_jitter_px=spec.scan_jitter_px, dose_e_per_angstrom2=spec.dose_e_per_angstrom2,
-                        read_noise_counts=spec.read_noise_counts, rng=rng) + spec.dc_offset_counts
-    inside = (cols >= 0) & (cols <= w - 1) & (rows >= 0) & (rows <= h - 1)
+    image, cols, rows, thickness, inside = _render_columns(spec, pos, amplitude, rng)
     by = np.stack([boundary_y(pos[:, 0], k) for k in (1, 2)], axis=1)
     truth = {"x_px": cols[inside], "y_px": rows[inside], "grain": grain[inside], "site": site[inside],
              "orientation_rad": orient[inside], "thickness": thickness[inside],
@@ -252,22 +254,25 @@ def perovskite_field(spec: PerovskiteSpec, rng: np.random.Generator) -> tuple[np
     return image.astype(np.float32), truth
 
 
-def write_field(out_dir, seed: int = 0, spec: FieldSpec | None = None):
-    """Render ``two_grain_field`` and write ``image.npy``, ``image.json`` (pixel size: what ``inference`` and
-    ``fit-image`` read beside an .npy) and ``truth.csv`` (one row per column). Returns the directory."""
+def write_field(out_dir, seed: int = 0, spec: FieldSpec | PerovskiteSpec | None = None):
+    """Render ``two_grain_field`` (a ``FieldSpec``) or ``perovskite_field`` (a ``PerovskiteSpec``) and write
+    ``image.npy``, ``image.json`` (pixel size: what ``inference`` and ``fit-image`` read beside an .npy) and
+    ``truth.csv`` (one row per column). Returns the directory."""
     spec = spec or FieldSpec()
+    render, names = (perovskite_field, PEROVSKITE_SITES) if isinstance(spec, PerovskiteSpec) \
+        else (two_grain_field, SITE_TYPES)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image, truth = two_grain_field(spec, np.random.default_rng(np.random.SeedSequence(seed)))
+    image, truth = render(spec, np.random.default_rng(np.random.SeedSequence(seed)))
     np.save(out / "image.npy", image)
     (out / "image.json").write_text(json_text({"pixel_size_angstrom": spec.pixel_size_angstrom,
                                                 "rendered": asdict(spec), "seed": seed}, indent=2))
-    names = list(truth)
+    columns = list(truth)
     with open(out / "truth.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(names + ["site_type"])
+        w.writerow(columns + ["site_type"])
         for i in range(len(truth["x_px"])):
-            w.writerow([f"{truth[n][i]:.6g}" for n in names] + [SITE_TYPES[int(truth["site"][i])]])
+            w.writerow([f"{truth[n][i]:.6g}" for n in columns] + [names[int(truth["site"][i])]])
     return out
 
 

@@ -131,7 +131,7 @@ def test_the_bench_dose_to_reach_needs_every_higher_dose_to_reach_too():
     assert dose_to_reach({1e3: 0.6, 1e4: 0.7}) is None
 
 
-def test_the_ml_oracle_recovers_the_direction_at_high_dose_and_not_at_a_few_electrons():
+def test_the_oracle_recovers_the_direction_at_high_dose_and_not_at_a_few_electrons():
     from bench.rvae_4dstem import oracle_direction
 
     rng = np.random.default_rng(0)
@@ -144,7 +144,8 @@ def test_the_ml_oracle_recovers_the_direction_at_high_dose_and_not_at_a_few_elec
     for electrons, expected in ((1e5, 1.0), (3.0, None)):
         counts = rng.poisson(clean * electrons)
         got = oracle_direction(counts, clean, electrons, 1.0, angles, rows)
+        error = np.abs(np.angle(np.exp(1j * (got - angles))))
         if expected:
-            assert np.array_equal(got, angles)
+            assert error.max() < 1e-6
         else:
-            assert not np.array_equal(got, angles)
+            assert np.median(error) > 0.1

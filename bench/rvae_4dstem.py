@@ -6,8 +6,8 @@ Data: ``configs/dataset/fourdstem.yaml`` (simulated once with ``python -m simula
 dopants) and zincblende GaAs [001] (84 x 84, one As vacancy, one In on a Ga site), 80 keV, 25 mrad, Poisson
 counts at 1e3, 1e4, 1e5 and 1e6 e-/Å² (~41, 410, 4 100, 41 000 electrons per pattern). Seed 0 is the store's
 own counts; seed s > 0 draws new counts from the store's clean patterns (``simulate.fourdstem.poisson_counts``,
-seed from the config seed, s, scan and dose) and fits with ``seed_everything`` s: every seed is a new noise
-realisation and a new fit.
+seed from the config seed, s, and the scan's and dose's indices in the store) and fits with ``seed_everything``
+s: every seed is a new noise realisation and a new fit.
 
 For each scan, dose and seed: ``python -m rvae fit-4dstem`` (purely rotational rVAE on the bright-field window
 about the undeflected beam, the mean pattern subtracted, fitted to that scan's own patterns), and the COM family
@@ -216,7 +216,7 @@ def main(argv=None) -> dict:
     config_seed = int(read_yaml(Path(a.config))["seed"])
     root = zarr.open_group(str(store), mode="r")
     results, rows, panels = {}, [], []
-    for scan_index, scan in enumerate(a.scans):
+    for scan in a.scans:
         meta = read_scan_meta(store, scan)
         ny, nx = meta.scan_shape
         g = root[scan]
@@ -237,7 +237,7 @@ def main(argv=None) -> dict:
                                     "localisation": evaluate(com_scores(clean_com, meta.fold_period_px), truth,
                                                              meta),
                                     "angle": angle_scores(None, clean_com["com_direction"], truth)}
-        for dose_index, dose in enumerate(a.doses):
+        for dose in a.doses:
             for seed in a.seeds:
                 name = f"{scan}-{schema.dose_array_name(dose)}-seed{seed}"
                 overrides = ["--seed_everything", str(seed), "--data.seed", str(seed)]
@@ -246,7 +246,9 @@ def main(argv=None) -> dict:
                     data, array, calib = store, pattern_path(scan, dose), {}
                     counts = root[pattern_path(scan, dose)][:]
                 else:  # a new realisation, handed to fit-4dstem as a user's (scan x, scan y, kx, ky) array
-                    counts = redraw_counts(clean, dose, area, [config_seed, 4, seed, scan_index, dose_index])
+                    # indices in the store's own lists: the same draw whichever --scans and --doses are asked
+                    key = [list(root.attrs["scans"]).index(scan), list(meta.doses_e_per_angstrom2).index(dose)]
+                    counts = redraw_counts(clean, dose, area, [config_seed, 4, seed, *key])
                     data, array = out / f"{name}.npy", None
                     np.save(data, counts.reshape(ny, nx, *counts.shape[1:]).transpose(1, 0, 3, 2))
                     calib = {"fold_period_px": meta.fold_period_px,

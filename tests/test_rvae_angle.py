@@ -26,17 +26,24 @@ def per_grain_error_deg(angle, truth, grain, period=PERIOD) -> list[float]:
     return list(grain_angle_errors(angle, truth, grain, period)["per_grain_deg"].values())
 
 
+def matched_columns(image, truth, px):
+    """Columns found in a rendered field: (positions (N, 2) px, matched to a true column within 0.5 Å (N,) bool,
+    the truth of the nearest true column per found column)."""
+    pos = find_columns(image, px)
+    d, j = cKDTree(np.c_[truth["y_px"], truth["x_px"]]).query(pos)
+    return pos, d < 0.5 / px, {k: v[j] for k, v in truth.items()}
+
+
 @pytest.fixture(scope="module")
 def honeycomb():
     """Found columns of a small rendered MX2 field (two grains 8° and 38°), their sub-images and truth."""
     spec = FieldSpec(size_px=256)
     image, truth = two_grain_field(spec, np.random.default_rng(0))
     px = spec.pixel_size_angstrom
-    pos = find_columns(image, px)
-    d, j = cKDTree(np.c_[truth["y_px"], truth["x_px"]]).query(pos)
+    pos, matched, t = matched_columns(image, truth, px)
     items, border = cut_subimages(image, pos, WINDOW_ANGSTROM, px, 17)
-    keep = ~border & (d < 0.5 / px)
-    t = {k: v[j[keep]] for k, v in truth.items()}
+    keep = ~border & matched
+    t = {k: v[keep] for k, v in t.items()}
     scored = (t["boundary_distance_angstrom"] > WINDOW_ANGSTROM / 2) & (t["site"] <= 1)  # M and X2, away
     return items[keep], t, scored
 
@@ -64,18 +71,13 @@ def test_angular_moment_follows_both_site_types_of_the_honeycomb(honeycomb):
 
 
 @pytest.mark.parametrize("period, followed", [(4, ("A", "B", "O")), (2, ("O",))])
-def test_perovskite_angle_needs_the_period_of_every_site(period, followed):
+def test_perovskite_angle_needs_the_period_of_every_site(perovskite, period, followed):
     """ABO3 [001] in three grains: with period 4 (the lattice's) the moment follows the grains for A, B and O
     sites (O modulo 90°: its two sublattices fold together); with period 2 only the 2-fold O sites are followed,
     the 4-fold A and B sites have no second harmonic and their angle is noise (measured 6-35° per grain)."""
-    spec = PerovskiteSpec(size_px=256)
-    image, truth = perovskite_field(spec, np.random.default_rng(0))
-    px = spec.pixel_size_angstrom
-    pos = find_columns(image, px)
-    d, j = cKDTree(np.c_[truth["y_px"], truth["x_px"]]).query(pos)
+    image, pos, matched, t, px = perovskite
     items, border = cut_subimages(image, pos, 5.5, px, 25)
-    t = {k: v[j] for k, v in truth.items()}
-    sel = ~border & (d < 0.5 / px) & (t["boundary_distance_angstrom"] > 2.75)
+    sel = ~border & matched & (t["boundary_distance_angstrom"] > 2.75)
     psi, _ = angular_moment(torch.from_numpy(items), period)
     for k, name in enumerate(PEROVSKITE_SITES):
         m = sel & (t["site"] == k)
@@ -90,9 +92,7 @@ def perovskite():
     spec = PerovskiteSpec(size_px=256)
     image, truth = perovskite_field(spec, np.random.default_rng(0))
     px = spec.pixel_size_angstrom
-    pos = find_columns(image, px)
-    d, j = cKDTree(np.c_[truth["y_px"], truth["x_px"]]).query(pos)
-    return image, pos, d < 0.5 / px, {k: v[j] for k, v in truth.items()}, px
+    return image, *matched_columns(image, truth, px), px
 
 
 def test_angular_moment_has_no_moment_of_the_square_grid():

@@ -283,6 +283,8 @@ def fit_4dstem(data: str | Path, out: str | Path, *, array: str | None = None,
     whole pattern). The COM family is always of the whole pattern."""
     if window not in WINDOWS:
         raise InputError(f"window must be one of {WINDOWS}, got {window!r}")
+    if not bright_field_radius_factor > 0:
+        raise InputError(f"--bright-field-radius-factor must be > 0, got {bright_field_radius_factor}")
     started = time.perf_counter()
     read_config(config)
     out = make_out(out)

@@ -115,11 +115,13 @@ def test_fit_4dstem_sees_the_bright_field_window_about_an_off_centre_beam(tmp_pa
     assert json.loads((whole / "summary.json").read_text())["item_size_px"] == 23
 
 
-def test_an_unknown_window_is_refused_before_any_work(tmp_path):
+def test_an_unknown_window_or_radius_factor_is_refused_before_any_work(tmp_path):
     from rvae.fit import fit_4dstem
 
     with pytest.raises(InputError, match="window must be one of"):
         fit_4dstem(tmp_path / "missing.npy", tmp_path / "out", window="disc")
+    with pytest.raises(InputError, match="radius-factor must be > 0"):
+        fit_4dstem(tmp_path / "missing.npy", tmp_path / "out", bright_field_radius_factor=0.0)
     assert not (tmp_path / "out").exists()
 
 
